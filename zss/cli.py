@@ -1,0 +1,196 @@
+"""The `zss` command line: parse, call the library, print. No logic lives here.
+
+Every command imports its library module lazily so `zss --help` stays fast and a missing optional
+dependency only affects the command that needs it. User errors (`ZssError`) become one line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from zss.errors import ZssError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Open-vocabulary semantic segmentation without dense labels.")
+concepts_app = typer.Typer(no_args_is_help=True, help="Build and query the faiss concept bank.")
+prompts_app = typer.Typer(no_args_is_help=True, help="Inspect PixelCLIP's learned prompts.")
+app.add_typer(concepts_app, name="concepts")
+app.add_typer(prompts_app, name="prompts")
+
+
+@app.command()
+def synth(out: Path = typer.Argument(..., help="Output folder of the synthetic world."),
+          n_images: int = typer.Option(64, "--n-images", min=1, help="Training images."),
+          n_val: int = typer.Option(16, "--n-val", min=1, help="Validation images."),
+          size: int = typer.Option(224, "--size", min=32, help="Nominal image side in pixels."),
+          seed: int = typer.Option(0, "--seed")) -> None:
+    """Write the synthetic world: images, captions, SA-1B masks, webdataset tars, val ground truth."""
+    from zss.synth.world import make_world
+
+    info = make_world(out, n_train=n_images, n_val=n_val, size=size, seed=seed)
+    typer.echo(f"synthetic world in {out}: {info['n_train']} train, {info['n_val']} val images, "
+               f"{len(info['classes'])} classes")
+
+
+@app.command()
+def ingest(source: str = typer.Argument(..., help="Source path; kind inferred or given as KIND:PATH "
+                                        "(coco, sa1b, webdataset, folder)."),
+           out: Path = typer.Argument(..., help="Output shard folder."),
+           preset: Optional[Path] = typer.Option(None, "--preset", help="YAML preset (manifests/presets)."),
+           features: Optional[str] = typer.Option(None, "--features", help="NAME[:CKPT] frozen backbone."),
+           img_size: Optional[int] = typer.Option(None, "--img-size", help="Backbone input side."),
+           masks: Optional[str] = typer.Option(None, "--masks", help="sam | sa1b | dino-kmeans | none"),
+           sam_checkpoint: Optional[str] = typer.Option(None, "--sam-checkpoint", help="KIND:PATH"),
+           concepts: Optional[str] = typer.Option(None, "--concepts", help="Concept bank JSON or class-list names."),
+           shard_size: Optional[int] = typer.Option(None, "--shard-size", min=1),
+           workers: Optional[int] = typer.Option(None, "--workers", min=1),
+           address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster."),
+           mode: Optional[str] = typer.Option(None, "--mode", help="incremental | overwrite"),
+           limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N samples."),
+           no_images: bool = typer.Option(False, "--no-images", help="Do not store resized JPEGs."),
+           set_: List[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+           ) -> None:
+    """Compute masks, frozen patch features and caption concepts once, into resumable shards."""
+    from zss.pipeline.runner import run_ingest
+
+    summary = run_ingest(source=source, out=out, preset=preset, features=features, img_size=img_size,
+                         masks=masks, sam_checkpoint=sam_checkpoint, concepts=concepts,
+                         shard_size=shard_size, workers=workers, address=address, mode=mode,
+                         limit=limit, store_images=False if no_images else None, overrides=set_)
+    typer.echo(summary)
+
+
+@app.command()
+def inspect(shards: Path = typer.Argument(..., help="Shard folder written by `zss ingest`.")) -> None:
+    """Manifest summary, status counts and one decoded sample."""
+    from zss.pipeline.inspect import inspect_shards
+
+    typer.echo(inspect_shards(shards))
+
+
+@app.command()
+def train(recipe: str = typer.Argument(..., help="simzss | pixelclip"),
+          shards: Path = typer.Argument(..., help="Shard folder."),
+          run: Path = typer.Argument(..., help="Run directory."),
+          config: Optional[Path] = typer.Option(None, "--config", help="YAML config."),
+          steps: Optional[int] = typer.Option(None, "--steps", min=1),
+          epochs: Optional[float] = typer.Option(None, "--epochs"),
+          resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+          set_: List[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+          ) -> None:
+    """Train a recipe on cached shards into RUN/ (checkpoints, metrics, final model/)."""
+    from zss.trainer.api import run_training
+
+    typer.echo(run_training(recipe=recipe, shards=shards, run_dir=run, config=config, steps=steps,
+                            epochs=epochs, resume=resume, overrides=set_))
+
+
+@app.command("eval")
+def eval_(model: str = typer.Argument(..., help="Model directory or openclip:ARCH[:CKPT]."),
+          benchmark: str = typer.Option(..., "--benchmark", help="Benchmark name, or 'all'."),
+          data_root: Path = typer.Option(..., "--data-root", help="Folder holding the benchmark data."),
+          protocol: str = typer.Option("sclip", "--protocol", help="sclip | pixelclip"),
+          out: Optional[Path] = typer.Option(None, "--out", help="Results folder."),
+          save_predictions: bool = typer.Option(False, "--save-predictions"),
+          limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images."),
+          set_: List[str] = typer.Option([], "--set", help="Protocol override key=value."),
+          ) -> None:
+    """Score a model on standard benchmarks (mIoU, aAcc, per class)."""
+    from zss.eval.evaluate import run_eval
+
+    typer.echo(run_eval(model=model, benchmark=benchmark, data_root=data_root, protocol=protocol,
+                        out=out, save_predictions=save_predictions, limit=limit, overrides=set_))
+
+
+@app.command()
+def segment(model: str = typer.Argument(..., help="Model directory or openclip:ARCH[:CKPT]."),
+            image: Path = typer.Argument(..., help="An image or a folder of images."),
+            vocab: Optional[str] = typer.Option(None, "--vocab", help='Classes "a,b;b2,c" (";" = synonyms).'),
+            vocab_file: Optional[Path] = typer.Option(None, "--vocab-file", help="One class per line."),
+            out: Path = typer.Option(Path("segment_out"), "--out"),
+            set_: List[str] = typer.Option([], "--set", help="Inference override key=value."),
+            ) -> None:
+    """Segment your own images with any words: label PNG, overlay PNG and per-class areas."""
+    from zss.eval.segment import run_segment
+
+    typer.echo(run_segment(model=model, inputs=image, vocab=vocab, vocab_file=vocab_file, out=out,
+                           overrides=set_))
+
+
+@concepts_app.command("build")
+def concepts_build(out: Path = typer.Argument(..., help="Output concepts.json."),
+                   lists: List[str] = typer.Option(["voc", "context", "coco_stuff", "ade20k", "cityscapes"],
+                                                   "--list", help="Class lists (manifests/classes) or files."),
+                   text_encoder: Optional[str] = typer.Option(None, "--text-encoder",
+                                                              help="open_clip ARCH[:CKPT] for the faiss index."),
+                   ) -> None:
+    """Build a concept bank (+ faiss index of text embeddings) from class-name lists."""
+    from zss.pipeline.concept_bank import build_bank_cli
+
+    typer.echo(build_bank_cli(out=out, lists=lists, text_encoder=text_encoder))
+
+
+@concepts_app.command("lookup")
+def concepts_lookup(bank: Path = typer.Argument(..., help="concepts.json (with its faiss index)."),
+                    words: List[str] = typer.Argument(..., help="Phrases to look up."),
+                    k: int = typer.Option(5, "-k", min=1),
+                    text_encoder: Optional[str] = typer.Option(None, "--text-encoder")) -> None:
+    """Nearest concept-bank entries of phrases."""
+    from zss.pipeline.concept_bank import lookup_cli
+
+    typer.echo(lookup_cli(bank=bank, words=words, k=k, text_encoder=text_encoder))
+
+
+@prompts_app.command("explain")
+def prompts_explain(run: Path = typer.Argument(..., help="PixelCLIP run directory."),
+                    k: int = typer.Option(3, "-k", min=1),
+                    out: Optional[Path] = typer.Option(None, "--out", help="PNG map path.")) -> None:
+    """Name each learned prompt by its nearest concepts and draw a 2-D map."""
+    from zss.trainer.recipes.pixelclip_explain import explain_prompts
+
+    typer.echo(explain_prompts(run_dir=run, k=k, out=out))
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("demo_out"), "--out"),
+         steps: int = typer.Option(300, "--steps", min=1),
+         n_images: int = typer.Option(160, "--n-images", min=8)) -> None:
+    """synth -> ingest -> train simzss -> eval -> segment, on CPU, offline, in minutes."""
+    from zss.demo import run_demo
+
+    typer.echo(run_demo(out=out, steps=steps, n_images=n_images))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: one line on stderr and exit 2 for user errors."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ZssError as exc:
+        print(f"zss: error: {exc}", file=sys.stderr)
+        return 2
+    except (typer.Exit, SystemExit) as exc:  # --help, explicit exits
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        return int(code or 0)
+    except typer.Abort:
+        print("zss: aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("zss: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            print(f"zss: error: {exc.format_message()}", file=sys.stderr)
+            return exc.exit_code or 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
