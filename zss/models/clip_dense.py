@@ -1,0 +1,321 @@
+"""Dense OpenCLIP: per-location image features in CLIP's joint space, plus the text tower.
+
+CLIP is trained on one pooled token, so its last block's attention mixes every token into a global
+summary and the per-token outputs are poor at localisation. MaskCLIP/CAT-Seg/PixelCLIP read the last
+block differently: each token keeps only its *value* path (no query-key mixing), the CLS token's
+residual stream is added back (so the token lives where the pooled embedding lived during
+pre-training), the MLP runs as usual, then the post-norm and projection map it into the text space.
+ConvNeXt towers need no trick: their trunk features go through the head's norm and projection
+without pooling.
+
+One loader serves every user (ingest features, the MaskCLIP baseline, PixelCLIP): an open_clip
+architecture name plus a hub tag or a local checkpoint file, through
+`open_clip.create_model_and_transforms`. Tiny zss architectures (manifests/openclip/*.json) are
+registered as ordinary open_clip configs, so tests exercise the same code path as real runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from zss.errors import ZssError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "manifests" / "openclip"
+_registered = False
+
+
+def register_zss_configs() -> None:
+    """Make the tiny zss architectures (`zss-tiny-vit`, `zss-tiny-convnext`) known to open_clip."""
+    global _registered
+    if not _registered:
+        if CONFIG_DIR.is_dir():
+            open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+
+
+def parse_clip_spec(spec: str) -> tuple[str, str | None]:
+    """`ARCH[:CKPT]` -> (arch, checkpoint or None). Checkpoints may hold ':' (tags never do)."""
+    arch, _, ckpt = spec.partition(":")
+    if not arch:
+        raise ZssError(f"empty OpenCLIP architecture in {spec!r} (expected ARCH[:CKPT])")
+    return arch, (ckpt or None)
+
+
+def create_openclip(arch: str, pretrained: str | None, device: str | torch.device = "cpu") -> nn.Module:
+    """An open_clip CLIP model from an architecture name and a hub tag or local checkpoint path.
+
+    `pretrained=None` takes the architecture's first published tag (a download, which fails offline
+    with a clear message); architectures without published weights need a checkpoint file.
+    """
+    register_zss_configs()
+    name = arch.replace("/", "-")
+    if name not in open_clip.list_models():
+        raise ZssError(f"unknown OpenCLIP architecture {arch!r} (see open_clip.list_models())")
+    if pretrained is None:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if not tags:
+            raise ZssError(f"OpenCLIP architecture {arch!r} has no published weights; "
+                           f"give a checkpoint file as {arch}:PATH")
+        pretrained = tags[0]
+    is_tag = pretrained in open_clip.list_pretrained_tags_by_model(name)
+    if not is_tag and not Path(pretrained).is_file():
+        raise ZssError(f"OpenCLIP checkpoint {pretrained!r} for {arch} is neither a known tag "
+                       f"({', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}) nor a file")
+    try:
+        model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+    except (RuntimeError, OSError, ValueError) as exc:
+        hint = " (no internet? pass a local checkpoint file instead)" if is_tag else ""
+        raise ZssError(f"could not load OpenCLIP {arch} weights {pretrained!r}{hint}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    return model.eval()
+
+
+def save_random_openclip(arch: str, path: str | Path, seed: int = 0) -> Path:
+    """Build `arch` with seeded random weights and save them as safetensors (tests, demo).
+
+    The file loads back through `create_openclip(arch, path)`, i.e. the real checkpoint path.
+    """
+    from safetensors.torch import save_file
+
+    register_zss_configs()
+    name = arch.replace("/", "-")
+    if name not in open_clip.list_models():
+        raise ZssError(f"unknown OpenCLIP architecture {arch!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = open_clip.create_model(name, pretrained=None)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def _value_path(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Each token's own value vector through the attention output projection (no token mixing)."""
+    attn = block.attn
+    y = block.ln_1(x)
+    dim = y.shape[-1]
+    w, b = attn.in_proj_weight[2 * dim:], attn.in_proj_bias
+    v = F.linear(y, w, None if b is None else b[2 * dim:])
+    if isinstance(attn, nn.MultiheadAttention):
+        v = attn.out_proj(v)
+    else:  # open_clip's custom Attention (NormFormer-style options)
+        if getattr(attn, "head_scale", None) is not None:
+            heads = attn.num_heads
+            v = (v.unflatten(-1, (heads, -1)) * attn.head_scale.view(1, 1, heads, 1)).flatten(-2)
+        v = attn.out_proj(attn.ln_inner(v))
+        v = getattr(block, "ln_attn", nn.Identity())(v)
+    return block.ls_1(v)
+
+
+class DenseCLIP(nn.Module):
+    """One open_clip model seen as a dense image encoder and a text encoder.
+
+    `dense(images)` takes images in [0, 1] (normalisation is inside) and returns unnormalised
+    `(patch [B,h,w,C], global [B,C])` in the joint embedding space; `encode_text` returns
+    L2-normalised text embeddings. The wrapped model is kept whole so its state dict is the
+    open_clip one (export and reload use the same keys).
+    """
+
+    def __init__(self, model: nn.Module, arch: str, checkpoint: str | None = None):
+        super().__init__()
+        self.model = model
+        self.arch = arch
+        self.checkpoint = checkpoint
+        visual = model.visual
+        pp = getattr(visual, "preprocess_cfg", {"mean": open_clip.OPENAI_DATASET_MEAN,
+                                                 "std": open_clip.OPENAI_DATASET_STD})
+        self.register_buffer("mean", torch.tensor(pp["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(pp["std"]).view(1, 3, 1, 1), persistent=False)
+        if isinstance(visual, open_clip.transformer.VisionTransformer):
+            self.kind = "vit"
+            self.patch_size = int(visual.patch_size[0])
+            self.img_size = int(visual.image_size[0])
+        elif isinstance(visual, open_clip.timm_model.TimmModel):
+            if "pool" in dict(visual.head.named_children()):
+                raise ZssError(f"{arch}: attention-pooled timm towers have no dense head")
+            self.kind = "timm"
+            self.patch_size = int(visual.trunk.feature_info[-1]["reduction"])
+            self.img_size = int(visual.image_size[0])
+        else:
+            raise ZssError(f"{arch}: dense features need a ViT or timm (ConvNeXt) image tower, "
+                           f"not {type(visual).__name__}")
+        self.embed_dim = int(model.text_projection.shape[-1] if isinstance(model.text_projection, torch.Tensor)
+                             else model.text_projection.out_features)
+        self.tokenizer = open_clip.get_tokenizer(arch.replace("/", "-"))
+
+    # ---------------------------------------------------------------- image side
+    def _vit_pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """Positional embeddings resized (bicubic) to an h×w grid, so any input size works."""
+        visual = self.model.visual
+        pos = visual.positional_embedding
+        gh, gw = visual.grid_size
+        if (h, w) == (gh, gw):
+            return pos
+        grid = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+        return torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(h * w, -1)], dim=0)
+
+    def _vit_dense(self, x: torch.Tensor, with_global: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        visual = self.model.visual
+        x = visual.conv1(x)
+        b, _, h, w = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.view(1, 1, -1).expand(b, -1, -1).to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + self._vit_pos_embed(h, w).to(x.dtype)
+        x = visual.ln_pre(x)
+        blocks = visual.transformer.resblocks
+        if not getattr(visual.transformer, "batch_first", True):
+            raise ZssError(f"{self.arch}: sequence-first transformers are not supported")
+        for blk in blocks[:-1]:
+            x = blk(x)
+        last = blocks[-1]
+        v = _value_path(last, x) + x[:, :1]
+        v = v + last.ls_2(last.mlp(last.ln_2(v)))
+        tokens = visual.ln_post(v[:, 1:])
+        glob = None
+        if with_global:
+            pooled, _ = visual._pool(last(x))
+            glob = pooled @ visual.proj if visual.proj is not None else pooled
+        if visual.proj is not None:
+            tokens = tokens @ visual.proj
+        return tokens.reshape(b, h, w, -1), glob
+
+    def _timm_dense(self, x: torch.Tensor, with_global: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        visual = self.model.visual
+        feats = visual.trunk.forward_features(x)
+        glob = visual.head(visual.trunk.forward_head(feats)) if with_global else None
+        head = visual.trunk.head
+        y = head.norm(feats) if hasattr(head, "norm") else feats
+        y = y.permute(0, 2, 3, 1)
+        if hasattr(head, "pre_logits"):
+            y = head.pre_logits(y)
+        return visual.head(y), glob
+
+    def dense(self, images: torch.Tensor, with_global: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images [B,3,H,W] in [0,1] -> (patch [B,H/p,W/p,C], global [B,C] or None), unnormalised."""
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        if self.kind == "vit":
+            return self._vit_dense(x, with_global)
+        return self._timm_dense(x, with_global)
+
+    # ---------------------------------------------------------------- text side
+    @property
+    def context_length(self) -> int:
+        return int(self.model.positional_embedding.shape[0])
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.model.token_embedding
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts).to(self.model.positional_embedding.device)
+
+    def encode_token_embeddings(self, embeds: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+        """Run the text transformer on given token embeddings [N,L,W]; pool at `eot_index`, project.
+
+        This is how learned prompts (whose context vectors are not vocabulary tokens) reach the
+        frozen text tower; `encode_text` is the special case of real tokens. Unnormalised output.
+        """
+        m = self.model
+        x = embeds + m.positional_embedding.to(embeds.dtype)
+        x = m.transformer(x, attn_mask=m.attn_mask)
+        x = m.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), eot_index]
+        if isinstance(m.text_projection, nn.Linear):
+            return m.text_projection(x)
+        return x @ m.text_projection
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Strings -> L2-normalised embeddings [N,C] (the model's own tokenizer and pooling)."""
+        tokens = self.tokenize(texts)
+        return F.normalize(self.model.encode_text(tokens), dim=-1)
+
+    def spec(self) -> dict[str, Any]:
+        """What manifests and model directories record about this encoder."""
+        return {"name": f"open_clip/{self.arch}", "arch": self.arch, "checkpoint": self.checkpoint,
+                "kind": self.kind, "patch_size": self.patch_size, "img_size": self.img_size,
+                "embed_dim": self.embed_dim}
+
+
+def load_clip_dense(arch: str, checkpoint: str | None = None,
+                    device: str | torch.device = "cpu") -> DenseCLIP:
+    """`DenseCLIP` for an architecture and a hub tag / local file (eval mode, nothing frozen)."""
+    return DenseCLIP(create_openclip(arch, checkpoint, device), arch, checkpoint).to(device).eval()
+
+
+class OpenCLIPBackbone(nn.Module):
+    """Frozen dense OpenCLIP with the `Backbone` interface of docs/contracts.md.
+
+    `forward(images [B,3,H,W] in [0,1]) -> (patch [B,Hp,Wp,C], global [B,C])`, both in CLIP's
+    joint space (so cached features can be compared with CLIP text embeddings directly — what
+    PixelCLIP's cached mode and the concept bank rely on). `global` is the projected CLS token.
+    """
+
+    def __init__(self, clip: DenseCLIP, img_size: int | None = None):
+        super().__init__()
+        self.clip = clip.eval()
+        for p in self.clip.parameters():
+            p.requires_grad_(False)
+        self.patch_size = clip.patch_size
+        self.embed_dim = clip.embed_dim
+        self.img_size = int(img_size or clip.img_size)
+        self.mean = tuple(float(v) for v in clip.mean.flatten())
+        self.std = tuple(float(v) for v in clip.std.flatten())
+        self.spec = {**clip.spec(), "img_size": self.img_size, "global": "cls", "space": "joint"}
+
+    def train(self, mode: bool = True) -> "OpenCLIPBackbone":
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        patch, glob = self.clip.dense(images, with_global=True)
+        return patch, glob
+
+
+def load_openclip_backbone(arch: str, checkpoint: str | None = None, img_size: int | None = None,
+                           device: str | torch.device = "cpu") -> OpenCLIPBackbone:
+    """The `open_clip/ARCH[:CKPT]` feature backbone for ingest."""
+    return OpenCLIPBackbone(load_clip_dense(arch, checkpoint, device), img_size)
+
+
+class OpenCLIPSegmenter(nn.Module):
+    """Training-free MaskCLIP-style segmenter: dense image tokens vs class-name text embeddings.
+
+    Implements the `Segmenter` interface (docs/contracts.md): `encode_text(list[str]) -> [N,C]`
+    and `encode_dense(images in [0,1]) -> [B,C,h,w]`, both L2-normalised.
+    """
+
+    def __init__(self, clip: DenseCLIP):
+        super().__init__()
+        self.clip = clip.eval()
+        self.patch_size = clip.patch_size
+        self.default_size = clip.img_size
+
+    @classmethod
+    def load(cls, arch: str, checkpoint: str | None = None,
+             device: str | torch.device = "cpu") -> "OpenCLIPSegmenter":
+        return cls(load_clip_dense(arch, checkpoint, device))
+
+    @classmethod
+    def from_spec(cls, spec: str, device: str | torch.device = "cpu") -> "OpenCLIPSegmenter":
+        """`ARCH[:CKPT]` (the part after `openclip:`)."""
+        arch, ckpt = parse_clip_spec(spec)
+        return cls.load(arch, ckpt, device)
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return self.clip.encode_text(list(texts))
+
+    @torch.no_grad()
+    def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
+        patch, _ = self.clip.dense(images, with_global=False)
+        return F.normalize(patch, dim=-1).permute(0, 3, 1, 2).contiguous()
+
