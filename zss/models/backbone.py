@@ -1,0 +1,160 @@
+"""Frozen vision backbones behind one interface: images in [0, 1] -> (patch grid, global token).
+
+Ingest caches these outputs once, so everything downstream (trainers, eval, segment) only ever sees
+`[B, Hp, Wp, D]` grids without prefix tokens; which family produced them (timm ViT, DINOv2 with or
+without registers, dense OpenCLIP) is recorded in `spec` and nowhere else.
+
+Names: any timm ViT (`vit_small_patch14_dinov2`, `vit_base_patch14_reg4_dinov2`, ...) or
+`open_clip/ARCH` (delegated to `zss.models.clip_dense`). Checkpoint: a local file, or `None` for the
+hub's pretrained weights (which needs network access or a warm cache).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zss.errors import ZssError
+from zss.utils.hashing import sha256_file
+
+OPEN_CLIP_PREFIX = "open_clip/"
+
+
+class Backbone(nn.Module):
+    """A frozen encoder with normalisation inside, so callers only ever pass [0, 1] images.
+
+    Subclasses implement `_tokens(x_normalised) -> (patch [B,Hp,Wp,D], global [B,D])`.
+    """
+
+    patch_size: int
+    embed_dim: int
+    img_size: int
+    spec: dict[str, Any]
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """Patch grid of an input of this size (partial border patches are dropped)."""
+        return height // self.patch_size, width // self.patch_size
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B,3,H,W], got {tuple(images.shape)}")
+        x = (images.to(self._mean.dtype) - self._mean) / self._std
+        return self._tokens(x)
+
+    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> "Backbone":
+        """Always eval: the backbone is frozen, dropout/drop-path must never switch on."""
+        return super().train(False)
+
+
+class TimmBackbone(Backbone):
+    """A timm ViT; prefix tokens (CLS + registers) are cut from the grid with `num_prefix_tokens`."""
+
+    def __init__(self, model: nn.Module, spec: dict[str, Any]) -> None:
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        super().__init__(cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
+        self.model = model
+        patch = model.patch_embed.patch_size
+        self.patch_size = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+        self.embed_dim = int(model.embed_dim)
+        self.img_size = int(spec["img_size"])
+        self.num_prefix_tokens = int(model.num_prefix_tokens)
+        self.has_cls = getattr(model, "cls_token", None) is not None
+        self.spec = {**spec, "patch_size": self.patch_size, "embed_dim": self.embed_dim,
+                     "num_prefix_tokens": self.num_prefix_tokens,
+                     "global": "cls" if self.has_cls else "mean"}
+
+    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hp, wp = self.grid_size(x.shape[-2], x.shape[-1])
+        if hp == 0 or wp == 0:
+            raise ValueError(f"image {tuple(x.shape[-2:])} is smaller than one {self.patch_size}px patch")
+        x = x[..., : hp * self.patch_size, : wp * self.patch_size]
+        tokens = self.model.forward_features(x)  # [B, prefix + Hp*Wp, D], final norm applied
+        patch = tokens[:, self.num_prefix_tokens:]
+        patch = patch.reshape(patch.shape[0], hp, wp, patch.shape[-1])
+        glob = tokens[:, 0] if self.has_cls else patch.mean(dim=(1, 2))
+        return patch, glob
+
+
+def _freeze(module: nn.Module) -> nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _check_checkpoint(checkpoint: str | Path | None) -> Path | None:
+    if checkpoint is None or str(checkpoint) == "":
+        return None
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise ZssError(f"checkpoint file not found: {path}")
+    return path
+
+
+def create_timm_vit(name: str, img_size: int, checkpoint: Path | None, pretrained: bool) -> nn.Module:
+    """`timm.create_model` the way both the loader and the random-init saver need it.
+
+    `dynamic_img_size=True` lets one model serve any input size (pos-embeds are resampled per call);
+    `num_classes=0` drops the head, which a feature extractor never uses.
+    """
+    import timm
+
+    if not timm.is_model(name):
+        raise ZssError(f"unknown backbone {name!r}: not a timm model name (nor open_clip/ARCH)")
+    kwargs: dict[str, Any] = dict(img_size=img_size, dynamic_img_size=True, num_classes=0)
+    if checkpoint is not None:
+        # custom_load is timm's .npz path (big_vision checkpoints); anything else is a state dict
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(checkpoint),
+                                                custom_load=checkpoint.suffix == ".npz")
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as exc:  # e.g. an architecture without img_size/dynamic_img_size
+        raise ZssError(f"backbone {name!r} is not a supported ViT: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        where = f"checkpoint {checkpoint}" if checkpoint else "the hub (offline? pass NAME:CHECKPOINT)"
+        raise ZssError(f"cannot load weights of {name!r} from {where}: {str(exc).splitlines()[0]}") from exc
+    except RuntimeError as exc:  # state-dict mismatch, or no hub weights for this name
+        first = str(exc).splitlines()[0][:300]
+        if checkpoint is None:
+            raise ZssError(f"no pretrained weights for {name!r}: {first}; pass NAME:CHECKPOINT") from exc
+        raise ZssError(f"checkpoint {checkpoint} does not fit {name!r}: {first}") from exc
+    if not hasattr(model, "num_prefix_tokens") or not hasattr(model, "patch_embed"):
+        raise ZssError(f"backbone {name!r} is not a ViT with a patch grid")
+    return model
+
+
+def load_backbone(name: str, checkpoint: str | Path | None = None, img_size: int = 224) -> Backbone:
+    """Load a frozen backbone by name, from a local checkpoint file or (checkpoint None) the hub."""
+    if img_size <= 0:
+        raise ZssError(f"img_size must be positive, got {img_size}")
+    path = _check_checkpoint(checkpoint)
+    if name.startswith(OPEN_CLIP_PREFIX):
+        from zss.models.clip_dense import load_dense_backbone
+
+        return _freeze(load_dense_backbone(name[len(OPEN_CLIP_PREFIX):], path, img_size))
+    model = create_timm_vit(name, img_size, path, pretrained=True)
+    spec = {"name": name, "checkpoint": str(path) if path else None,
+            "sha256": sha256_file(path) if path else None, "img_size": int(img_size)}
+    return _freeze(TimmBackbone(_freeze(model), spec))
+
+
+def parse_feature_spec(value: str) -> tuple[str, str | None]:
+    """`NAME[:CKPT]` from the CLI -> (name, checkpoint or None). `open_clip/ARCH:CKPT` works too."""
+    name, sep, ckpt = value.partition(":")
+    if not name:
+        raise ZssError(f"bad --features value {value!r}: expected NAME[:CHECKPOINT]")
+    return name, (ckpt if sep and ckpt else None)
+

@@ -1,0 +1,92 @@
+"""CLIP BPE tokenisation that also reports where each character span landed in the token sequence.
+
+SimZSS pools the text tower's outputs over the tokens of each concept ("a traffic cone" -> the tokens
+of "traffic cone"). Ingest finds concepts as character spans of the caption; the trainer needs them
+as token positions. Both sides call `tokenize_with_spans`, so the token ids the text tower sees and the
+spans recorded in the shards can never disagree.
+
+Tokens equal open_clip's `SimpleTokenizer` output (lower-cased CLIP BPE, `<start_of_text>` at position
+0, `<end_of_text>` after the last word, zero padding, truncation keeping `<end_of_text>` last) for
+ordinary text. The one deliberate difference: open_clip's ftfy/HTML clean-up runs on the whole string
+and can move characters, so here each word is only lower-cased — the price of exact char offsets.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+import torch
+
+CONTEXT_LENGTH = 77
+
+
+@lru_cache(maxsize=1)
+def _tokenizer():
+    """One shared open_clip SimpleTokenizer (its BPE cache makes repeated words cheap)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
+def _word_pieces(text: str) -> list[tuple[int, int, list[int]]]:
+    """(char start, char end, BPE ids) of every word the CLIP regex finds in `text`."""
+    tok = _tokenizer()
+    pieces = []
+    for match in tok.pat.finditer(text):
+        word = match.group(0).lower()
+        word = "".join(tok.byte_encoder[b] for b in word.encode("utf-8"))
+        ids = [tok.encoder[p] for p in tok.bpe(word).split(" ")]
+        pieces.append((match.start(), match.end(), ids))
+    return pieces
+
+
+def tokenize_with_spans(text: str, char_spans: Sequence[tuple[int, int] | None] = (),
+                        context_length: int = CONTEXT_LENGTH
+                        ) -> tuple[np.ndarray, list[tuple[int, int] | None]]:
+    """Token ids [context_length] (int64) and, per char span [s, e), the token span [ts, te).
+
+    A token span covers every token of every word overlapping the char span. It is `None` when the
+    char span covers no word or when truncation cut any of its tokens (positions must lie before the
+    final `<end_of_text>`), so a recorded span always points at tokens the model actually sees.
+    """
+    if context_length < 2:
+        raise ValueError("context_length must leave room for <start_of_text> and <end_of_text>")
+    tok = _tokenizer()
+    pieces = _word_pieces(text)
+    ids = [tok.sot_token_id]
+    starts = []  # token position of each word's first token
+    for _, _, word_ids in pieces:
+        starts.append(len(ids))
+        ids.extend(word_ids)
+    ids.append(tok.eot_token_id)
+    if len(ids) > context_length:
+        ids = ids[:context_length]
+        ids[-1] = tok.eot_token_id
+    last_content = len(ids) - 1  # exclusive bound: the <end_of_text> position
+    tokens = np.zeros(context_length, dtype=np.int64)
+    tokens[: len(ids)] = ids
+
+    spans: list[tuple[int, int] | None] = []
+    for span in char_spans:
+        if span is None:
+            spans.append(None)
+            continue
+        s, e = int(span[0]), int(span[1])
+        hit = [i for i, (ws, we, _) in enumerate(pieces) if ws < e and we > s]
+        if not hit:
+            spans.append(None)
+            continue
+        ts = starts[hit[0]]
+        te = starts[hit[-1]] + len(pieces[hit[-1]][2])
+        spans.append((ts, te) if te <= last_content else None)
+    return tokens, spans
+
+
+def tokenize(texts: str | Sequence[str], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:
+    """LongTensor [N, context_length] of `texts` — the same ids `tokenize_with_spans` produces."""
+    if isinstance(texts, str):
+        texts = [texts]
+    rows = [tokenize_with_spans(t, (), context_length)[0] for t in texts]
+    return torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, context_length, dtype=torch.long)
