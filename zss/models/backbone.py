@@ -136,15 +136,29 @@ def create_timm_vit(name: str, img_size: int, checkpoint: Path | None, pretraine
     return model
 
 
+def _load_open_clip(arch: str, checkpoint: str | Path | None, img_size: int) -> nn.Module:
+    """Dense OpenCLIP (zss.models.clip_dense) with the same interface; `checkpoint` may also be an
+    open_clip pretrained tag (e.g. `openai`), only files get a sha256."""
+    from zss.models.clip_dense import load_openclip_backbone
+
+    ckpt = str(Path(checkpoint).expanduser()) if checkpoint and Path(checkpoint).expanduser().is_file() \
+        else (str(checkpoint) if checkpoint else None)
+    model = load_openclip_backbone(arch, ckpt, img_size)
+    model.spec = {**model.spec, "checkpoint": ckpt,
+                  "sha256": sha256_file(ckpt) if ckpt and Path(ckpt).is_file() else None}
+    return _freeze(model)
+
+
 def load_backbone(name: str, checkpoint: str | Path | None = None, img_size: int = 224) -> Backbone:
-    """Load a frozen backbone by name, from a local checkpoint file or (checkpoint None) the hub."""
+    """Load a frozen backbone by name, from a local checkpoint file or (checkpoint None) the hub.
+
+    `open_clip/ARCH` returns clip_dense's `OpenCLIPBackbone`, which has the same attributes and
+    forward contract (its features live in CLIP's joint space)."""
     if img_size <= 0:
         raise ZssError(f"img_size must be positive, got {img_size}")
-    path = _check_checkpoint(checkpoint)
     if name.startswith(OPEN_CLIP_PREFIX):
-        from zss.models.clip_dense import load_dense_backbone
-
-        return _freeze(load_dense_backbone(name[len(OPEN_CLIP_PREFIX):], path, img_size))
+        return _load_open_clip(name[len(OPEN_CLIP_PREFIX):], checkpoint, img_size)
+    path = _check_checkpoint(checkpoint)
     model = create_timm_vit(name, img_size, path, pretrained=True)
     spec = {"name": name, "checkpoint": str(path) if path else None,
             "sha256": sha256_file(path) if path else None, "img_size": int(img_size)}

@@ -1,0 +1,19 @@
+"""Random-weight checkpoints for the model tests, written once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from zss.models.random_init import save_random_timm
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def vit_s14(tmp_path_factory) -> Path:
+    """A random `vit_small_patch14_dinov2` saved as safetensors (pos-embeds for 56 px)."""
+    return save_random_timm("vit_small_patch14_dinov2", tmp_path_factory.mktemp("ckpt") / "vits14.safetensors",
+                            img_size=56, seed=0)
