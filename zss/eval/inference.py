@@ -1,0 +1,162 @@
+"""Dense open-vocabulary inference: image -> per-class probabilities -> label map.
+
+The protocol follows the training-free segmentation papers (MaskCLIP, SCLIP, ClearCLIP, SimZSS),
+which all evaluate through mmsegmentation with the same steps, reproduced here without mmcv:
+
+1. resize so the short side is `short_side` (mmcv `imrescale` to scale (2048, short_side): the long
+   side is capped at `max_long_side`), bilinear;
+2. slide a `crop` window with `stride` (windows are clamped inside the image, so every window has the
+   same size) or run the whole image; each window's dense features are compared (cosine) with the text
+   embeddings, upsampled to the window and averaged where windows overlap;
+3. optional PAMR refinement at the resized image size;
+4. upsample the cosine logits (bilinear) to the label size, multiply by `logit_scale`, softmax over
+   all text queries, take the max over each class's synonyms, argmax; pixels whose best probability is
+   under `prob_thd` go to the background class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zss.errors import ZssError
+from zss.eval.pamr import pamr
+from zss.eval.templates import embed_words, get_templates
+from zss.eval.vocab import Vocabulary
+from zss.utils.device import autocast
+
+
+@dataclass
+class InferenceConfig:
+    """One evaluation protocol. `crop: 0` = the model's default size; `stride: 0` = crop / 2."""
+
+    short_side: int = 336          # 0 keeps the image size
+    max_long_side: int = 2048
+    mode: str = "slide"            # slide | whole
+    crop: int = 224
+    stride: int = 112
+    batch_size: int = 16           # windows per forward pass
+    logit_scale: float = 40.0
+    prob_thd: float = 0.0          # > 0: low-confidence pixels -> background class
+    background_words: bool = True  # False: background only through prob_thd
+    templates: str = "imagenet80"
+    pamr_steps: int = 0
+    pamr_dilations: list[int] = field(default_factory=lambda: [8, 16])
+    fp16: bool = True              # autocast on CUDA only
+
+    def validate(self) -> None:
+        if self.mode not in ("slide", "whole"):
+            raise ZssError(f"inference mode must be 'slide' or 'whole', not {self.mode!r}")
+        if self.mode == "slide" and (self.crop < 0 or self.stride < 0):
+            raise ZssError("crop and stride must be >= 0")
+        if self.batch_size < 1:
+            raise ZssError("batch_size must be >= 1")
+        get_templates(self.templates)
+
+
+def rescale_size(h: int, w: int, short_side: int, max_long_side: int) -> tuple[int, int]:
+    """mmcv's `rescale_size(keep_ratio)` for scale (max_long_side, short_side)."""
+    if short_side <= 0:
+        return h, w
+    factor = min(max_long_side / max(h, w), short_side / min(h, w))
+    return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """mmseg `slide_inference` window origins along one axis (last window clamped to the border)."""
+    n = max(size - crop + stride - 1, 0) // stride + 1
+    return [max(min(i * stride + crop, size) - crop, 0) for i in range(n)]
+
+
+class Predictor:
+    """A segmenter + a vocabulary + a protocol; text embeddings are computed once."""
+
+    def __init__(self, model: torch.nn.Module, vocab: Vocabulary, cfg: InferenceConfig,
+                 device: str | torch.device = "cpu"):
+        cfg.validate()
+        self.model = model
+        self.vocab = vocab
+        self.cfg = cfg
+        self.device = torch.device(device)
+        words, owners = vocab.queries(cfg.background_words)
+        self.text = embed_words(model.encode_text, words, get_templates(cfg.templates)).to(self.device)
+        self.owners = torch.tensor(owners, device=self.device)
+        self.patch = int(model.patch_size)
+        self.crop = int(cfg.crop or model.default_size)
+        self.stride = int(cfg.stride or max(self.crop // 2, 1))
+        if self.background_only_by_threshold and cfg.prob_thd <= 0:
+            raise ZssError("background_words=false needs prob_thd > 0 to ever predict background")
+
+    @property
+    def background_only_by_threshold(self) -> bool:
+        return self.vocab.background is not None and not self.cfg.background_words
+
+    # ----------------------------------------------------------------- dense logits
+    @torch.no_grad()
+    def _window_logits(self, crops: torch.Tensor) -> torch.Tensor:
+        """[B,3,h,w] crops -> cosine logits [B,Q,h,w] (padding to a patch multiple removed)."""
+        _, _, h, w = crops.shape
+        ph, pw = (-h) % self.patch, (-w) % self.patch
+        x = F.pad(crops, [0, pw, 0, ph]) if ph or pw else crops
+        with autocast(self.device, self.cfg.fp16):
+            feats = self.model.encode_dense(x)
+        logits = torch.einsum("bchw,qc->bqhw", feats.float(), self.text)
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[:, :, :h, :w]
+
+    @torch.no_grad()
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Image [3,H,W] in [0,1] at the inference size -> cosine logits [Q,H,W]."""
+        _, h, w = image.shape
+        if self.cfg.mode == "whole":
+            return self._window_logits(image[None])[0]
+        ch, cw = min(self.crop, h), min(self.crop, w)
+        boxes = [(y, x) for y in window_starts(h, ch, self.stride) for x in window_starts(w, cw, self.stride)]
+        acc = torch.zeros(len(self.owners), h, w, device=image.device)
+        count = torch.zeros(1, h, w, device=image.device)
+        for i in range(0, len(boxes), self.cfg.batch_size):
+            chunk = boxes[i:i + self.cfg.batch_size]
+            crops = torch.stack([image[:, y:y + ch, x:x + cw] for y, x in chunk])
+            for (y, x), lg in zip(chunk, self._window_logits(crops)):
+                acc[:, y:y + ch, x:x + cw] += lg
+                count[:, y:y + ch, x:x + cw] += 1
+        return acc / count
+
+    # ----------------------------------------------------------------- full prediction
+    def prepare(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 [H,W,3] -> float [3,h,w] in [0,1] at the protocol's inference size."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ZssError(f"expected an RGB image [H,W,3], got shape {image.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float() / 255.0
+        h, w = rescale_size(image.shape[0], image.shape[1], self.cfg.short_side, self.cfg.max_long_side)
+        if (h, w) != tuple(image.shape[:2]):
+            x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+        return x
+
+    @torch.no_grad()
+    def probabilities(self, image: np.ndarray, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """uint8 [H,W,3] -> class probabilities [K,H',W'] at `out_size` (default: the image size)."""
+        x = self.prepare(image)
+        logits = self.logits(x)
+        if self.cfg.pamr_steps > 0:
+            logits = pamr(x[None], logits[None], self.cfg.pamr_steps, tuple(self.cfg.pamr_dilations))[0]
+        size = tuple(out_size or image.shape[:2])
+        logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+        probs = torch.softmax(logits * self.cfg.logit_scale, dim=0)
+        k = len(self.vocab)
+        out = torch.zeros((k, *size), device=probs.device, dtype=probs.dtype)
+        index = self.owners.view(-1, 1, 1).expand_as(probs)
+        return out.scatter_reduce_(0, index, probs, reduce="amax", include_self=True)
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, out_size: tuple[int, int] | None = None) -> np.ndarray:
+        """uint8 [H,W,3] -> label ids int64 [H',W'] (background rule applied)."""
+        probs = self.probabilities(image, out_size)
+        best, pred = probs.max(dim=0)
+        if self.cfg.prob_thd > 0 and self.vocab.background is not None:
+            pred[best < self.cfg.prob_thd] = self.vocab.background
+        return pred.cpu().numpy().astype(np.int64)
+
