@@ -1,1 +1,3 @@
-"""recipes."""
+"""Built-in training recipes; importing this package registers them (see base.register)."""
+
+from zss.trainer.recipes import simzss  # noqa: F401

@@ -1,0 +1,41 @@
+"""`zss train RECIPE SHARDS RUN`: resolve the config, pick the recipe, run the shared loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from zss.errors import ZssError
+from zss.trainer.config import TrainConfig
+from zss.utils.config import from_dict, load_config, to_dict
+
+
+def run_training(recipe: str, shards: Path, run_dir: Path, config: Optional[Path] = None,
+                 steps: Optional[int] = None, epochs: Optional[float] = None, resume: bool = False,
+                 overrides: Optional[list[str]] = None) -> str:
+    """Train `recipe` on `shards` into `run_dir`; returns a one-line summary for the CLI.
+
+    Precedence: defaults < YAML `config` < `--set key=value` < `--steps/--epochs`. On
+    `--resume` without `--config`, the run's own `config.yaml` is reused so the run continues
+    with the settings it started with.
+    """
+    from zss.trainer.loop import train
+    from zss.trainer.recipes.base import get_recipe
+
+    cls = get_recipe(recipe)
+    shards, run_dir = Path(shards), Path(run_dir)
+    if not (shards / "manifest.json").is_file():
+        raise ZssError(f"{shards} is not a shard folder (no manifest.json); run `zss ingest` first")
+    if config is None and resume and (run_dir / "config.yaml").is_file():
+        config = run_dir / "config.yaml"
+    cfg = load_config(TrainConfig, config, overrides=overrides)
+    if steps is not None:
+        cfg.steps, cfg.epochs = steps, None
+    elif epochs is not None:
+        cfg.steps, cfg.epochs = None, epochs
+    recipe_cfg = from_dict(cls.config_cls, cfg.recipe)
+    cfg.recipe = to_dict(recipe_cfg)
+    resolved = to_dict(cfg)
+    rec = cls(recipe_cfg, shards, cfg)
+    out = train(rec, cfg, run_dir, resume=resume, resolved_config=resolved)
+    return f"trained {recipe} on {shards} -> model directory {out}"

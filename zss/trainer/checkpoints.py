@@ -1,0 +1,83 @@
+"""Checkpoints: weights in safetensors, training state in a `weights_only=True`-loadable file.
+
+`checkpoints/step_000100.safetensors` holds the model's state dict; `step_000100.pt` holds the
+optimizer state, loop step, data position, AMP scaler and RNG states — tensors, numbers and
+strings only, so `torch.load(..., weights_only=True)` reads it (no pickled objects). Both are written
+to a temporary name and renamed, so a killed run never leaves a half-written checkpoint; the
+`.pt` is written last and its presence marks the checkpoint complete.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+_NAME = re.compile(r"^step_(\d{6,})\.pt$")
+
+
+def checkpoint_paths(ckpt_dir: Path, step: int) -> tuple[Path, Path]:
+    stem = ckpt_dir / f"step_{step:06d}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".pt")
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints in `ckpt_dir`, ascending."""
+    if not ckpt_dir.is_dir():
+        return []
+    steps = []
+    for p in ckpt_dir.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.with_suffix(".safetensors").is_file():
+            steps.append(int(m.group(1)))
+    return sorted(steps)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU, CUDA) and Python RNG states as tensors/lists."""
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {"torch": torch.get_rng_state(),
+                             "python": [version, list(internal), gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, state: dict[str, Any],
+                    keep: int = 0) -> Path:
+    """Write weights then state (atomic renames); prune to the newest `keep` (0 = all)."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    weights, meta = checkpoint_paths(ckpt_dir, step)
+    tmp_w = weights.with_name(weights.name + ".tmp")
+    tmp_m = meta.with_name(meta.name + ".tmp")
+    save_model(model, str(tmp_w))
+    os.replace(tmp_w, weights)
+    torch.save(state, tmp_m)
+    os.replace(tmp_m, meta)
+    if keep > 0:
+        for old in list_checkpoints(ckpt_dir)[:-keep]:
+            for p in checkpoint_paths(ckpt_dir, old):
+                p.unlink(missing_ok=True)
+    return meta
+
+
+def load_checkpoint(ckpt_dir: Path, step: int, model: nn.Module,
+                    device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Load weights into `model` (strict) and return the state dict (weights_only)."""
+    weights, meta = checkpoint_paths(ckpt_dir, step)
+    missing, unexpected = load_model(model, str(weights), strict=True, device=str(device))
+    return torch.load(meta, map_location="cpu", weights_only=True)

@@ -1,0 +1,230 @@
+"""The shard stream: reproducible, resumable, shuffled batches from the cached shards.
+
+Each epoch reads the shards in an order drawn from (seed, epoch). Reading is split into
+`world_size × num_workers` *slots* (one per data-loader worker of each process): with at least one
+shard per slot, shards are dealt to slots greedily by sample count; with fewer shards every slot
+reads all shards and keeps every S-th sample. Each slot shuffles with a buffer seeded by
+(seed, epoch, slot) and yields exactly the same number of whole batches (the smallest slot's), so
+every process does the same number of steps per epoch and the DataLoader's round-robin over
+workers is a fixed order. A position is therefore just (epoch, batches drawn in that epoch):
+resuming re-reads the current epoch up to the position without decoding the skipped samples.
+
+Random choices inside a sample (e.g. which caption) use an RNG seeded by (seed, epoch, key), so
+they do not depend on worker count or order.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.tariterators import tarfile_samples
+
+from zss.errors import ZssError
+
+Decode = Callable[[dict[str, Any], random.Random], "dict[str, Any] | None"]
+Collate = Callable[[list], dict]
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    tar: Path
+    n_ok: int
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the stream is: `batch` batches of epoch `epoch` have been drawn by this process."""
+
+    epoch: int = 0
+    batch: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+
+SCHEMA_VERSION = 1
+
+
+def load_manifest(shard_dir: Path) -> dict[str, Any]:
+    """`shard_dir/manifest.json`, checked for the shard schema version this reader understands."""
+    path = Path(shard_dir) / "manifest.json"
+    if not path.is_file():
+        raise ZssError(f"{shard_dir} is not a shard folder (no manifest.json); run `zss ingest` first")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ZssError(f"{path} is not valid JSON: {exc}") from exc
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ZssError(f"{path}: shard schema version {manifest.get('schema_version')!r}, "
+                       f"this zss reads version {SCHEMA_VERSION}")
+    return manifest
+
+
+def shards_from_manifest(shard_dir: Path, manifest: dict[str, Any]) -> list[ShardRef]:
+    """The shard tars and their ok-sample counts listed in `manifest.json`."""
+    refs = []
+    for s in manifest.get("shards", []):
+        tar = shard_dir / s["tar"]
+        if not tar.is_file():
+            raise ZssError(f"shard {tar} listed in the manifest is missing")
+        refs.append(ShardRef(tar=tar, n_ok=int(s["n_ok"])))
+    if not refs:
+        raise ZssError(f"no shards listed in {shard_dir / 'manifest.json'}")
+    return refs
+
+
+def _epoch_rng(seed: int, epoch: int, *parts: Any) -> random.Random:
+    return random.Random("-".join(str(x) for x in (seed, epoch, *parts)))
+
+
+def sample_rng(seed: int, epoch: int, key: str) -> random.Random:
+    """The per-sample RNG handed to `decode_sample`."""
+    return _epoch_rng(seed, epoch, "sample", key)
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """What one slot reads in one epoch: shards in order, keeping local indices ≡ offset mod stride."""
+
+    shards: tuple[ShardRef, ...]
+    stride: int
+    offset: int
+
+    @property
+    def n_samples(self) -> int:
+        if self.stride == 1:
+            return sum(s.n_ok for s in self.shards)
+        return sum(max(0, (s.n_ok - self.offset + self.stride - 1) // self.stride) for s in self.shards)
+
+
+class ShardStream:
+    """Batches for one training process; iterate with `batches(position)`."""
+
+    def __init__(self, shards: list[ShardRef], decode: Decode, collate: Collate, batch_size: int,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                 shuffle_buffer: int = 1000, members: tuple[str, ...] | None = None) -> None:
+        self.shards = list(shards)
+        self.decode = decode
+        self.collate = collate
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.num_workers = num_workers
+        self.n_local = max(1, num_workers)
+        self.n_slots = world_size * self.n_local
+        self.shuffle_buffer = max(1, shuffle_buffer)
+        self.members = set(members) if members else None
+        if self.batches_per_epoch(0) == 0:
+            total = sum(s.n_ok for s in self.shards)
+            raise ZssError(f"{total} samples cannot fill one batch of {batch_size} in each of "
+                           f"{self.n_slots} readers (processes × workers); lower batch_size or workers")
+
+    # -- planning ---------------------------------------------------------------------------
+    def plan(self, epoch: int) -> list[SlotPlan]:
+        """Every slot's reading plan for `epoch` (identical on all processes)."""
+        order = list(self.shards)
+        _epoch_rng(self.seed, epoch, "shards").shuffle(order)
+        S = self.n_slots
+        if len(order) < S:
+            return [SlotPlan(tuple(order), S, s) for s in range(S)]
+        assigned: list[list[ShardRef]] = [[] for _ in range(S)]
+        counts = [0] * S
+        for ref in order:
+            s = min(range(S), key=lambda i: (counts[i], i))
+            assigned[s].append(ref)
+            counts[s] += ref.n_ok
+        return [SlotPlan(tuple(a), 1, 0) for a in assigned]
+
+    def slot_batches(self, epoch: int) -> int:
+        """Batches every slot yields in `epoch` (the smallest slot's whole batches)."""
+        return min(p.n_samples for p in self.plan(epoch)) // self.batch_size
+
+    def batches_per_epoch(self, epoch: int = 0) -> int:
+        """Batches this process draws in `epoch` (the same on every process)."""
+        return self.slot_batches(epoch) * self.n_local
+
+    # -- reading ----------------------------------------------------------------------------
+    def _raw_samples(self, plan: SlotPlan) -> Iterator[dict[str, Any]]:
+        for ref in plan.shards:
+            i = 0
+            for sample in tarfile_samples([{"url": str(ref.tar)}]):
+                keep = plan.stride == 1 or i % plan.stride == plan.offset
+                i += 1
+                if keep:
+                    if self.members is not None:
+                        sample = {k: v for k, v in sample.items()
+                                  if k in self.members or k.startswith("__")}
+                    yield sample
+
+    def _shuffled(self, samples: Iterator[dict[str, Any]], rng: random.Random) -> Iterator[dict[str, Any]]:
+        buf: list[dict[str, Any]] = []
+        for s in samples:
+            if len(buf) < self.shuffle_buffer:
+                buf.append(s)
+                continue
+            j = rng.randrange(len(buf))
+            buf[j], s = s, buf[j]
+            yield s
+        rng.shuffle(buf)
+        yield from buf
+
+    def slot_batches_iter(self, epoch: int, slot: int, skip: int) -> Iterator[dict[str, Any]]:
+        """The collated batches of one slot in `epoch`, skipping the first `skip` undecoded."""
+        plan = self.plan(epoch)[slot]
+        n_batches = self.slot_batches(epoch)
+        rng = _epoch_rng(self.seed, epoch, "buffer", slot)
+        stream = self._shuffled(self._raw_samples(plan), rng)
+        for b in range(n_batches):
+            raw = [next(stream) for _ in range(self.batch_size)]
+            if b < skip:
+                continue
+            samples = []
+            for r in raw:
+                d = self.decode(r, sample_rng(self.seed, epoch, r["__key__"]))
+                if d is not None:
+                    samples.append(d)
+            yield self.collate(samples)
+
+    def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
+        """This process's batches of `epoch` from batch `start` on, in a fixed order."""
+        if self.num_workers == 0:
+            yield from self.slot_batches_iter(epoch, self.rank, start)
+            return
+        ds = _EpochDataset(self, epoch, start)
+        loader = DataLoader(ds, batch_size=None, num_workers=self.num_workers,
+                            pin_memory=torch.cuda.is_available())
+        yield from loader
+
+    def batches(self, position: Position = Position()) -> Iterator[tuple[dict[str, Any], Position]]:
+        """Endless batches from `position`, each with the position after it."""
+        epoch, start = position.epoch, position.batch
+        while True:
+            n = self.batches_per_epoch(epoch)
+            b = start
+            for batch in self.epoch_batches(epoch, start):
+                b += 1
+                yield batch, (Position(epoch, b) if b < n else Position(epoch + 1, 0))
+            epoch, start = epoch + 1, 0
+
+
+class _EpochDataset(IterableDataset):
+    """One epoch of one process, split over DataLoader workers (worker w = slot rank·W + w)."""
+
+    def __init__(self, stream: ShardStream, epoch: int, start: int) -> None:
+        self.stream, self.epoch, self.start = stream, epoch, start
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        W = self.stream.n_local
+        # Batch i of the epoch comes from worker slot i % W. The DataLoader asks its worker 0 first,
+        # so loader worker w serves slot (w + start) % W, which holds the next batch in order.
+        a = ((info.id if info is not None else 0) + self.start) % W
+        skip = (self.start - a + W - 1) // W if self.start > a else 0
+        return self.stream.slot_batches_iter(self.epoch, self.stream.rank * W + a, skip)

@@ -1,0 +1,246 @@
+"""The one training loop every recipe shares.
+
+AdamW with open_clip's betas/eps, linear warm-up then cosine decay (computed from the step, so the
+schedule state is just the step), optional gradient clipping, AMP on CUDA (bf16 when supported,
+else fp16 with a grad scaler), gradient accumulation, DDP under torchrun, periodic checkpoints and
+exact resume, metrics to CSV and TensorBoard, a rich progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zss.errors import ZssError
+from zss.trainer import distributed as D
+from zss.trainer.checkpoints import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from zss.trainer.config import TrainConfig
+from zss.trainer.data import Position, ShardStream, shards_from_manifest
+from zss.trainer.recipes.base import Recipe
+from zss.utils.config import dump_yaml
+from zss.utils.device import default_device
+from zss.utils.progress import progress_bar
+
+
+def lr_at(step: int, total: int, base: float, warmup: float, min_ratio: float = 0.0) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warm-up, then cosine to min_ratio."""
+    n_warm = int(round(warmup * total))
+    if n_warm > 0 and step < n_warm:
+        return base * (step + 1) / n_warm
+    span = max(1, total - n_warm)
+    progress = min(1.0, (step - n_warm) / span)
+    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors to the device; floating tensors (float16 features) become float32 there."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if v.is_floating_point():
+                v = v.float()
+        out[k] = v
+    return out
+
+
+class _Metrics:
+    """metrics.csv (rewritten up to the resumed step on resume) + TensorBoard, main process only."""
+
+    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool) -> None:
+        self.path = run_dir / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        if resume_step > 0 and self.path.is_file():
+            with open(self.path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        elif self.path.is_file():
+            self.path.unlink()
+        self.fields: list[str] = list(self.rows[0].keys()) if self.rows else []
+        self._rewrite()
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step + 1 if resume_step else None)
+
+    def _rewrite(self) -> None:
+        if not self.fields:
+            return
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields)
+            w.writeheader()
+            w.writerows(self.rows)
+        tmp.replace(self.path)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        row = {"step": step, **{k: f"{v:.8g}" for k, v in values.items()}}
+        if not self.fields:
+            self.fields = list(row.keys())
+            self._rewrite()
+        with open(self.path, "a", newline="") as f:
+            if f.tell() == 0:
+                csv.DictWriter(f, fieldnames=self.fields).writeheader()
+            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+        self.rows.append(row)
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(f"train/{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def total_steps(cfg: TrainConfig, stream: ShardStream) -> int:
+    """Optimizer steps from `steps`, else from `epochs` over this process's batches per epoch."""
+    if cfg.steps:
+        return int(cfg.steps)
+    if cfg.epochs:
+        return max(1, int(math.ceil(cfg.epochs * stream.batches_per_epoch(0) / cfg.accum_steps)))
+    raise ZssError("give the run length: --steps N or --epochs E (or steps/epochs in the config)")
+
+
+def train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool = False,
+          resolved_config: dict[str, Any] | None = None) -> Path:
+    """Train `recipe` into `run_dir`; returns the final model directory (`run_dir/model`).
+
+    `resume=True` continues from the newest complete checkpoint exactly (same losses as an
+    uninterrupted run on the same device); without it, a run directory holding checkpoints is
+    refused rather than overwritten.
+    """
+    info = D.setup()
+    device = (torch.device("cuda", info.local_rank) if torch.cuda.is_available() and info.world_size > 1
+              else default_device(cfg.device))
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    existing = list_checkpoints(ckpt_dir)
+    if existing and not resume:
+        raise ZssError(f"{run_dir} already holds checkpoints; pass --resume to continue or use a new run dir")
+    if resume and not existing:
+        raise ZssError(f"--resume: no checkpoint found in {ckpt_dir}")
+
+    torch.manual_seed(cfg.seed)
+    model = recipe.build_model().to(device)
+    opt = torch.optim.AdamW(recipe.param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                            betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    amp_dtype = _amp_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    stream = ShardStream(shards_from_manifest(recipe.shards, recipe.manifest),
+                         decode=recipe.decode_sample, collate=recipe.collate,
+                         batch_size=cfg.batch_size, seed=cfg.seed, rank=info.rank,
+                         world_size=info.world_size, num_workers=cfg.num_workers,
+                         shuffle_buffer=cfg.shuffle_buffer, members=recipe.members)
+    n_steps = total_steps(cfg, stream)
+
+    step, position = 0, Position()
+    if resume:
+        last = existing[-1]
+        state = load_checkpoint(ckpt_dir, last, model, device)
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step = int(state["step"])
+        mine = state["procs"].get(str(info.rank))
+        if mine is None:
+            raise ZssError(f"checkpoint step {last} was written by {len(state['procs'])} process(es); "
+                           f"resume with the same number of processes")
+        position = Position(**mine["data"])
+        set_rng_state(mine["rng"])
+    else:
+        torch.manual_seed(cfg.seed + 1 + info.rank)
+
+    metrics = None
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resolved_config is not None:
+            dump_yaml(resolved_config, run_dir / "config.yaml")
+        metrics = _Metrics(run_dir, step, cfg.tensorboard)
+
+    ddp = model
+    if info.world_size > 1:
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    batches = stream.batches(position)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    bar = progress_bar(disable=None if info.is_main else True)
+    t_last, s_last = time.perf_counter(), step
+    with bar:
+        task = bar.add_task(f"train {recipe.name}", total=n_steps, completed=step, info="")
+        while step < n_steps:
+            lr = lr_at(step, n_steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            sums: dict[str, float] = {}
+            for micro in range(cfg.accum_steps):
+                batch, position = next(batches)
+                batch = _to_device(batch, device)
+                sync = micro == cfg.accum_steps - 1 or info.world_size == 1
+                ctx = contextlib.nullcontext() if sync else ddp.no_sync()
+                with ctx:
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                        enabled=amp_dtype is not None):
+                        loss, logs = recipe.loss(ddp, batch)
+                    scaler.scale(loss / cfg.accum_steps).backward()
+                for k, v in {"loss": loss, **logs}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) / cfg.accum_steps
+            scaler.unscale_(opt)
+            if cfg.grad_clip > 0:
+                sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip))
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            recipe.after_step(model, step)
+
+            values = D.all_reduce_mean(sums, device)
+            values["lr"] = lr
+            if metrics is not None and (step % cfg.log_every == 0 or step == n_steps or step == 1):
+                now = time.perf_counter()
+                values["steps_per_s"] = (step - s_last) / max(now - t_last, 1e-9)
+                t_last, s_last = now, step
+                metrics.log(step, values)
+            bar.update(task, completed=step,
+                       info=f"loss {values['loss']:.4f}  lr {lr:.2e}")
+            if step % cfg.ckpt_every == 0 or step == n_steps:
+                _checkpoint(ckpt_dir, step, model, opt, scaler, position, info, cfg.keep_checkpoints)
+
+    out = run_dir / "model"
+    if info.is_main:
+        recipe.export(model, out)
+        assert metrics is not None
+        metrics.close()
+    if D.is_distributed():
+        torch.distributed.barrier()
+    return out
+
+
+def _checkpoint(ckpt_dir: Path, step: int, model: nn.Module, opt: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler, position: Position, info: D.DistInfo, keep: int) -> None:
+    """Gather every process's data position and RNG, then rank 0 writes the checkpoint."""
+    mine = {"data": position.as_dict(), "rng": rng_state()}
+    procs = {"0": mine}
+    if info.world_size > 1:
+        every: list[Any] = [None] * info.world_size
+        torch.distributed.all_gather_object(every, mine)
+        procs = {str(r): p for r, p in enumerate(every)}
+    if info.is_main:
+        state = {"step": step, "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                 "procs": procs}
+        save_checkpoint(ckpt_dir, step, model, state, keep)
+    if info.world_size > 1:
+        torch.distributed.barrier()
