@@ -114,6 +114,66 @@ def _value_path(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return block.ls_1(v)
 
 
+def _vit_pos_embed(visual: nn.Module, h: int, w: int) -> torch.Tensor:
+    """Positional embeddings resized (bicubic) to an h×w grid, so any input size works."""
+    pos = visual.positional_embedding
+    gh, gw = visual.grid_size
+    if (h, w) == (gh, gw):
+        return pos
+    grid = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+    return torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(h * w, -1)], dim=0)
+
+
+def _vit_dense(visual: nn.Module, x: torch.Tensor, with_global: bool
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x = visual.conv1(x)
+    b, _, h, w = x.shape
+    x = x.flatten(2).transpose(1, 2)
+    cls = visual.class_embedding.view(1, 1, -1).expand(b, -1, -1).to(x.dtype)
+    x = torch.cat([cls, x], dim=1) + _vit_pos_embed(visual, h, w).to(x.dtype)
+    x = visual.ln_pre(x)
+    if not getattr(visual.transformer, "batch_first", True):
+        raise ZssError("dense OpenCLIP: sequence-first transformers are not supported")
+    blocks = visual.transformer.resblocks
+    for blk in blocks[:-1]:
+        x = blk(x)
+    last = blocks[-1]
+    v = _value_path(last, x) + x[:, :1]
+    v = v + last.ls_2(last.mlp(last.ln_2(v)))
+    tokens = visual.ln_post(v[:, 1:])
+    glob = None
+    if with_global:
+        pooled, _ = visual._pool(last(x))
+        glob = pooled @ visual.proj if visual.proj is not None else pooled
+    if visual.proj is not None:
+        tokens = tokens @ visual.proj
+    return tokens.reshape(b, h, w, -1), glob
+
+
+def _timm_dense(visual: nn.Module, x: torch.Tensor, with_global: bool
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    feats = visual.trunk.forward_features(x)
+    glob = visual.head(visual.trunk.forward_head(feats)) if with_global else None
+    head = visual.trunk.head
+    y = head.norm(feats) if hasattr(head, "norm") else feats
+    y = y.permute(0, 2, 3, 1)
+    if hasattr(head, "pre_logits"):
+        y = head.pre_logits(y)
+    return visual.head(y), glob
+
+
+def visual_dense(visual: nn.Module, x: torch.Tensor, with_global: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An open_clip image tower on *normalised* images -> (patch [B,h,w,C], global [B,C] | None).
+
+    A free function so a copy of the tower (PixelCLIP's EMA teacher) runs the same dense path.
+    """
+    if isinstance(visual, open_clip.transformer.VisionTransformer):
+        return _vit_dense(visual, x, with_global)
+    return _timm_dense(visual, x, with_global)
+
+
 class DenseCLIP(nn.Module):
     """One open_clip model seen as a dense image encoder and a text encoder.
 
@@ -151,60 +211,14 @@ class DenseCLIP(nn.Module):
         self.tokenizer = open_clip.get_tokenizer(arch.replace("/", "-"))
 
     # ---------------------------------------------------------------- image side
-    def _vit_pos_embed(self, h: int, w: int) -> torch.Tensor:
-        """Positional embeddings resized (bicubic) to an h×w grid, so any input size works."""
-        visual = self.model.visual
-        pos = visual.positional_embedding
-        gh, gw = visual.grid_size
-        if (h, w) == (gh, gw):
-            return pos
-        grid = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
-        return torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(h * w, -1)], dim=0)
-
-    def _vit_dense(self, x: torch.Tensor, with_global: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        visual = self.model.visual
-        x = visual.conv1(x)
-        b, _, h, w = x.shape
-        x = x.flatten(2).transpose(1, 2)
-        cls = visual.class_embedding.view(1, 1, -1).expand(b, -1, -1).to(x.dtype)
-        x = torch.cat([cls, x], dim=1) + self._vit_pos_embed(h, w).to(x.dtype)
-        x = visual.ln_pre(x)
-        blocks = visual.transformer.resblocks
-        if not getattr(visual.transformer, "batch_first", True):
-            raise ZssError(f"{self.arch}: sequence-first transformers are not supported")
-        for blk in blocks[:-1]:
-            x = blk(x)
-        last = blocks[-1]
-        v = _value_path(last, x) + x[:, :1]
-        v = v + last.ls_2(last.mlp(last.ln_2(v)))
-        tokens = visual.ln_post(v[:, 1:])
-        glob = None
-        if with_global:
-            pooled, _ = visual._pool(last(x))
-            glob = pooled @ visual.proj if visual.proj is not None else pooled
-        if visual.proj is not None:
-            tokens = tokens @ visual.proj
-        return tokens.reshape(b, h, w, -1), glob
-
-    def _timm_dense(self, x: torch.Tensor, with_global: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        visual = self.model.visual
-        feats = visual.trunk.forward_features(x)
-        glob = visual.head(visual.trunk.forward_head(feats)) if with_global else None
-        head = visual.trunk.head
-        y = head.norm(feats) if hasattr(head, "norm") else feats
-        y = y.permute(0, 2, 3, 1)
-        if hasattr(head, "pre_logits"):
-            y = head.pre_logits(y)
-        return visual.head(y), glob
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images -> the tower's input normalisation."""
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
 
     def dense(self, images: torch.Tensor, with_global: bool = True
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Images [B,3,H,W] in [0,1] -> (patch [B,H/p,W/p,C], global [B,C] or None), unnormalised."""
-        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        if self.kind == "vit":
-            return self._vit_dense(x, with_global)
-        return self._timm_dense(x, with_global)
+        return visual_dense(self.model.visual, self.normalize(images), with_global)
 
     # ---------------------------------------------------------------- text side
     @property
