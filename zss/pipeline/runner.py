@@ -1,0 +1,416 @@
+"""The ingest job: Ray Data wiring, shard-level resume, progress and the final summary.
+
+Work is cut into *chunks*: at most `batch_size` consecutive samples of one shard, aligned to the
+shard's start. A chunk is one Ray row: a read+decode task turns its refs into a decoded batch, a
+model actor runs features -> masks -> concepts on it as ONE model batch, and the driver writes a
+shard as soon as all its chunks are back. Because chunks never straddle shards and are always cut
+the same way, a resumed run computes every sample in exactly the batch an uninterrupted run would
+(CPU matmul results can depend on batch composition), so shards are byte-identical either way.
+
+Resources: model actors take a fraction of a CPU (whole actors on 2 CPUs would starve the
+decode tasks and hang the job, see DESIGN "Facts"), a GPU each when the cluster has GPUs, and a
+fixed torch thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from zss.errors import ZssError
+from zss.pipeline import shards as sh
+from zss.pipeline.config import IngestConfig, build_config, fingerprint
+from zss.pipeline.sources import Source, load_ref, open_source
+from zss.pipeline.stages.decode import DecodeConfig, DecodeStage
+from zss.utils.config import to_dict
+from zss.utils.progress import progress_bar
+
+Stage = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+StageFactory = Callable[[IngestConfig], list[tuple[str, Stage]]]
+OWN_FILES = ("manifest.json", "concepts.json", "concepts.faiss")
+
+
+def model_stages(cfg: IngestConfig) -> list[tuple[str, Stage]]:
+    """The real model stages, in contract order (dino-kmeans masks need the patch grid)."""
+    from zss.pipeline.stages.concepts import ConceptStage
+    from zss.pipeline.stages.features import FeatureStage
+    from zss.pipeline.stages.masks import MaskStage
+
+    return [("features", FeatureStage(cfg.features)), ("masks", MaskStage(cfg.masks)),
+            ("concepts", ConceptStage(cfg.concepts))]
+
+
+# ---------------------------------------------------------------- planning
+
+
+def shard_rows(n: int, shard_size: int, shard: int) -> tuple[int, int]:
+    start = shard * shard_size
+    return start, min(start + shard_size, n)
+
+
+def plan_chunks(source: Source, n: int, shard_size: int, batch_size: int,
+                shards: Iterable[int]) -> list[dict[str, Any]]:
+    """Ray rows: {shard, start, n_chunks, refs (JSON)} cut at shard starts every `batch_size`."""
+    chunks = []
+    for s in shards:
+        lo, hi = shard_rows(n, shard_size, s)
+        starts = list(range(lo, hi, batch_size))
+        for a in starts:
+            refs = source.refs(a, min(a + batch_size, hi))
+            chunks.append({"shard": s, "start": a, "n_chunks": len(starts), "refs": json.dumps(refs)})
+    return chunks
+
+
+def rows_to_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Source rows -> the numpy batch format (strings and bytes as object arrays)."""
+    batch: dict[str, np.ndarray] = {}
+    for key in rows[0]:
+        col = np.empty(len(rows), dtype=object)
+        for i, r in enumerate(rows):
+            col[i] = r[key]
+        batch[key] = col
+    batch["index"] = batch["index"].astype(np.int64)
+    return batch
+
+
+def read_decode_chunk(refs: list[dict[str, Any]], decode: DecodeConfig) -> dict[str, Any]:
+    """One chunk's refs -> decoded batch + timings (what a Ray read task does)."""
+    t0 = time.perf_counter()
+    batch = rows_to_batch([load_ref(r) for r in refs])
+    t1 = time.perf_counter()
+    batch = DecodeStage(decode)(batch)
+    return {"batch": batch, "seconds": {"read": t1 - t0, "decode": time.perf_counter() - t1}}
+
+
+def run_model_stages(stages: list[tuple[str, Stage]], payload: dict[str, Any]) -> dict[str, Any]:
+    """Run the model stages on one chunk as one batch. A stage that raises on the whole batch
+    (rather than flagging rows) turns that chunk's ok rows into `model_error` rows: the job goes on
+    and the summary counts them."""
+    batch, seconds = payload["batch"], payload["seconds"]
+    for name, stage in stages:
+        t0 = time.perf_counter()
+        try:
+            batch = stage(batch)
+        except Exception as exc:  # noqa: BLE001 - recorded per row, never silently dropped
+            status = np.array(batch["status"], dtype=object)
+            error = np.array(batch["error"], dtype=object)
+            ok = status == "ok"
+            status[ok] = "model_error"
+            error[ok] = f"{name}: {type(exc).__name__}: {str(exc)[:500]}"
+            batch = {**batch, "status": status, "error": error}
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+            break
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+    return {"batch": batch, "seconds": seconds}
+
+
+def _json_or(value: Any, default: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) and value else default
+
+
+def batch_to_samples(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """A processed batch -> per-sample dicts for `shards.write_shard`."""
+    samples = []
+    for i in range(len(batch["index"])):
+        ok = batch["status"][i] == "ok"
+        s = {"source_id": str(batch["source_id"][i]), "status": str(batch["status"][i]),
+             "error": str(batch["error"][i] or ""), "captions": _json_or(batch["captions"][i], [])}
+        if ok:
+            s.update({"orig_size": batch["orig_size"][i], "size": batch["size"][i],
+                      "patch": batch["patch"][i], "global": batch["global"][i],
+                      "concepts": _json_or(batch["concepts"][i], None) if "concepts" in batch else None,
+                      "masks": _json_or(batch["masks"][i], None) if "masks" in batch else None,
+                      "jpg": bytes(batch["jpg"][i]) or None})
+        samples.append(s)
+    return samples
+
+
+# ---------------------------------------------------------------- Ray
+
+
+def _ray_init(cfg: IngestConfig) -> tuple[bool, float]:
+    """Start local Ray (num_cpus = workers) or join `cfg.address`; return (we started it, seconds)."""
+    import ray
+
+    if ray.is_initialized():
+        return False, 0.0
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    t0 = time.perf_counter()
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                  logging_level=logging.ERROR, configure_logging=True)
+    try:
+        if cfg.address:
+            ray.init(address=cfg.address, **kwargs)
+        else:
+            ray.init(address="local", num_cpus=cfg.workers, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = cfg.address or "a local instance"
+        raise ZssError(f"cannot start/join Ray ({where}): {str(exc).splitlines()[0]}") from exc
+    return True, time.perf_counter() - t0
+
+
+def _quiet_ray_data() -> None:
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = False
+    for name in ("ray.data", "ray"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def resources(cfg: IngestConfig) -> dict[str, Any]:
+    """CPU/GPU shares: actors at most half the CPUs in total so decode tasks always get some."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus = float(total.get("CPU", cfg.workers))
+    gpus = float(total.get("GPU", 0.0))
+    actor_cpus = round(min(1.0, cpus / (2 * cfg.workers)), 3)
+    task_cpus = round(min(1.0, cpus / 2), 3)
+    threads = cfg.threads_per_worker or max(1, int(cpus) // cfg.workers)
+    actor_gpus = round(min(1.0, gpus / cfg.workers), 3) if gpus else 0.0
+    return {"actor_cpus": actor_cpus, "task_cpus": task_cpus, "actor_gpus": actor_gpus,
+            "threads": threads, "cluster_cpus": cpus, "cluster_gpus": gpus}
+
+
+def _decode_batch(batch: dict[str, np.ndarray], decode: DecodeConfig) -> dict[str, np.ndarray]:
+    """Ray read+decode task over chunk rows (stateless, so a plain task, not an actor)."""
+    payloads = np.empty(len(batch["shard"]), dtype=object)
+    for i, refs in enumerate(batch["refs"]):
+        payloads[i] = read_decode_chunk(json.loads(refs), decode)
+    return {"shard": batch["shard"], "start": batch["start"], "n_chunks": batch["n_chunks"],
+            "payload": payloads}
+
+
+class _ModelActor:
+    """Holds the model stages (loaded once per actor) and runs them chunk by chunk."""
+
+    def __init__(self, cfg: IngestConfig, factory: StageFactory, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.stages = factory(cfg)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        payloads = np.empty(len(batch["payload"]), dtype=object)
+        for i, payload in enumerate(batch["payload"]):
+            payloads[i] = run_model_stages(self.stages, payload)
+        return {"shard": batch["shard"], "start": batch["start"], "n_chunks": batch["n_chunks"],
+                "payload": payloads}
+
+
+def _actor_pool_kwargs(n: int) -> dict[str, Any]:
+    """`compute=ActorPoolStrategy(size=n)` (Ray >= 2.51 prefers it; older 2.x had `concurrency=`)."""
+    import ray
+
+    try:
+        return {"compute": ray.data.ActorPoolStrategy(size=n)}
+    except TypeError:
+        return {"concurrency": n}
+
+
+def _dataset(chunks: list[dict[str, Any]], cfg: IngestConfig, factory: StageFactory,
+             res: dict[str, Any]):
+    import ray
+
+    ds = ray.data.from_items(chunks, override_num_blocks=max(1, len(chunks)))
+    ds = ds.map_batches(_decode_batch, batch_size=1, batch_format="numpy",
+                        fn_kwargs={"decode": cfg.decode}, num_cpus=res["task_cpus"])
+    model_kwargs: dict[str, Any] = dict(
+        batch_size=1, batch_format="numpy", num_cpus=res["actor_cpus"],
+        fn_constructor_kwargs={"cfg": cfg, "factory": factory, "threads": res["threads"]})
+    if res["actor_gpus"]:
+        model_kwargs["num_gpus"] = res["actor_gpus"]
+    try:
+        return ds.map_batches(_ModelActor, **model_kwargs, **_actor_pool_kwargs(cfg.workers))
+    except TypeError:  # a Ray whose map_batches lacks `compute=`
+        return ds.map_batches(_ModelActor, **model_kwargs, concurrency=cfg.workers)
+
+
+# ---------------------------------------------------------------- the job
+
+
+def _prepare_out(out: Path, cfg: IngestConfig, fp: str) -> None:
+    """Overwrite: remove our files. Incremental: refuse a folder made with another config."""
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.mode == "overwrite":
+        for p in out.iterdir():
+            if p.name in OWN_FILES or p.name.endswith(".tmp") or (
+                    p.name[:5].isdigit() and p.suffix in (".tar", ".parquet", ".json")):
+                p.unlink()
+        return
+    manifest = out / sh.MANIFEST
+    if manifest.is_file():
+        old = json.loads(manifest.read_text()).get("fingerprint")
+        if old != fp:
+            raise ZssError(f"{out} holds shards made with another source or config; use "
+                           f"--mode overwrite or another output folder")
+
+
+def _shard_done(out: Path, shard: int, expected: int) -> bool:
+    stats = sh.shard_paths(out, shard)["stats"]
+    if not stats.is_file():
+        return False
+    try:
+        return json.loads(stats.read_text()).get("n") == expected
+    except json.JSONDecodeError:
+        return False
+
+
+def _manifest(out: Path, cfg: IngestConfig, fp: str, source: dict[str, Any], models: dict[str, Any],
+              bank: dict[str, Any] | None, n_shards: int, n_samples: int) -> dict[str, Any]:
+    done = [s for s in range(n_shards) if sh.is_shard_done(out, s)]
+    feat = models.get("features", {})
+    size, patch = cfg.decode.img_size, cfg.decode.patch_size
+    grid = [size // patch, size // patch] if cfg.decode.resize == "square" else None
+    return {"schema_version": sh.SCHEMA_VERSION, "source": source,
+            "models": {**models, "tokenizer": "clip-bpe"},
+            "feature": {"grid": grid, "dim": feat.get("embed_dim"), "dtype": "float16"},
+            "concept_bank": bank, "n_samples": n_samples, "n_shards": n_shards,
+            "complete": len(done) == n_shards,
+            "shards": [sh.shard_entry(out, s) for s in done],
+            "fingerprint": fp, "config": to_dict(cfg)}
+
+
+def describe_stages(stages: list[tuple[str, Stage]]) -> dict[str, Any]:
+    return {name: stage.describe() for name, stage in stages if hasattr(stage, "describe")}
+
+
+def ingest(cfg: IngestConfig, source: Source, out: str | Path,
+           factory: StageFactory = model_stages, progress: bool | None = None) -> dict[str, Any]:
+    """Run the job; return a report dict (what `summary_text` prints)."""
+    out = Path(out)
+    n = min(len(source), cfg.limit) if cfg.limit else len(source)
+    src_desc = source.describe()
+    fp = fingerprint(cfg, src_desc)
+    _prepare_out(out, cfg, fp)
+
+    t_load = time.perf_counter()
+    probe = factory(cfg)  # fail fast, in the driver, with a one-line error (bad name, missing file)
+    models = describe_stages(probe)
+    bank = None
+    for name, stage in probe:
+        if hasattr(stage, "write_bank"):
+            bank = stage.write_bank(out)
+    del probe
+    load_seconds = time.perf_counter() - t_load
+
+    n_shards = math.ceil(n / cfg.shard_size)
+    expected = {s: shard_rows(n, cfg.shard_size, s) for s in range(n_shards)}
+    pending = [s for s in range(n_shards)
+               if not _shard_done(out, s, expected[s][1] - expected[s][0])]
+    for s in pending:
+        sh.remove_partial_shard(out, s)
+    sh.write_manifest(out, _manifest(out, cfg, fp, src_desc, models, bank, n_shards, n))
+
+    report: dict[str, Any] = {"out": str(out), "n": n, "n_shards": n_shards,
+                              "skipped": n_shards - len(pending), "written": 0,
+                              "processed": 0, "ray_seconds": 0.0, "load_seconds": load_seconds,
+                              "run_seconds": 0.0, "seconds": {}}
+    if pending:
+        started, report["ray_seconds"] = _ray_init(cfg)
+        try:
+            _quiet_ray_data()
+            res = resources(cfg)
+            report["resources"] = res
+            chunks = plan_chunks(source, n, cfg.shard_size, cfg.batch_size, pending)
+            _execute(out, cfg, factory, res, chunks, report, progress, n_shards, fp, src_desc,
+                     models, bank, sum(expected[s][1] - expected[s][0] for s in pending))
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    manifest = _manifest(out, cfg, fp, src_desc, models, bank, n_shards, n)
+    sh.write_manifest(out, manifest)
+    report["by_status"] = sh.collect_stats(out, range(n_shards))
+    report["complete"] = manifest["complete"]
+    return report
+
+
+def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str, Any],
+             chunks: list[dict[str, Any]], report: dict[str, Any], progress: bool | None,
+             n_shards: int, fp: str, src_desc: dict[str, Any], models: dict[str, Any],
+             bank: dict[str, Any] | None, total: int) -> None:
+    ds = _dataset(chunks, cfg, factory, res)
+    got: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    seconds: dict[str, float] = defaultdict(float)
+    t0 = time.perf_counter()
+    first: float | None = None
+    arrivals: list[tuple[float, int]] = []  # (seconds since start, rows): steady-state rates
+    with progress_bar(None if progress is None else not progress) as bar:
+        task = bar.add_task("ingest", total=total, info="")
+        for row in ds.iter_rows():
+            if first is None:
+                first = time.perf_counter()
+            shard, payload = int(row["shard"]), row["payload"]
+            got[shard].append((int(row["start"]), payload))
+            arrivals.append((time.perf_counter() - t0, len(payload["batch"]["index"])))
+            bar.update(task, advance=len(payload["batch"]["index"]),
+                       info=f"{report['written']}/{len(got) + report['written']} shards")
+            if len(got[shard]) < int(row["n_chunks"]):
+                continue
+            parts = sorted(got.pop(shard), key=lambda p: p[0])
+            shard_seconds: dict[str, float] = defaultdict(float)
+            samples: list[dict[str, Any]] = []
+            for _, part in parts:
+                samples += batch_to_samples(part["batch"])
+                for k, v in part["seconds"].items():
+                    shard_seconds[k] += v
+            tw = time.perf_counter()
+            sh.write_shard(out, shard, samples, {**shard_seconds})
+            shard_seconds["write"] = time.perf_counter() - tw
+            for k, v in shard_seconds.items():
+                seconds[k] += v
+            report["written"] += 1
+            report["processed"] += len(samples)
+            sh.write_manifest(out, _manifest(out, cfg, fp, src_desc, models, bank, n_shards,
+                                             report["n"]))
+    report["run_seconds"] = time.perf_counter() - t0
+    report["first_result_seconds"] = (first - t0) if first else 0.0
+    report["arrivals"] = arrivals
+    report["seconds"] = dict(seconds)
+    if got:
+        raise ZssError(f"ingest ended with unfinished shards {sorted(got)}")
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    run = report["run_seconds"]
+    rate = report["processed"] / run if run > 0 else 0.0
+    status = ", ".join(f"{k}={v}" for k, v in report.get("by_status", {}).items()) or "none"
+    lines = [f"ingested {report['n']} samples into {report['out']}: {report['n_shards']} shards "
+             f"({report['written']} written, {report['skipped']} already done)",
+             f"status: {status}",
+             f"throughput: {rate:.2f} images/s ({report['processed']} images in {run:.1f} s; "
+             f"Ray start-up {report['ray_seconds']:.1f} s and model check {report['load_seconds']:.1f} s "
+             f"not included)"]
+    if report["seconds"]:
+        lines.append("stage time (summed over workers): " + ", ".join(
+            f"{k} {v:.1f} s" for k, v in sorted(report["seconds"].items())))
+    if not report.get("complete", True):
+        lines.append("INCOMPLETE: re-run the same command to finish (incremental mode)")
+    return "\n".join(lines)
+
+
+def run_ingest(source: str, out: str | Path, preset: str | Path | None = None,
+               features: str | None = None, img_size: int | None = None, masks: str | None = None,
+               sam_checkpoint: str | None = None, concepts: str | None = None,
+               shard_size: int | None = None, workers: int | None = None, address: str | None = None,
+               mode: str | None = None, limit: int | None = None, store_images: bool | None = None,
+               overrides: list[str] | None = None) -> str:
+    """`zss ingest`: build the config, open the source, run, and return the summary text."""
+    cfg = build_config(preset, overrides, features=features, img_size=img_size, masks=masks,
+                       sam_checkpoint=sam_checkpoint, concepts=concepts, shard_size=shard_size,
+                       workers=workers, address=address, mode=mode, limit=limit,
+                       store_images=store_images)
+    src = open_source(source)
+    return summary_text(ingest(cfg, src, out))
