@@ -4,8 +4,8 @@ frozen vision width.
 open_clip's `TextTransformer` does the work (token + positional embeddings, causal blocks, final
 LayerNorm, projection); the tower only also projects the per-token outputs, because SimZSS's local
 loss reads concept tokens and the global loss reads the end-of-text token, both in the vision
-feature space (no vision-side parameters). Tokens are CLIP BPE (open_clip's tokenizer, the one the
-ingest concept spans were computed with), so shard `token_span`s index this tower's positions.
+feature space (no vision-side parameters). Tokens come from `zss.models.tokenizer` (CLIP BPE, the
+function ingest computed the concept spans with), so shard `token_span`s index this tower's positions.
 
 Initialisation: from scratch (default) or from an OpenCLIP checkpoint's text tower, named
 `ARCH:FILE` (a local .pt/.bin/.safetensors) or `ARCH:TAG` (an open_clip pretrained tag, fetched
@@ -28,6 +28,7 @@ from open_clip.transformer import QuickGELU, TextTransformer
 from torch import nn
 
 from zss.errors import ZssError
+from zss.models import tokenizer as bpe
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ class TextConfig:
 
 
 def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
-    """CLIP BPE ids [N, context_length] (start-of-text at 0, end-of-text after the last word)."""
-    return open_clip.tokenize(list(texts), context_length=context_length)
+    """CLIP BPE ids [N, context_length], exactly the ids ingest's concept token spans refer to."""
+    return bpe.tokenize(list(texts), context_length)
 
 
 class TextTower(nn.Module):
@@ -106,6 +107,9 @@ def _resolve_checkpoint(arch: str, ref: str) -> str:
 
 def config_from_openclip(arch: str) -> TextConfig:
     """The text-tower sizes of OpenCLIP architecture `arch` (e.g. ViT-B-16)."""
+    from zss.models.clip_dense import register_zss_configs
+
+    register_zss_configs()
     model_cfg = open_clip.get_model_config(arch)
     if model_cfg is None:
         raise ZssError(f"unknown OpenCLIP architecture {arch!r}")

@@ -15,7 +15,6 @@ they do not depend on worker count or order.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,24 +45,6 @@ class Position:
 
     def as_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch}
-
-
-SCHEMA_VERSION = 1
-
-
-def load_manifest(shard_dir: Path) -> dict[str, Any]:
-    """`shard_dir/manifest.json`, checked for the shard schema version this reader understands."""
-    path = Path(shard_dir) / "manifest.json"
-    if not path.is_file():
-        raise ZssError(f"{shard_dir} is not a shard folder (no manifest.json); run `zss ingest` first")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ZssError(f"{path} is not valid JSON: {exc}") from exc
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ZssError(f"{path}: shard schema version {manifest.get('schema_version')!r}, "
-                       f"this zss reads version {SCHEMA_VERSION}")
-    return manifest
 
 
 def shards_from_manifest(shard_dir: Path, manifest: dict[str, Any]) -> list[ShardRef]:

@@ -197,7 +197,7 @@ def train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool = False,
                         loss, logs = recipe.loss(ddp, batch)
                     scaler.scale(loss / cfg.accum_steps).backward()
                 for k, v in {"loss": loss, **logs}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) / cfg.accum_steps
+                    sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) / cfg.accum_steps
             scaler.unscale_(opt)
             if cfg.grad_clip > 0:
                 sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip))

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from zss.errors import ZssError
-from zss.trainer.data import load_manifest
+from zss.pipeline.shards import read_manifest
 
 RECIPES: dict[str, type["Recipe"]] = {}
 
@@ -69,7 +69,7 @@ class Recipe(abc.ABC):
         self.cfg = cfg
         self.shards = Path(shards)
         self.train_cfg = train_cfg
-        self.manifest = load_manifest(self.shards)
+        self.manifest = read_manifest(self.shards)
 
     @abc.abstractmethod
     def build_model(self) -> nn.Module:
