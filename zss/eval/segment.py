@@ -58,6 +58,19 @@ def class_areas(label: np.ndarray, names: list[str]) -> list[dict]:
     return sorted(rows, key=lambda r: -r["pixels"])
 
 
+def segment_image(predictor: Predictor, path: Path, stem: Path) -> Path:
+    """Segment one image file; writes STEM.png (palette labels), STEM_overlay.png and STEM.json."""
+    names = predictor.vocab.names
+    image = load_image(path)
+    label = predictor.predict(image)
+    save_label(label, stem.with_suffix(".png"))
+    overlay(image, label, names).save(stem.parent / f"{stem.name}_overlay.png")
+    areas = {"image": str(path), "size": list(label.shape), "label_png": f"{stem.name}.png",
+             "classes": class_areas(label, names), "vocabulary": predictor.vocab.classes}
+    (stem.parent / f"{stem.name}.json").write_text(json.dumps(areas, indent=2))
+    return stem
+
+
 def run_segment(model: str, inputs: Path, vocab: str | None = None, vocab_file: Path | None = None,
                 out: Path = Path("segment_out"), overrides: list[str] | None = None) -> str:
     """Segment one image or a folder; writes OUT/REL.png, OUT/REL_overlay.png, OUT/REL.json per image."""
@@ -73,15 +86,7 @@ def run_segment(model: str, inputs: Path, vocab: str | None = None, vocab_file: 
     with progress_bar() as bar:
         task = bar.add_task("segment", total=len(images), info="")
         for path in images:
-            image = load_image(path)
-            label = predictor.predict(image)
-            stem = out / path.relative_to(base).with_suffix("")
-            save_label(label, stem.with_suffix(".png"))
-            overlay(image, label, words.names).save(stem.parent / f"{stem.name}_overlay.png")
-            areas = {"image": str(path), "size": list(label.shape), "label_png": f"{stem.name}.png",
-                     "classes": class_areas(label, words.names), "vocabulary": words.classes}
-            (stem.parent / f"{stem.name}.json").write_text(json.dumps(areas, indent=2))
-            written.append(stem)
+            written.append(segment_image(predictor, path, out / path.relative_to(base).with_suffix("")))
             bar.update(task, advance=1, info=path.name)
     first = written[0]
     return (f"segmented {len(written)} image(s) into {out}: label PNG, overlay PNG and areas JSON each "
