@@ -40,7 +40,8 @@ def inspect_shards(out_dir: str | Path) -> str:
     lines.append(f"features: grid {feat.get('grid')}, dim {feat.get('dim')}, {feat.get('dtype')}")
     bank = manifest.get("concept_bank") or {}
     if bank:
-        lines.append(f"concept bank: {bank.get('file')} ({bank.get('n', '?')} concepts)")
+        n_concepts = (manifest.get("models", {}).get("concepts") or {}).get("n_concepts", "?")
+        lines.append(f"concept bank: {bank.get('file')} ({n_concepts} concepts)")
     entries = manifest["shards"]
     state = "complete" if manifest.get("complete") else "INCOMPLETE"
     lines.append(f"shards: {len(entries)} of {manifest.get('n_shards', '?')} done ({state}), "
