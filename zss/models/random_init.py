@@ -39,3 +39,11 @@ def save_random_sam(kind: str, path: str | Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         sam = build_sam(kind)
     return _save_state_dict(sam, path)
+
+
+def save_random_openclip(arch: str, path: str | Path, seed: int = 0) -> Path:
+    """An OpenCLIP `arch` with seeded random weights (zss.models.clip_dense owns the builder);
+    here so every random twin is one import away."""
+    from zss.models.clip_dense import save_random_openclip as save
+
+    return save(arch, path, seed)
