@@ -48,6 +48,9 @@ def write_model_dir(net: nn.Module, out_dir: Path, default_size: int, source: di
               str(out_dir / "prompts.safetensors"))
     if concept_bank is not None:
         shutil.copyfile(concept_bank, out_dir / "concepts.json")
+        index_file = (json.loads(concept_bank.read_text()).get("index") or {}).get("file")
+        if index_file and (concept_bank.parent / index_file).is_file():
+            shutil.copyfile(concept_bank.parent / index_file, out_dir / index_file)
     config = {"kind": "pixelclip", "schema": SCHEMA, "mode": net.mode,
               "clip": {**clip.spec(), "source": source, "file": "model.safetensors"},
               "adapter": adapter_cfg,

@@ -1,5 +1,7 @@
-"""Small PixelCLIP shard folders built in-process (no Ray): the same writer, backbone and mask code
-`zss ingest` uses, called directly so the tests stay inside their time budget.
+"""PixelCLIP test fixtures: a random tiny OpenCLIP checkpoint and small shard folders.
+
+Shards are built in-process (no Ray): the same writer, backbone and mask code `zss ingest` uses,
+called directly so the tests stay inside their time budget.
 
 Images of the synthetic world's SA-1B layout are resized to a square, encoded by the dense OpenCLIP
 backbone (cached features), and get either their SA-1B masks (rescaled) or k-means masks over the
@@ -13,10 +15,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from zss.models.backbone import load_backbone
+from zss.models.clip_dense import save_random_openclip
 from zss.pipeline import shards as sh
 from zss.pipeline.stages.masks import encode_mask, kmeans_masks
 from zss.trainer.pixelclip.targets import decode_rle_masks
@@ -58,9 +62,32 @@ def build_shards(world: Path, out: Path, arch: str, checkpoint: Path, masks: str
         sh.write_shard(out, sid, samples[start:start + shard_size])
         entries.append(sh.shard_entry(out, sid))
     grid = list(samples[0]["patch"].shape[:2])
+    classes = [line.split(";") for line in (Path(world) / "classes.txt").read_text().splitlines() if line]
+    bank = {"schema": 1, "concepts": [{"id": i, "name": names[0], "synonyms": names[1:], "sources": ["synth"]}
+                                      for i, names in enumerate(classes)]}
+    (out / "concepts.json").write_text(json.dumps(bank))
     sh.write_manifest(out, {"schema_version": sh.SCHEMA_VERSION, "source": {"kind": "sa1b", "path": str(sa1b)},
                             "models": {"features": backbone.spec, "masks": {"mode": masks}},
                             "feature": {"grid": grid, "dim": int(samples[0]["patch"].shape[-1]),
                                         "dtype": "float16"},
-                            "concept_bank": {}, "shards": entries, "complete": True})
+                            "concept_bank": {"file": "concepts.json"}, "shards": entries, "complete": True})
     return out
+
+
+ARCH = "zss-tiny-vit"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A random `zss-tiny-vit` OpenCLIP checkpoint (safetensors), loaded like a real one."""
+    return save_random_openclip(ARCH, tmp_path_factory.mktemp("clip") / "tiny_vit.safetensors", seed=0)
+
+
+@pytest.fixture(scope="session")
+def sa1b_shards(world, tiny_clip, tmp_path_factory) -> Path:
+    return build_shards(world, tmp_path_factory.mktemp("shards_sa1b"), ARCH, tiny_clip, masks="sa1b")
+
+
+@pytest.fixture(scope="session")
+def kmeans_shards(world, tiny_clip, tmp_path_factory) -> Path:
+    return build_shards(world, tmp_path_factory.mktemp("shards_kmeans"), ARCH, tiny_clip, masks="dino-kmeans")
