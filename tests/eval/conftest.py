@@ -156,3 +156,31 @@ def _mk(path):
 def raw_labels() -> dict:
     """What `bench_root` wrote: benchmark family -> [(sample id, label stripe values)]."""
     return RAW
+
+
+@pytest.fixture(scope="session")
+def simzss_model_dir(tmp_path_factory):
+    """A SimZSS model directory as the recipe exports it (docs/contracts.md): a random ViT-S/14
+    backbone file recorded by name/checkpoint/sha256, an untrained small text tower, config.json."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    from zss.models.backbone import load_backbone
+    from zss.models.random_init import save_random_timm
+    from zss.models.text_tower import TextConfig, TextTower
+
+    root = tmp_path_factory.mktemp("simzss_run")
+    ckpt = save_random_timm("vit_small_patch14_dinov2", root / "vits14.safetensors", img_size=56, seed=0)
+    spec = load_backbone("vit_small_patch14_dinov2", ckpt, img_size=56).spec
+    text = TextConfig(width=32, heads=2, layers=1)
+    torch.manual_seed(0)
+    tower = TextTower(text, int(spec["embed_dim"]))
+    model_dir = root / "model"
+    model_dir.mkdir()
+    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(model_dir / "model.safetensors"))
+    config = {"kind": "simzss", "schema": 1, "backbone": spec, "text": asdict(text),
+              "embed_dim": int(spec["embed_dim"]), "tokenizer": "clip-bpe", "global": "mean"}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    return root  # a run directory: load_segmenter resolves root/model
