@@ -166,7 +166,7 @@ class SimZSSRecipe(Recipe):
         config = {"kind": "simzss", "schema": 1, "backbone": self.backbone,
                   "feature": self.manifest.get("feature", {}), "text": asdict(self.cfg.text),
                   "embed_dim": self.dim, "tokenizer": "clip-bpe", "global": self.cfg.global_token,
-                  "logit_scale": float(model.logit_scale.exp().clamp(max=model.logit_scale_max)),
+                  "logit_scale": float(model.logit_scale.detach().exp().clamp(max=model.logit_scale_max)),
                   "trained_on": {"shards": str(self.shards.resolve()),
                                  "concept_bank": self.manifest.get("concept_bank", {})}}
         (out_dir / "config.json").write_text(json.dumps(config, indent=2))
