@@ -42,11 +42,12 @@ class FeatureWorld:
 
 
 def _image(rng: np.random.Generator, protos: np.ndarray, offset: np.ndarray):
+    dim = protos.shape[1]
     a, b = rng.choice(len(CLASSES), size=2, replace=False)
     cut = int(rng.integers(1, GRID))
     labels = np.full((GRID, GRID), a, dtype=np.int64)
     labels[:, cut:] = b
-    patch = offset + protos[labels] + 0.3 * rng.standard_normal((GRID, GRID, DIM))
+    patch = offset + protos[labels] + 0.3 * rng.standard_normal((GRID, GRID, dim))
     return int(a), int(b), labels, patch.astype(np.float32)
 
 
@@ -63,10 +64,11 @@ def _caption(template: str, a: int, b: int) -> tuple[str, list[dict]]:
 
 
 def make_feature_world(root: Path, n_train: int = 64, n_val: int = 16, n_shards: int = 2,
-                       seed: int = 0) -> FeatureWorld:
+                       seed: int = 0, dim: int = DIM, backbone: dict | None = None) -> FeatureWorld:
+    """Shards (+ val set) under `root`; `backbone` is the manifest's features record."""
     rng = np.random.default_rng(seed)
-    protos = rng.standard_normal((len(CLASSES), DIM)) * 0.5
-    offset = rng.standard_normal(DIM) * 2.0  # features share a large common direction, as ViT ones do
+    protos = rng.standard_normal((len(CLASSES), dim)) * 0.5
+    offset = rng.standard_normal(dim) * 2.0  # features share a large common direction, as ViT ones do
     shards = root / "shards"
     per = (n_train + n_shards - 1) // n_shards
     entries = []
@@ -78,7 +80,7 @@ def make_feature_world(root: Path, n_train: int = 64, n_val: int = 16, n_shards:
             samples.append({"source_id": str(i), "status": "ok", "error": None,
                             "captions": [c for c, _ in caps], "concepts": [c for _, c in caps],
                             "orig_size": (56, 56), "size": (56, 56), "patch": patch.astype(np.float16),
-                            "global": rng.standard_normal(DIM).astype(np.float16), "masks": None, "jpg": None})
+                            "global": rng.standard_normal(dim).astype(np.float16), "masks": None, "jpg": None})
         write_shard(shards, sid, samples)
         entries.append(shard_entry(shards, sid))
     (shards / "concepts.json").write_text(json.dumps(
@@ -86,10 +88,11 @@ def make_feature_world(root: Path, n_train: int = 64, n_val: int = 16, n_shards:
                                    for i, c in enumerate(CLASSES)]}))
     write_manifest(shards, {
         "schema_version": 1, "source": {"kind": "test-features"},
-        "models": {"features": {"name": "vit_small_patch14_dinov2", "checkpoint": None, "sha256": None,
-                                "img_size": 56, "patch_size": 14, "embed_dim": DIM, "global": "cls"},
+        "models": {"features": backbone or {"name": "vit_small_patch14_dinov2", "checkpoint": None,
+                                            "sha256": None, "img_size": 56, "patch_size": 14,
+                                            "embed_dim": dim, "global": "cls"},
                    "tokenizer": "clip-bpe"},
-        "feature": {"grid": [GRID, GRID], "dim": DIM, "dtype": "float16"},
+        "feature": {"grid": [GRID, GRID], "dim": dim, "dtype": "float16"},
         "concept_bank": {"file": "concepts.json", "sha256": None}, "shards": entries, "config": {}})
     val = [_image(rng, protos, offset) for _ in range(n_val)]
     return FeatureWorld(shards=shards, val_patches=np.stack([v[3] for v in val]),
