@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from zss.errors import ZssError
-from zss.eval.benchmarks import BENCHMARKS, PAPER_ORDER, Benchmark, find_benchmarks, get_benchmark
+from zss.eval.benchmarks import (BENCHMARKS, PAPER_ORDER, Benchmark, find_benchmarks, get_benchmark, load_image,
+                                 load_label)
 from zss.eval.inference import InferenceConfig, Predictor
 from zss.eval.metrics import SegMetric
 from zss.eval.render import save_label
@@ -62,7 +63,8 @@ def evaluate_benchmark(model: torch.nn.Module, bench: Benchmark, data_root: Path
     start = time.perf_counter()
     with progress_bar() as bar:
         task = bar.add_task(bench.name, total=len(samples), info="")
-        for sample, image, label in bench.iter_data(data_root, limit):
+        for sample in samples:
+            image, label = load_image(sample.image), load_label(sample.label)
             pred = predictor.predict(image, out_size=label.shape)
             metric.update(pred, label)
             if out is not None:
