@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 
 import numpy as np
 from PIL import Image
@@ -19,14 +17,6 @@ def _bytes(im: Image.Image, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format=fmt, **kw)
     return buf.getvalue()
-
-
-def bomb_png(w: int = 30000, h: int = 30000) -> bytes:
-    """A ~60-byte PNG whose header claims w x h pixels (no pixel data behind it)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 def _batch(blobs: list[bytes], masks: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -75,7 +65,7 @@ def test_exif_orientation_and_sizes():
     assert target_size(5, 5, DecodeConfig(img_size=100, patch_size=16)) == (96, 96)
 
 
-def test_bad_images_become_statuses_and_masks_follow_the_resize():
+def test_bad_images_become_statuses_and_masks_follow_the_resize(bomb_png):
     good = _bytes(Image.fromarray(np.full((16, 24, 3), 90, np.uint8)), "PNG")
     mask = np.zeros((16, 24), np.uint8)
     mask[:8, :12] = 1  # top-left quarter
@@ -84,7 +74,7 @@ def test_bad_images_become_statuses_and_masks_follow_the_resize():
            "area": 96, "bbox": [0, 0, 12, 8], "predicted_iou": 0.9, "stability_score": 0.95}
     wrong = dict(ann, segmentation={"size": [10, 10], "counts": mask_utils.encode(
         np.asfortranarray(np.ones((10, 10), np.uint8)))["counts"].decode()})
-    blobs = [good, b"", b"not an image at all", good[: len(good) // 2], bomb_png(), good, good]
+    blobs = [good, b"", b"not an image at all", good[: len(good) // 2], bomb_png, good, good]
     masks = [json.dumps([ann]), "", "", "", "", json.dumps([wrong]), ""]
     out = DecodeStage(DecodeConfig(img_size=28, patch_size=14))(_batch(blobs, masks))
     assert list(out["status"]) == ["ok", "decode_error", "decode_error", "decode_error", "too_large",

@@ -21,31 +21,19 @@ import os
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
 from zss.errors import ZssError
 from zss.pipeline import shards as sh
 from zss.pipeline.config import IngestConfig, build_config, fingerprint
-from zss.pipeline.sources import Source, load_ref, open_source
-from zss.pipeline.stages.decode import DecodeConfig, DecodeStage
+from zss.pipeline.sources import Source, open_source
+from zss.pipeline.workers import ModelActor, Stage, StageFactory, decode_batch, model_stages
 from zss.utils.config import to_dict
 from zss.utils.progress import progress_bar
 
-Stage = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-StageFactory = Callable[[IngestConfig], list[tuple[str, Stage]]]
 OWN_FILES = ("manifest.json", "concepts.json", "concepts.faiss")
-
-
-def model_stages(cfg: IngestConfig) -> list[tuple[str, Stage]]:
-    """The real model stages, in contract order (dino-kmeans masks need the patch grid)."""
-    from zss.pipeline.stages.concepts import ConceptStage
-    from zss.pipeline.stages.features import FeatureStage
-    from zss.pipeline.stages.masks import MaskStage
-
-    return [("features", FeatureStage(cfg.features)), ("masks", MaskStage(cfg.masks)),
-            ("concepts", ConceptStage(cfg.concepts))]
 
 
 # ---------------------------------------------------------------- planning
@@ -67,49 +55,6 @@ def plan_chunks(source: Source, n: int, shard_size: int, batch_size: int,
             refs = source.refs(a, min(a + batch_size, hi))
             chunks.append({"shard": s, "start": a, "n_chunks": len(starts), "refs": json.dumps(refs)})
     return chunks
-
-
-def rows_to_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Source rows -> the numpy batch format (strings and bytes as object arrays)."""
-    batch: dict[str, np.ndarray] = {}
-    for key in rows[0]:
-        col = np.empty(len(rows), dtype=object)
-        for i, r in enumerate(rows):
-            col[i] = r[key]
-        batch[key] = col
-    batch["index"] = batch["index"].astype(np.int64)
-    return batch
-
-
-def read_decode_chunk(refs: list[dict[str, Any]], decode: DecodeConfig) -> dict[str, Any]:
-    """One chunk's refs -> decoded batch + timings (what a Ray read task does)."""
-    t0 = time.perf_counter()
-    batch = rows_to_batch([load_ref(r) for r in refs])
-    t1 = time.perf_counter()
-    batch = DecodeStage(decode)(batch)
-    return {"batch": batch, "seconds": {"read": t1 - t0, "decode": time.perf_counter() - t1}}
-
-
-def run_model_stages(stages: list[tuple[str, Stage]], payload: dict[str, Any]) -> dict[str, Any]:
-    """Run the model stages on one chunk as one batch. A stage that raises on the whole batch
-    (rather than flagging rows) turns that chunk's ok rows into `model_error` rows: the job goes on
-    and the summary counts them."""
-    batch, seconds = payload["batch"], payload["seconds"]
-    for name, stage in stages:
-        t0 = time.perf_counter()
-        try:
-            batch = stage(batch)
-        except Exception as exc:  # noqa: BLE001 - recorded per row, never silently dropped
-            status = np.array(batch["status"], dtype=object)
-            error = np.array(batch["error"], dtype=object)
-            ok = status == "ok"
-            status[ok] = "model_error"
-            error[ok] = f"{name}: {type(exc).__name__}: {str(exc)[:500]}"
-            batch = {**batch, "status": status, "error": error}
-            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
-            break
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
-    return {"batch": batch, "seconds": seconds}
 
 
 def _json_or(value: Any, default: Any) -> Any:
@@ -182,32 +127,6 @@ def resources(cfg: IngestConfig) -> dict[str, Any]:
             "threads": threads, "cluster_cpus": cpus, "cluster_gpus": gpus}
 
 
-def _decode_batch(batch: dict[str, np.ndarray], decode: DecodeConfig) -> dict[str, np.ndarray]:
-    """Ray read+decode task over chunk rows (stateless, so a plain task, not an actor)."""
-    payloads = np.empty(len(batch["shard"]), dtype=object)
-    for i, refs in enumerate(batch["refs"]):
-        payloads[i] = read_decode_chunk(json.loads(refs), decode)
-    return {"shard": batch["shard"], "start": batch["start"], "n_chunks": batch["n_chunks"],
-            "payload": payloads}
-
-
-class _ModelActor:
-    """Holds the model stages (loaded once per actor) and runs them chunk by chunk."""
-
-    def __init__(self, cfg: IngestConfig, factory: StageFactory, threads: int):
-        import torch
-
-        torch.set_num_threads(threads)
-        self.stages = factory(cfg)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        payloads = np.empty(len(batch["payload"]), dtype=object)
-        for i, payload in enumerate(batch["payload"]):
-            payloads[i] = run_model_stages(self.stages, payload)
-        return {"shard": batch["shard"], "start": batch["start"], "n_chunks": batch["n_chunks"],
-                "payload": payloads}
-
-
 def _actor_pool_kwargs(n: int) -> dict[str, Any]:
     """`compute=ActorPoolStrategy(size=n)` (Ray >= 2.51 prefers it; older 2.x had `concurrency=`)."""
     import ray
@@ -223,7 +142,7 @@ def _dataset(chunks: list[dict[str, Any]], cfg: IngestConfig, factory: StageFact
     import ray
 
     ds = ray.data.from_items(chunks, override_num_blocks=max(1, len(chunks)))
-    ds = ds.map_batches(_decode_batch, batch_size=1, batch_format="numpy",
+    ds = ds.map_batches(decode_batch, batch_size=1, batch_format="numpy",
                         fn_kwargs={"decode": cfg.decode}, num_cpus=res["task_cpus"])
     model_kwargs: dict[str, Any] = dict(
         batch_size=1, batch_format="numpy", num_cpus=res["actor_cpus"],
@@ -231,9 +150,9 @@ def _dataset(chunks: list[dict[str, Any]], cfg: IngestConfig, factory: StageFact
     if res["actor_gpus"]:
         model_kwargs["num_gpus"] = res["actor_gpus"]
     try:
-        return ds.map_batches(_ModelActor, **model_kwargs, **_actor_pool_kwargs(cfg.workers))
+        return ds.map_batches(ModelActor, **model_kwargs, **_actor_pool_kwargs(cfg.workers))
     except TypeError:  # a Ray whose map_batches lacks `compute=`
-        return ds.map_batches(_ModelActor, **model_kwargs, concurrency=cfg.workers)
+        return ds.map_batches(ModelActor, **model_kwargs, concurrency=cfg.workers)
 
 
 # ---------------------------------------------------------------- the job
