@@ -179,6 +179,7 @@ def train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool = False,
 
     bar = progress_bar(disable=None if info.is_main else True)
     t_last, s_last = time.perf_counter(), step
+    t_step, rate = t_last, None
     with bar:
         task = bar.add_task(f"train {recipe.name}", total=n_steps, completed=step, info="")
         while step < n_steps:
@@ -214,8 +215,10 @@ def train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool = False,
                 values["steps_per_s"] = (step - s_last) / max(now - t_last, 1e-9)
                 t_last, s_last = now, step
                 metrics.log(step, values)
-            bar.update(task, completed=step,
-                       info=f"loss {values['loss']:.4f}  lr {lr:.2e}")
+            now = time.perf_counter()
+            rate = 1.0 / max(now - t_step, 1e-9) if rate is None else 0.9 * rate + 0.1 / max(now - t_step, 1e-9)
+            t_step = now
+            bar.update(task, completed=step, info=f"loss {values['loss']:.4f}  {rate:.2f} steps/s  lr {lr:.2e}")
             if step % cfg.ckpt_every == 0 or step == n_steps:
                 _checkpoint(ckpt_dir, step, model, opt, scaler, position, info, cfg.keep_checkpoints)
 
