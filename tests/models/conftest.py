@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from zss.models.random_init import save_random_timm
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
