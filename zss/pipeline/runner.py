@@ -265,7 +265,9 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
     seconds: dict[str, float] = defaultdict(float)
     t0 = time.perf_counter()
     first: float | None = None
-    arrivals: list[tuple[float, int]] = []  # (seconds since start, rows): steady-state rates
+    # (wall-clock time the chunk's model stages finished, rows): for steady-state rates that do
+    # not depend on how Ray Data batches results on their way back to the driver
+    arrivals: list[tuple[float, int]] = []
     with progress_bar(None if progress is None else not progress) as bar:
         task = bar.add_task("ingest", total=total, info="")
         for row in ds.iter_rows():
@@ -273,7 +275,7 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
                 first = time.perf_counter()
             shard, payload = int(row["shard"]), row["payload"]
             got[shard].append((int(row["start"]), payload))
-            arrivals.append((time.perf_counter() - t0, len(payload["batch"]["index"])))
+            arrivals.append((payload.get("done_at", time.time()), len(payload["batch"]["index"])))
             bar.update(task, advance=len(payload["batch"]["index"]),
                        info=f"{report['written']}/{len(got) + report['written']} shards")
             if len(got[shard]) < int(row["n_chunks"]):

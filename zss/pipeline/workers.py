@@ -70,7 +70,7 @@ def run_model_stages(stages: list[tuple[str, Stage]], payload: dict[str, Any]) -
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
             break
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
-    return {"batch": batch, "seconds": seconds}
+    return {"batch": batch, "seconds": seconds, "done_at": time.time()}
 
 
 def _passthrough(batch: dict[str, np.ndarray], payloads: np.ndarray) -> dict[str, np.ndarray]:
