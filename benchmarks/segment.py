@@ -90,7 +90,7 @@ def main() -> None:
     n = args.images
     fwd = sum(forward)
     print(f"model {spec if args.model else 'random ' + args.arch}, device {device}, {n} images {h}x{w}, "
-          f"{len(vocab)} classes, protocol short_side={cfg.short_side} mode={cfg.mode} "
+          f"{len(vocab)} classes, protocol short_side={predictor.short_side} mode={cfg.mode} "
           f"crop={predictor.crop} stride={predictor.stride}")
     print(f"segment per image:          {total / n * 1000:8.1f} ms")
     print(f"backbone forward per image: {fwd / n * 1000:8.1f} ms  ({len(forward) // n} forward calls per image)")

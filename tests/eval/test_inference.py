@@ -71,3 +71,14 @@ def test_pamr_snaps_coarse_scores_to_image_edges():
     assert acc(refined) > acc(base)
     flat = torch.ones(1, 2, 4, 4)
     torch.testing.assert_close(pamr(img, flat, 3, (1,)), torch.ones(1, 2, 32, 32))
+
+
+def test_null_short_side_means_the_models_input_size(colour_model, make_colour_image):
+    vocab = Vocabulary.from_string("red,blue")
+    img = make_colour_image(16, 24, 8)
+    assert Predictor(colour_model, vocab, InferenceConfig(short_side=None, templates="photo")).prepare(img).shape \
+        == (3, 32, 48)                                 # colour_model.default_size = 32
+    assert Predictor(colour_model, vocab, InferenceConfig(short_side=0, templates="photo")).prepare(img).shape \
+        == (3, 16, 24)
+    with pytest.raises(ZssError, match="short_side"):
+        InferenceConfig(short_side=-1).validate()

@@ -17,6 +17,7 @@ which all evaluate through mmsegmentation with the same steps, reproduced here w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -31,9 +32,10 @@ from zss.utils.device import autocast
 
 @dataclass
 class InferenceConfig:
-    """One evaluation protocol. `crop: 0` = the model's default size; `stride: 0` = crop / 2."""
+    """One evaluation protocol. `short_side: null` and `crop: 0` = the model's default input size;
+    `short_side: 0` keeps the image size; `stride: 0` = crop / 2."""
 
-    short_side: int = 336          # 0 keeps the image size
+    short_side: Optional[int] = 336
     max_long_side: int = 2048
     mode: str = "slide"            # slide | whole
     crop: int = 224
@@ -52,6 +54,8 @@ class InferenceConfig:
             raise ZssError(f"inference mode must be 'slide' or 'whole', not {self.mode!r}")
         if self.mode == "slide" and (self.crop < 0 or self.stride < 0):
             raise ZssError("crop and stride must be >= 0")
+        if self.short_side is not None and self.short_side < 0:
+            raise ZssError("short_side must be >= 0 (0 keeps the size) or null (the model's size)")
         if self.batch_size < 1:
             raise ZssError("batch_size must be >= 1")
         get_templates(self.templates)
@@ -85,6 +89,7 @@ class Predictor:
         self.text = embed_words(model.encode_text, words, get_templates(cfg.templates)).to(self.device)
         self.owners = torch.tensor(owners, device=self.device)
         self.patch = int(model.patch_size)
+        self.short_side = int(model.default_size if cfg.short_side is None else cfg.short_side)
         self.crop = int(cfg.crop or model.default_size)
         self.stride = int(cfg.stride or max(self.crop // 2, 1))
         if self.background_only_by_threshold and cfg.prob_thd <= 0:
@@ -131,7 +136,7 @@ class Predictor:
         if image.ndim != 3 or image.shape[2] != 3:
             raise ZssError(f"expected an RGB image [H,W,3], got shape {image.shape}")
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float() / 255.0
-        h, w = rescale_size(image.shape[0], image.shape[1], self.cfg.short_side, self.cfg.max_long_side)
+        h, w = rescale_size(image.shape[0], image.shape[1], self.short_side, self.cfg.max_long_side)
         if (h, w) != tuple(image.shape[:2]):
             x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
         return x

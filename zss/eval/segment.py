@@ -1,7 +1,8 @@
 """`zss segment`: a user's images + any words -> label PNG, overlay PNG with a legend, per-class areas.
 
-The default protocol is the evaluation one without dataset specifics: short side 448, slide windows of
-the model's own input size with half overlap, ImageNet-80 templates. `--set key=value` changes any
+The default protocol is the evaluation one without dataset specifics, at the model's own scale: short
+side = the model's default input size (what its features were trained at), slide windows of that size
+with half overlap, ImageNet-80 templates. `--set key=value` changes any
 `InferenceConfig` field (e.g. `prob_thd=0.3` with a "background" class, `pamr_steps=10`).
 """
 
@@ -21,7 +22,7 @@ from zss.utils.config import apply_overrides, from_dict
 from zss.utils.device import default_device
 from zss.utils.progress import progress_bar
 
-SEGMENT_DEFAULTS = {"short_side": 448, "mode": "slide", "crop": 0, "stride": 0, "templates": "imagenet80"}
+SEGMENT_DEFAULTS = {"short_side": None, "mode": "slide", "crop": 0, "stride": 0, "templates": "imagenet80"}
 
 
 def segment_config(overrides: list[str] | None = None) -> InferenceConfig:
