@@ -10,9 +10,10 @@ import zlib
 import pytest
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_2cpu():
-    """2 CPUs, like the machine: also what proves model actors never starve the decode tasks."""
+    """2 CPUs, like the machine: also what proves model actors never starve the decode tasks.
+    Started once for the pipeline tests (Ray start-up costs seconds), stopped at session end."""
     import ray
 
     started = not ray.is_initialized()

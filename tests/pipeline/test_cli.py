@@ -9,6 +9,8 @@ import pytest
 
 from zss.cli import main
 
+pytestmark = pytest.mark.usefixtures("ray_2cpu")  # ingested_shards, if first built here
+
 
 def _err(capsys, argv: list[str]) -> str:
     code = main(argv)
