@@ -41,7 +41,7 @@ def build_shards(world: Path, out: Path, arch: str, checkpoint: Path, masks: str
     for stem in stems:
         img = Image.open(sa1b / f"{stem}.jpg").convert("RGB")
         orig = (img.height, img.width)
-        small = np.asarray(img.resize((img_size, img_size), Image.BILINEAR))
+        small = np.array(img.resize((img_size, img_size), Image.BILINEAR))
         with torch.no_grad():
             patch, glob = backbone(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255.0)
         patch = patch[0].numpy().astype(np.float16)
