@@ -16,7 +16,7 @@ from pathlib import Path
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 BACKBONE = "vit_small_patch14_dinov2"
-CLIP_ARCH = "ViT-B-16"
+CLIP_ARCH = "ViT-S-16"
 
 
 def _miou(results_dir: Path) -> float:
