@@ -68,3 +68,18 @@ def test_model_stage_failure_costs_rows_not_the_job(world):
     samples = batch_to_samples(out["batch"])
     assert [s["status"] for s in samples] == ["model_error", "decode_error", "model_error"]
     assert samples[0]["captions"] and "patch" not in samples[0]
+
+
+def test_overwrite_removes_only_our_files_and_incremental_checks_the_fingerprint(tmp_path):
+    from zss.pipeline.runner import _prepare_out
+
+    cfg = build_config(None, ["mode=overwrite"])
+    for name in ["00000.tar", "00000.parquet", "00000_stats.json", "00001.tar.tmp", "manifest.json",
+                 "concepts.json", "notes.txt", "my_data"]:
+        (tmp_path / name).write_text("x")
+    _prepare_out(tmp_path, cfg, "fp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_data", "notes.txt"]
+    (tmp_path / "manifest.json").write_text(json.dumps({"fingerprint": "fp"}))
+    _prepare_out(tmp_path, build_config(None), "fp")  # same run: fine
+    with pytest.raises(ZssError, match="another source or config"):
+        _prepare_out(tmp_path, build_config(None), "other")

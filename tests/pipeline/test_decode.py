@@ -89,3 +89,12 @@ def test_bad_images_become_statuses_and_masks_follow_the_resize(bomb_png):
     assert len(resized) == 1 and resized[0]["segmentation"]["size"] == [28, 28]
     assert resized[0]["area"] == 14 * 14 and resized[0]["bbox"] == [0.0, 0.0, 14.0, 14.0]
     assert resized[0]["predicted_iou"] == 0.9 and resized[0]["id"] == 3
+
+
+def test_short_side_gives_per_image_arrays():
+    wide = _bytes(Image.fromarray(np.zeros((20, 40, 3), np.uint8)), "PNG")
+    tall = _bytes(Image.fromarray(np.zeros((50, 25, 3), np.uint8)), "PNG")
+    out = DecodeStage(DecodeConfig(img_size=28, resize="short_side", patch_size=14))(_batch([wide, tall, b""]))
+    assert out["image"].dtype == object
+    assert [im.shape for im in out["image"]] == [(28, 56, 3), (56, 28, 3), (28, 28, 3)]
+    assert out["size"].tolist() == [[28, 56], [56, 28], [0, 0]]
