@@ -265,9 +265,9 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
     seconds: dict[str, float] = defaultdict(float)
     t0 = time.perf_counter()
     first: float | None = None
-    # (wall-clock time the chunk's model stages finished, rows): for steady-state rates that do
-    # not depend on how Ray Data batches results on their way back to the driver
-    arrivals: list[tuple[float, int]] = []
+    # (wall-clock time the chunk's model stages finished, rows, worker pid): for steady-state
+    # rates that do not depend on how Ray Data batches results on their way back to the driver
+    arrivals: list[tuple[float, int, int]] = []
     with progress_bar(None if progress is None else not progress) as bar:
         task = bar.add_task("ingest", total=total, info="")
         for row in ds.iter_rows():
@@ -275,7 +275,8 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
                 first = time.perf_counter()
             shard, payload = int(row["shard"]), row["payload"]
             got[shard].append((int(row["start"]), payload))
-            arrivals.append((payload.get("done_at", time.time()), len(payload["batch"]["index"])))
+            arrivals.append((payload.get("done_at", time.time()), len(payload["batch"]["index"]),
+                             payload.get("worker", 0)))
             bar.update(task, advance=len(payload["batch"]["index"]),
                        info=f"{report['written']}/{len(got) + report['written']} shards")
             if len(got[shard]) < int(row["n_chunks"]):

@@ -8,6 +8,7 @@ A chunk (at most `batch_size` samples of one shard) travels as one payload {"bat
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any, Callable
 
@@ -70,7 +71,7 @@ def run_model_stages(stages: list[tuple[str, Stage]], payload: dict[str, Any]) -
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
             break
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
-    return {"batch": batch, "seconds": seconds, "done_at": time.time()}
+    return {"batch": batch, "seconds": seconds, "done_at": time.time(), "worker": os.getpid()}
 
 
 def _passthrough(batch: dict[str, np.ndarray], payloads: np.ndarray) -> dict[str, np.ndarray]:
