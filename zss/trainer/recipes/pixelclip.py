@@ -64,6 +64,15 @@ class PixelCLIPConfig:
     decoder_guide: int = 16
 
 
+def _same_grid(grids: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Cached grids [h, w, C] resized (bilinear) to the first one's grid when their sizes differ —
+    shards ingested with aspect-keeping resizes hold several grid sizes."""
+    size = grids[0].shape[:2]
+    return [g if g.shape[:2] == size else
+            F.interpolate(g.float().permute(2, 0, 1)[None], size=tuple(size), mode="bilinear",
+                          align_corners=False)[0].permute(1, 2, 0).to(g.dtype) for g in grids]
+
+
 def _strip_prefix(name: str) -> str:
     return name[len(OPEN_CLIP_PREFIX):] if name.startswith(OPEN_CLIP_PREFIX) else name
 
@@ -77,11 +86,8 @@ class PixelCLIPRecipe(Recipe):
         if cfg.mode not in MODES:
             raise ZssError(f"pixelclip mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
         self.arch, self.checkpoint = self._clip_source()
-        self.grid: tuple[int, int] | None = None
         if cfg.mode == "cached":
             self.members = ("json", "patch.npy", "masks.json")
-            grid = self.manifest.get("feature", {}).get("grid")
-            self.grid = (int(grid[0]), int(grid[1])) if grid else None
         else:
             self.members = ("json", "jpg", "masks.json")
         self.strong = StrongAug()
@@ -98,6 +104,11 @@ class PixelCLIPRecipe(Recipe):
             raise ZssError(f"cached pixelclip needs shards ingested with --features open_clip/ARCH:CKPT "
                            f"(this manifest records {name or 'no feature backbone'!r})")
         ckpt = feats.get("checkpoint")
+        if ckpt and not Path(ckpt).is_file() and (self.shards / ckpt).is_file():
+            ckpt = self.shards / ckpt  # a relative path recorded at ingest time
+        if ckpt and not Path(ckpt).is_file() and Path(ckpt).suffix in (".safetensors", ".bin", ".pt", ".pth"):
+            raise ZssError(f"the shards' OpenCLIP checkpoint {ckpt} is not there; "
+                           f"point to it with --set recipe.clip={_strip_prefix(name)}:PATH")
         return _strip_prefix(name), (str(ckpt) if ckpt else None)
 
     # -- model ----------------------------------------------------------------------------------
@@ -176,10 +187,6 @@ class PixelCLIPRecipe(Recipe):
                 return None
             return {"weak": weak, "strong": strong_view(weak, rng, self.strong), "masks": masks}
         patch = np.load(io.BytesIO(raw["patch.npy"]), allow_pickle=False)
-        if self.grid is not None and tuple(patch.shape[:2]) != self.grid:
-            t = torch.from_numpy(patch.astype(np.float32)).permute(2, 0, 1)[None]
-            patch = F.interpolate(t, size=self.grid, mode="bilinear", align_corners=False)[0]
-            patch = patch.permute(1, 2, 0).numpy()
         masks = F.interpolate(masks[None].float(), size=(r, r), mode="nearest")[0] > 0.5
         if rng.random() < 0.5:  # the one geometric augmentation cached grids allow, shared by both views
             patch, masks = patch[:, ::-1], masks.flip(-1)
@@ -192,7 +199,7 @@ class PixelCLIPRecipe(Recipe):
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         views = ("weak", "strong") if self.cfg.mode == "full" else ("patch", "patch_strong")
-        batch: dict[str, Any] = {v: torch.stack([s[v] for s in samples]) for v in views}
+        batch: dict[str, Any] = {v: torch.stack(_same_grid([s[v] for s in samples])) for v in views}
         batch["masks"] = torch.cat([s["masks"] for s in samples])
         batch["owner"] = torch.cat([torch.full((len(s["masks"]),), i, dtype=torch.long)
                                     for i, s in enumerate(samples)])
