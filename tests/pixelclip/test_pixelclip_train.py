@@ -118,3 +118,52 @@ def test_full_mode_trains_the_image_tower(sa1b_shards, tiny_clip, tmp_path):
     assert torch.equal(trained_sd["visual.transformer.resblocks.0.mlp.c_fc.weight"],
                        base_sd["visual.transformer.resblocks.0.mlp.c_fc.weight"])  # not an attention param
     assert torch.equal(trained_sd["token_embedding.weight"], base_sd["token_embedding.weight"])  # text frozen
+
+
+def test_param_groups_carry_the_lr_multipliers(sa1b_shards, tiny_clip):
+    from zss.utils.config import load_config
+
+    cfg = load_config(TrainConfig, DEMO)
+    for mode, part, scale in (("cached", "adapter", 1.0), ("full", "encoder", 0.01)):
+        rc = PixelCLIPConfig(**{**cfg.recipe, "mode": mode, "clip": f"zss-tiny-vit:{tiny_clip}"})
+        recipe = PixelCLIPRecipe(rc, sa1b_shards, cfg)
+        net = recipe.build_model()
+        groups = {g["name"]: g for g in recipe.param_groups(net, 0.1)}
+        assert groups["prompts_no_decay"]["lr_scale"] == 10.0 and "prompts" not in groups
+        assert groups["prompts_no_decay"]["params"] == [net.prompts.ctx]
+        assert groups[part]["lr_scale"] == scale and groups[part]["weight_decay"] == 0.1
+        grouped = {id(p) for g in groups.values() for p in g["params"]}
+        assert grouped == {id(p) for p in net.parameters() if p.requires_grad}
+        assert not any(id(p) in grouped for p in net.teacher.parameters())
+
+
+def test_cached_batches_mix_grid_sizes(sa1b_shards):
+    from zss.utils.config import load_config
+
+    cfg = load_config(TrainConfig, DEMO)
+    recipe = PixelCLIPRecipe(PixelCLIPConfig(**cfg.recipe), sa1b_shards, cfg)
+    masks = torch.ones(1, 64, 64, dtype=torch.bool)
+    samples = [{"patch": torch.randn(8, 8, 64).half(), "patch_strong": torch.randn(8, 8, 64), "masks": masks},
+               {"patch": torch.randn(6, 10, 64).half(), "patch_strong": torch.randn(6, 10, 64), "masks": masks}]
+    batch = recipe.collate(samples)
+    assert batch["patch"].shape == (2, 8, 8, 64) and batch["patch"].dtype == torch.float16
+    assert torch.equal(batch["patch"][0], samples[0]["patch"])
+    assert batch["owner"].tolist() == [0, 1] and int(batch["n_images"]) == 2
+
+
+def test_resume_reproduces_the_model_bytes(sa1b_shards, tmp_path):
+    """Stop after a checkpoint, resume: the teacher, prompts and data stream continue exactly."""
+    import shutil
+
+    args = dict(config=DEMO, steps=6, overrides=QUIET + ["ckpt_every=3", "keep_checkpoints=0"])
+    straight = tmp_path / "straight"
+    run_training("pixelclip", sa1b_shards, straight, **args)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(resumed / "model")
+    for p in (resumed / "checkpoints").glob("step_000006.*"):
+        p.unlink()
+    run_training("pixelclip", sa1b_shards, resumed, resume=True, **args)
+    for name in ("model.safetensors", "adapter.safetensors", "prompts.safetensors"):
+        assert (straight / "model" / name).read_bytes() == (resumed / "model" / name).read_bytes(), name
+    assert _losses(straight) == _losses(resumed)
