@@ -29,7 +29,7 @@ def test_presets_load_and_cli_and_set_override(tmp_path):
     assert cfg.decode.img_size == cfg.features.img_size == 224  # --set beats the CLI option
     assert (cfg.features.name, cfg.features.checkpoint) == ("vit_small_patch14_dinov2", "/x.pt")
     assert cfg.masks.mode == "dino-kmeans" and cfg.masks.kmeans_k == 8 and cfg.workers == 3
-    assert cfg.decode.store_jpg and cfg.shard_size == 1000
+    assert cfg.decode.store_jpg and cfg.shard_size == 500
     src = {"kind": "coco", "path": "/a", "n": 5}
     other = build_config("coco-dinov2-b14", ["decode.img_size=224", "masks.kmeans_k=8"], img_size=336,
                          features="vit_small_patch14_dinov2:/x.pt", masks="dino-kmeans", workers=1,

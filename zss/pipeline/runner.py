@@ -102,6 +102,12 @@ def _ray_init(cfg: IngestConfig) -> tuple[bool, float]:
     return True, time.perf_counter() - t0
 
 
+def ray_error() -> type[Exception]:
+    import ray
+
+    return ray.exceptions.RayError
+
+
 def _quiet_ray_data() -> None:
     import ray
 
@@ -242,8 +248,14 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
             res = resources(cfg)
             report["resources"] = res
             chunks = plan_chunks(source, n, cfg.shard_size, cfg.batch_size, pending)
-            _execute(out, cfg, factory, res, chunks, report, progress, n_shards, fp, src_desc,
-                     models, bank, sum(expected[s][1] - expected[s][0] for s in pending))
+            try:
+                _execute(out, cfg, factory, res, chunks, report, progress, n_shards, fp, src_desc,
+                         models, bank, sum(expected[s][1] - expected[s][0] for s in pending))
+            except ray_error() as exc:  # a dead node or actor: finished shards stay, resume later
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ZssError(f"the Ray job failed after {report['written']} new shard(s) "
+                               f"({type(exc).__name__}: {first[:300]}); finished shards are kept, "
+                               f"re-run the same command to resume") from exc
         finally:
             if started:
                 import ray
