@@ -34,6 +34,8 @@ def test_ingest_user_errors(capsys, world, ingest_kwargs, ingested_shards, tmp_p
                                          "--img-size", "112", "--masks", "crayons"])
     assert "another source or config" in _err(capsys, ["ingest", src, str(ingested_shards), "--img-size", "56"])
     assert "not a zss shard folder" in _err(capsys, ["inspect", str(tmp_path)])
+    (tmp_path / "afile").write_text("x")
+    assert "cannot create the output folder" in _err(capsys, ["ingest", src, str(tmp_path / "afile")])
 
 
 def test_bad_option_value(capsys, tmp_path):

@@ -166,7 +166,10 @@ def _dataset(chunks: list[dict[str, Any]], cfg: IngestConfig, factory: StageFact
 
 def _prepare_out(out: Path, cfg: IngestConfig, fp: str) -> None:
     """Overwrite: remove our files. Incremental: refuse a folder made with another config."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZssError(f"cannot create the output folder {out}: {exc.strerror or exc}") from exc
     if cfg.mode == "overwrite":
         for p in out.iterdir():
             if p.name in OWN_FILES or p.name.endswith(".tmp") or (
