@@ -1,0 +1,164 @@
+"""Training-step cost on cached features versus the alternatives, measured in one run.
+
+SimZSS section: one optimizer step of the real recipe (text tower forward/backward, both losses,
+AdamW) on
+  cached    — patch features read from a shard written with the real writer (what `zss train` does),
+  recompute — the frozen ViT-S/14 recomputing the 224 px features inside the step (what the
+              authors' released code does every step),
+and the text tower's forward+backward alone (the floor: what only the text side costs).
+Goals: cached ≥ 5× faster than recompute; cached ≤ 1.15× the text tower alone. Also the shard
+reader's decode+collate time per batch (it runs in data-loader workers, overlapped with the step).
+
+Timings on a shared CPU are noisy; the ratios come from one run, interleaved. Run:
+  python benchmarks/train_step.py [--batch 32] [--width 256 --layers 4 --ctx 32] [--reps 5]
+Each section is one function taking the parsed arguments, registered in SECTIONS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+WORDS = ["grass", "sky", "ball", "dog", "car", "tree", "water", "road", "person", "cat", "wall", "sand"]
+
+
+def _time(fn: Callable[[], None], reps: int) -> float:
+    fn()  # warm-up (allocations, lazy init)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _captioned_samples(patch: np.ndarray, glob: np.ndarray, rng: random.Random) -> list[dict]:
+    """Shard samples with a two-concept caption each (token spans from the real tokenizer)."""
+    from zss.models.tokenizer import tokenize_with_spans
+
+    samples = []
+    for i in range(patch.shape[0]):
+        a, b = rng.sample(range(len(WORDS)), 2)
+        text = f"a photo of a {WORDS[a]} next to a {WORDS[b]} on a sunny day"
+        chars = [(text.index(WORDS[c]), text.index(WORDS[c]) + len(WORDS[c])) for c in (a, b)]
+        _, spans = tokenize_with_spans(text, chars)
+        concepts = [{"id": c, "name": WORDS[c], "text": WORDS[c], "char_span": list(ch), "token_span": list(sp)}
+                    for c, ch, sp in zip((a, b), chars, spans)]
+        samples.append({"source_id": str(i), "status": "ok", "error": None, "captions": [text],
+                        "concepts": [concepts], "orig_size": (224, 224), "size": (224, 224),
+                        "patch": patch[i], "global": glob[i], "masks": None, "jpg": None})
+    return samples
+
+
+def simzss_section(args: argparse.Namespace) -> dict[str, float]:
+    from zss.models.backbone import load_backbone
+    from zss.models.random_init import save_random_timm
+    from zss.pipeline.shards import shard_entry, write_manifest, write_shard
+    from zss.trainer.config import TrainConfig
+    from zss.trainer.loop import _to_device, make_optimizer
+    from zss.trainer.data import Position, ShardStream, shards_from_manifest
+    from zss.trainer.recipes.simzss import SimZSSConfig, SimZSSRecipe
+    from zss.utils.config import from_dict, load_config
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="zss_bench_"))
+    ckpt = save_random_timm("vit_small_patch14_dinov2", tmp / "vits14.safetensors", img_size=224)
+    backbone = load_backbone("vit_small_patch14_dinov2", str(ckpt), 224).to(device)
+    images = torch.rand(args.batch, 3, 224, 224, device=device)
+    with torch.no_grad():
+        patch, glob = backbone(images)
+    shards = tmp / "shards"
+    write_shard(shards, 0, _captioned_samples(patch.half().cpu().numpy(), glob.half().cpu().numpy(),
+                                              random.Random(0)))
+    write_manifest(shards, {"schema_version": 1, "source": {"kind": "benchmark"},
+                            "models": {"features": {**backbone.spec, "embed_dim": backbone.embed_dim,
+                                                    "patch_size": backbone.patch_size, "global": "cls"}},
+                            "feature": {"grid": list(patch.shape[1:3]), "dim": int(patch.shape[-1]),
+                                        "dtype": "float16"},
+                            "concept_bank": {}, "shards": [shard_entry(shards, 0)], "config": {}})
+
+    cfg = load_config(TrainConfig, overrides=[
+        f"batch_size={args.batch}", f"recipe.text.width={args.width}", f"recipe.text.layers={args.layers}",
+        f"recipe.text.heads={max(1, args.width // 64)}", f"recipe.text.context_length={args.ctx}"])
+    recipe = SimZSSRecipe(from_dict(SimZSSConfig, cfg.recipe), shards, cfg)
+    torch.manual_seed(0)
+    model = recipe.build_model().to(device)
+    opt = make_optimizer(recipe.param_groups(model, cfg.weight_decay), cfg)
+    stream = ShardStream(shards_from_manifest(shards, recipe.manifest), recipe.decode_sample, recipe.collate,
+                         batch_size=args.batch, shuffle_buffer=args.batch)
+    host_batch = next(stream.batches(Position()))[0]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step(batch: dict) -> None:
+        loss, _ = recipe.loss(model, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+
+    def cached() -> None:
+        step(_to_device(host_batch, device))
+
+    def recompute() -> None:
+        batch = _to_device({k: v for k, v in host_batch.items() if k not in ("patch", "global")}, device)
+        with torch.no_grad():
+            batch["patch"], batch["global"] = backbone(images)
+        step(batch)
+
+    def text_only() -> None:
+        tokens, eot = model.tower(host_batch["ids"].to(device))
+        (tokens.float().mean() + eot.float().mean()).backward()
+        model.zero_grad(set_to_none=True)
+        sync()
+
+    def read() -> None:
+        next(stream.batches(Position()))
+
+    t_text = _time(text_only, args.reps)
+    t_cached = _time(cached, args.reps)
+    t_recompute = _time(recompute, max(2, args.reps // 2))
+    t_text = min(t_text, _time(text_only, args.reps))  # interleaved twice against drift
+    t_read = _time(read, args.reps)
+    n_params = sum(p.numel() for p in model.parameters())
+    res = {"cached_s": t_cached, "recompute_s": t_recompute, "text_fwd_bwd_s": t_text, "read_batch_s": t_read,
+           "speedup_vs_recompute": t_recompute / t_cached, "overhead_vs_text": t_cached / t_text}
+    print(f"SimZSS train step — device {device}, batch {args.batch}, text tower {args.layers}×{args.width} "
+          f"ctx {args.ctx} ({n_params / 1e6:.1f}M params), ViT-S/14 224 px ({tuple(patch.shape[1:])} per image)")
+    print(f"  cached features     {t_cached * 1e3:9.1f} ms/step")
+    print(f"  recompute ViT-S/14  {t_recompute * 1e3:9.1f} ms/step  -> cached is {res['speedup_vs_recompute']:.1f}x "
+          f"faster (goal >= 5x)")
+    print(f"  text fwd+bwd alone  {t_text * 1e3:9.1f} ms/step  -> cached step is {res['overhead_vs_text']:.2f}x "
+          f"of it (goal <= 1.15x)")
+    print(f"  shard read+decode+collate {t_read * 1e3:7.1f} ms/batch (in data workers, overlapped)")
+    return res
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {"simzss": simzss_section}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sections", default=",".join(SECTIONS), help="comma list of " + ", ".join(SECTIONS))
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--ctx", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args()
+    for name in args.sections.split(","):
+        SECTIONS[name.strip()](args)
+
+
+if __name__ == "__main__":
+    main()
