@@ -130,7 +130,7 @@ def run_eval(model: str, benchmark: str, data_root: Path, protocol: str = "sclip
         benches = [b for b in find_benchmarks(data_root) if has_protocol(b.name, protocol)]
         if not benches:
             raise ZssError(f"no benchmark with a {protocol!r} protocol found under {data_root} "
-                           f"(expected layouts: see docs/eval.md)")
+                           f"(expected layouts: see docs/eval.md; a synthetic world is --benchmark synth)")
     else:
         benches = [get_benchmark(benchmark)]
     configs = {b.name: protocol_config(b.name, protocol, overrides) for b in benches}
