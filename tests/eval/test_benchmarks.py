@@ -67,3 +67,15 @@ def test_synth_reader_uses_the_world_classes(world):
     _, image, label = next(bench.iter_data(world))
     assert image.shape[:2] == label.shape
     assert set(np.unique(label)) <= set(range(len(vocab))) | {255}
+
+
+def test_images_are_read_upright_as_mmcv_does(tmp_path):
+    from PIL import Image
+
+    from zss.eval.benchmarks import load_image
+
+    im = Image.fromarray(np.zeros((10, 20, 3), np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6                                   # "rotate 90° CW to display"
+    im.save(tmp_path / "phone.jpg", exif=exif)
+    assert load_image(tmp_path / "phone.jpg").shape == (20, 10, 3)

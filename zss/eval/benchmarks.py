@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from zss.errors import ZssError
 from zss.eval.vocab import Vocabulary, read_class_file
@@ -32,10 +32,10 @@ class Sample:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """RGB uint8 [H,W,3] (EXIF orientation is not applied, as mmcv's default loader does not either)."""
+    """RGB uint8 [H,W,3], EXIF orientation applied (as mmcv's `imread(flag='color')` does)."""
     try:
         with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
+            return np.array(ImageOps.exif_transpose(im).convert("RGB"))
     except (OSError, ValueError) as exc:
         raise ZssError(f"cannot read image {path}: {exc}") from exc
 
