@@ -26,30 +26,6 @@ from pathlib import Path
 import numpy as np
 
 
-def steady_rate(arrivals: list[tuple[float, int, int]]) -> float:
-    """Images/s while every worker is busy and warm.
-
-    A worker processes its chunks back to back, so its chunk i occupied (done[i-1], done[i]]. The
-    window runs from the moment the last worker finished its first (warm-up) chunk to the moment
-    the first worker finished its last chunk; each chunk counts pro rata of its overlap with it.
-    """
-    per: dict[int, list[tuple[float, int]]] = {}
-    for t, n, worker in sorted(arrivals):
-        per.setdefault(worker, []).append((t, n))
-    if any(len(v) < 2 for v in per.values()) or not per:
-        return float("nan")
-    lo = max(v[0][0] for v in per.values())
-    hi = min(v[-1][0] for v in per.values())
-    if hi <= lo:
-        return float("nan")
-    images = 0.0
-    for chunks in per.values():
-        for (t0, _), (t1, n) in zip(chunks, chunks[1:]):
-            overlap = max(0.0, min(t1, hi) - max(t0, lo))
-            images += n * overlap / (t1 - t0) if t1 > t0 else 0.0
-    return images / (hi - lo)
-
-
 def bare_forward(model_name: str, ckpt: Path, images: np.ndarray, batch_size: int, threads: int) -> float:
     import torch
 
@@ -79,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from zss.models.random_init import save_random_timm
     from zss.pipeline.config import build_config
-    from zss.pipeline.runner import ingest
+    from zss.pipeline.runner import ingest, steady_rate
     from zss.pipeline.sources import open_source
     from zss.pipeline.stages.decode import DecodeConfig
     from zss.pipeline.workers import read_decode_chunk

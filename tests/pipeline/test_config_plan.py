@@ -83,3 +83,13 @@ def test_overwrite_removes_only_our_files_and_incremental_checks_the_fingerprint
     _prepare_out(tmp_path, build_config(None), "fp")  # same run: fine
     with pytest.raises(ZssError, match="another source or config"):
         _prepare_out(tmp_path, build_config(None), "other")
+
+
+def test_steady_rate_counts_only_the_window_where_every_worker_is_warm():
+    from zss.pipeline.runner import steady_rate
+
+    one = [(float(t), 8, 1) for t in range(1, 11)]  # worker 1: 8 images/s from t=0
+    late = [(float(t + 3), 8, 2) for t in range(1, 8)]  # worker 2 starts 3 s late, same speed
+    assert steady_rate(one) == pytest.approx(8.0)
+    assert steady_rate(one + late) == pytest.approx(16.0)
+    assert steady_rate([(1.0, 8, 1)]) != steady_rate([(1.0, 8, 1)])  # NaN: no steady window

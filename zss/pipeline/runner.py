@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -114,6 +115,8 @@ def _quiet_ray_data() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = False
+    # fewer chunks than actors (a small job) is fine, not worth a warning on the user's terminal
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
     for name in ("ray.data", "ray"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -320,16 +323,44 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
         raise ZssError(f"ingest ended with unfinished shards {sorted(got)}")
 
 
+def steady_rate(arrivals: list[tuple[float, int, int]]) -> float:
+    """Images/s while every worker is busy and warm.
+
+    A worker processes its chunks back to back, so its chunk i occupied (done[i-1], done[i]]. The
+    window runs from the moment the last worker finished its first (warm-up) chunk to the moment
+    the first worker finished its last chunk; each chunk counts pro rata of its overlap with it.
+    """
+    per: dict[int, list[tuple[float, int]]] = {}
+    for t, n, worker in sorted(arrivals):
+        per.setdefault(worker, []).append((t, n))
+    if any(len(v) < 2 for v in per.values()) or not per:
+        return float("nan")
+    lo = max(v[0][0] for v in per.values())
+    hi = min(v[-1][0] for v in per.values())
+    if hi <= lo:
+        return float("nan")
+    images = 0.0
+    for chunks in per.values():
+        for (t0, _), (t1, n) in zip(chunks, chunks[1:]):
+            overlap = max(0.0, min(t1, hi) - max(t0, lo))
+            images += n * overlap / (t1 - t0) if t1 > t0 else 0.0
+    return images / (hi - lo)
+
+
 def summary_text(report: dict[str, Any]) -> str:
     run = report["run_seconds"]
     rate = report["processed"] / run if run > 0 else 0.0
+    steady = steady_rate(report.get("arrivals", []))
     status = ", ".join(f"{k}={v}" for k, v in report.get("by_status", {}).items()) or "none"
     lines = [f"ingested {report['n']} samples into {report['out']}: {report['n_shards']} shards "
              f"({report['written']} written, {report['skipped']} already done)",
              f"status: {status}",
-             f"throughput: {rate:.2f} images/s ({report['processed']} images in {run:.1f} s; "
-             f"Ray start-up {report['ray_seconds']:.1f} s and model check {report['load_seconds']:.1f} s "
-             f"not included)"]
+             (f"throughput: {rate:.2f} images/s overall ({report['processed']} images in {run:.1f} s; "
+              f"first chunk back after {report.get('first_result_seconds', 0.0):.1f} s of actor start-up)"
+              + (f", {steady:.2f} images/s steady" if steady == steady else "")
+              if report["processed"] else "nothing to compute: every shard was already done")
+             + f"; Ray start-up {report['ray_seconds']:.1f} s and the driver's model check "
+               f"{report['load_seconds']:.1f} s apart"]
     if report["seconds"]:
         lines.append("stage time (summed over workers): " + ", ".join(
             f"{k} {v:.1f} s" for k, v in sorted(report["seconds"].items())))
