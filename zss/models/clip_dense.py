@@ -229,6 +229,11 @@ class DenseCLIP(nn.Module):
     def token_embedding(self) -> nn.Embedding:
         return self.model.token_embedding
 
+    @property
+    def causal_text(self) -> bool:
+        """Whether the text tower attends causally (then tokens after end-of-text never matter)."""
+        return self.model.attn_mask is not None
+
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts).to(self.model.positional_embedding.device)
 
@@ -237,10 +242,14 @@ class DenseCLIP(nn.Module):
 
         This is how learned prompts (whose context vectors are not vocabulary tokens) reach the
         frozen text tower; `encode_text` is the special case of real tokens. Unnormalised output.
+        `L` may be shorter than the context length: with CLIP's causal mask, sequences cut right
+        after the end-of-text token give exactly the same result, several times cheaper.
         """
         m = self.model
-        x = embeds + m.positional_embedding.to(embeds.dtype)
-        x = m.transformer(x, attn_mask=m.attn_mask)
+        n = embeds.shape[1]
+        x = embeds + m.positional_embedding[:n].to(embeds.dtype)
+        mask = m.attn_mask[:n, :n] if m.attn_mask is not None else None
+        x = m.transformer(x, attn_mask=mask)
         x = m.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_index]
         if isinstance(m.text_projection, nn.Linear):

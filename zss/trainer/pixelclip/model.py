@@ -120,10 +120,3 @@ class PixelCLIPNet(nn.Module):
         if self.mode == "cached":
             self.clip.eval()
         return self
-
-    def encode_dense(self, images_or_feats: torch.Tensor) -> torch.Tensor:
-        """Inference features (student): images [B,3,H,W] (full) or cached grids [B,h,w,C] (cached)."""
-        if self.mode == "cached":
-            return self.adapter(images_or_feats)
-        feats, _ = self.clip.dense(images_or_feats, with_global=False)
-        return feats

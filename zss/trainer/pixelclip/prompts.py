@@ -36,6 +36,8 @@ class LearnablePrompts(nn.Module):
         positions = (tokens == slot_id).nonzero().flatten()
         if len(positions) != n_ctx:
             raise ZssError(f"prompt template {template!r}: found {len(positions)} context slots, expected {n_ctx}")
+        if clip.causal_text:  # padding after end-of-text cannot change the end-of-text output
+            tokens = tokens[: int(tokens.argmax()) + 1]
         table = clip.token_embedding.weight.detach().cpu()
         vocab = table.shape[0] - 2  # the last two ids are start/end of text
         ids = torch.randint(0, vocab, (k, n_ctx), generator=torch.Generator().manual_seed(seed))

@@ -85,6 +85,9 @@ class PixelCLIPRecipe(Recipe):
         super().__init__(cfg, shards, train_cfg)
         if cfg.mode not in MODES:
             raise ZssError(f"pixelclip mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+        masks = (self.manifest.get("models", {}).get("masks") or {}).get("mode", "none")
+        if masks == "none":
+            raise ZssError(f"{shards} has no masks: ingest with --masks sam|sa1b|dino-kmeans for pixelclip")
         self.arch, self.checkpoint = self._clip_source()
         if cfg.mode == "cached":
             self.members = ("json", "patch.npy", "masks.json")
@@ -198,6 +201,9 @@ class PixelCLIPRecipe(Recipe):
                 "patch_strong": torch.from_numpy(strong), "masks": masks}
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        if not samples:
+            raise ZssError("a whole batch of samples had no usable mask; check the shards' masks "
+                           "(zss inspect) or lower recipe.min_mask_frac")
         views = ("weak", "strong") if self.cfg.mode == "full" else ("patch", "patch_strong")
         batch: dict[str, Any] = {v: torch.stack(_same_grid([s[v] for s in samples])) for v in views}
         batch["masks"] = torch.cat([s["masks"] for s in samples])
