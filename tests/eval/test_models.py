@@ -6,11 +6,10 @@ import numpy as np
 import torch
 
 from zss.eval.evaluate import run_eval
-from zss.eval.segment import run_segment
 from zss.models.segmenter import load_segmenter
 
 
-def test_simzss_run_dir_evaluates_and_segments(simzss_model_dir, world, tmp_path):
+def test_simzss_run_dir_evaluates(simzss_model_dir, world, tmp_path):
     model = load_segmenter(str(simzss_model_dir))               # a run dir: its model/ is used
     assert model.patch_size == 14 and model.default_size == 56
     dense = model.encode_dense(torch.rand(1, 3, 56, 84))       # any size (dynamic pos-embeds)
@@ -21,10 +20,6 @@ def test_simzss_run_dir_evaluates_and_segments(simzss_model_dir, world, tmp_path
     assert "synth: mIoU" in text
     res = json.loads((tmp_path / "ev" / "results.json").read_text())["benchmarks"]["synth"]
     assert res["n_images"] == 2 and res["inference"]["short_side"] == 56
-    image = sorted((world / "val" / "images").glob("*.jpg"))[0]
-    run_segment(str(simzss_model_dir), image, vocab="grass,water,sky", out=tmp_path / "seg",
-                overrides=["templates=photo", "short_side=56"])
-    assert (tmp_path / "seg" / f"{image.stem}_overlay.png").is_file()
 
 
 def test_pixelclip_model_dir_evaluates(tiny_clip_ckpt, world, tmp_path):

@@ -117,6 +117,17 @@ def write_markdown(path: Path, model: str, protocol: str, results: dict[str, dic
     path.write_text("\n".join(lines))
 
 
+def select_benchmarks(benchmark: str, data_root: Path, protocol: str) -> list[Benchmark]:
+    """One named benchmark, or for `all` the standard ones found under `data_root` having `protocol`."""
+    if benchmark != "all":
+        return [get_benchmark(benchmark)]
+    benches = [b for b in find_benchmarks(data_root) if has_protocol(b.name, protocol)]
+    if not benches:
+        raise ZssError(f"no benchmark with a {protocol!r} protocol found under {data_root} "
+                       f"(expected layouts: see docs/eval.md; a synthetic world is --benchmark synth)")
+    return benches
+
+
 def run_eval(model: str, benchmark: str, data_root: Path, protocol: str = "sclip", out: Path | None = None,
              save_predictions: bool = False, limit: int | None = None,
              overrides: list[str] | None = None) -> str:
@@ -126,13 +137,7 @@ def run_eval(model: str, benchmark: str, data_root: Path, protocol: str = "sclip
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise ZssError(f"data root {data_root} is not a directory")
-    if benchmark == "all":
-        benches = [b for b in find_benchmarks(data_root) if has_protocol(b.name, protocol)]
-        if not benches:
-            raise ZssError(f"no benchmark with a {protocol!r} protocol found under {data_root} "
-                           f"(expected layouts: see docs/eval.md; a synthetic world is --benchmark synth)")
-    else:
-        benches = [get_benchmark(benchmark)]
+    benches = select_benchmarks(benchmark, data_root, protocol)
     configs = {b.name: protocol_config(b.name, protocol, overrides) for b in benches}
     out = Path(out) if out is not None else Path("eval_out")
     out.mkdir(parents=True, exist_ok=True)
