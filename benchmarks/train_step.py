@@ -6,11 +6,13 @@ AdamW) on
   recompute — the frozen ViT-S/14 recomputing the 224 px features inside the step (what the
               authors' released code does every step),
 and the text tower's forward+backward alone (the floor: what only the text side costs).
+PixelCLIP section: one step in cached mode (adapter on cached dense ViT-B/16 features) vs full mode
+(the ViT-B/16 image tower trains on 224 px images), and the k prompts' text-tower pass alone.
 Goals: cached ≥ 5× faster than recompute; cached ≤ 1.15× the text tower alone. Also the shard
 reader's decode+collate time per batch (it runs in data-loader workers, overlapped with the step).
 
 Timings on a shared CPU are noisy; the ratios come from one run, interleaved. Run:
-  python benchmarks/train_step.py [--batch 32] [--width 256 --layers 4 --ctx 32] [--reps 5]
+  python benchmarks/train_step.py [--batch 64] [--width 256 --layers 4 --ctx 32] [--reps 5]
 Each section is one function taking the parsed arguments, registered in SECTIONS.
 """
 
@@ -122,16 +124,25 @@ def simzss_section(args: argparse.Namespace) -> dict[str, float]:
         model.zero_grad(set_to_none=True)
         sync()
 
+    def text_and_optimizer() -> None:
+        tokens, eot = model.tower(host_batch["ids"].to(device))
+        (tokens.float().mean() + eot.float().mean() + 0 * model.logit_scale).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+
     def read() -> None:
         next(stream.batches(Position()))
 
     t_text = _time(text_only, args.reps)
     t_cached = _time(cached, args.reps)
-    t_recompute = _time(recompute, max(2, args.reps // 2))
+    t_recompute = _time(recompute, 2)
     t_text = min(t_text, _time(text_only, args.reps))  # interleaved twice against drift
+    t_text_opt = _time(text_and_optimizer, args.reps)
     t_read = _time(read, args.reps)
     n_params = sum(p.numel() for p in model.parameters())
     res = {"cached_s": t_cached, "recompute_s": t_recompute, "text_fwd_bwd_s": t_text, "read_batch_s": t_read,
+           "text_fwd_bwd_adamw_s": t_text_opt,
            "speedup_vs_recompute": t_recompute / t_cached, "overhead_vs_text": t_cached / t_text}
     print(f"SimZSS train step — device {device}, batch {args.batch}, text tower {args.layers}×{args.width} "
           f"ctx {args.ctx} ({n_params / 1e6:.1f}M params), ViT-S/14 224 px ({tuple(patch.shape[1:])} per image)")
@@ -140,17 +151,83 @@ def simzss_section(args: argparse.Namespace) -> dict[str, float]:
           f"faster (goal >= 5x)")
     print(f"  text fwd+bwd alone  {t_text * 1e3:9.1f} ms/step  -> cached step is {res['overhead_vs_text']:.2f}x "
           f"of it (goal <= 1.15x)")
+    print(f"  text fwd+bwd+AdamW  {t_text_opt * 1e3:9.1f} ms/step  -> cached step is {t_cached / t_text_opt:.2f}x "
+          f"of it (the losses' own share)")
     print(f"  shard read+decode+collate {t_read * 1e3:7.1f} ms/batch (in data workers, overlapped)")
     return res
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {"simzss": simzss_section}
+def pixelclip_section(args: argparse.Namespace) -> dict[str, float]:
+    """PixelCLIP: one optimizer step in cached mode (residual adapter on cached dense features) vs
+    full mode (the ViT-B/16 image tower itself on 224 px images), random weights, k = 64 prompts,
+    8 masks per image at 256², batch 2 (full-mode CPU steps are slow). Both are the real
+    `PixelCLIPNet` forward + backward + clipping + AdamW + EMA teacher update."""
+    from zss.models.clip_dense import load_clip_dense, save_random_openclip
+    from zss.trainer.pixelclip.model import PixelCLIPNet
+
+    batch, per_image, k, arch = 2, 8, 64, "ViT-B-16"
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="zss_bench_"))
+    ckpt = save_random_openclip(arch, tmp / "vitb16.safetensors", seed=0)
+    torch.manual_seed(0)
+    nets = {mode: PixelCLIPNet(load_clip_dense(arch, str(ckpt)), mode, k=k, mask_size=256).to(device).train()
+            for mode in ("cached", "full")}
+    clip = nets["full"].clip
+    size, grid, dim = clip.img_size, clip.img_size // clip.patch_size, clip.embed_dim
+    masks = torch.zeros(batch * per_image, 256, 256, dtype=torch.bool)
+    for i in range(len(masks)):  # horizontal bands: each image fully covered by `per_image` masks
+        j = i % per_image
+        masks[i, j * 256 // per_image:(j + 1) * 256 // per_image] = True
+    common = {"masks": masks.to(device), "owner": torch.arange(batch, device=device).repeat_interleave(per_image),
+              "n_images": torch.tensor(batch)}
+    batches = {"cached": {**common, "patch": torch.randn(batch, grid, grid, dim, device=device),
+                          "patch_strong": torch.randn(batch, grid, grid, dim, device=device)},
+               "full": {**common, "weak": torch.rand(batch, 3, size, size, device=device),
+                        "strong": torch.rand(batch, 3, size, size, device=device)}}
+    opts = {m: torch.optim.AdamW([p for p in n.parameters() if p.requires_grad], lr=1e-4) for m, n in nets.items()}
+
+    def step(mode: str) -> Callable[[], None]:
+        def run() -> None:
+            net, opt = nets[mode], opts[mode]
+            loss, _ = net(batches[mode])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], 0.01)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            net.update_teacher()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return run
+
+    def prompts_only() -> None:  # the floor: k prompts through the frozen text tower, fwd + bwd
+        net = nets["cached"]
+        net.prompts(net.clip).sum().backward()
+        net.zero_grad(set_to_none=True)
+
+    reps = max(2, args.reps // 2)
+    t_prompts = _time(prompts_only, reps)
+    t_cached = _time(step("cached"), reps)
+    t_full = _time(step("full"), reps)
+    t_cached = min(t_cached, _time(step("cached"), reps))  # interleaved twice against drift
+    res = {"pixelclip_cached_s": t_cached, "pixelclip_full_s": t_full, "pixelclip_prompts_s": t_prompts,
+           "pixelclip_full_over_cached": t_full / t_cached}
+    print(f"PixelCLIP train step — device {device}, {arch} {size} px ({grid}x{grid} grid), batch {batch}, "
+          f"k {k}, {per_image} masks/image at 256²")
+    print(f"  cached (adapter on cached features) {t_cached * 1e3:9.1f} ms/step")
+    print(f"  full (image tower trains)           {t_full * 1e3:9.1f} ms/step  -> cached is "
+          f"{res['pixelclip_full_over_cached']:.1f}x faster")
+    print(f"  k prompts through the text tower    {t_prompts * 1e3:9.1f} ms/step  (in both; the cached step's floor)")
+    return res
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {"simzss": simzss_section,
+                                                                     "pixelclip": pixelclip_section}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma list of " + ", ".join(SECTIONS))
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--ctx", type=int, default=32)

@@ -81,13 +81,16 @@ def train(recipe: str = typer.Argument(..., help="simzss | pixelclip"),
           steps: Optional[int] = typer.Option(None, "--steps", min=1),
           epochs: Optional[float] = typer.Option(None, "--epochs"),
           resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+          local_target: Optional[str] = typer.Option(
+              None, "--local-target", help="SimZSS local-loss target: own (default) | argmax (authors' code)."),
           set_: List[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
           ) -> None:
     """Train a recipe on cached shards into RUN/ (checkpoints, metrics, final model/)."""
     from zss.trainer.api import run_training
 
+    overrides = list(set_) + ([f"recipe.local_target={local_target}"] if local_target else [])
     typer.echo(run_training(recipe=recipe, shards=shards, run_dir=run, config=config, steps=steps,
-                            epochs=epochs, resume=resume, overrides=set_))
+                            epochs=epochs, resume=resume, overrides=overrides))
 
 
 @app.command("eval")

@@ -81,3 +81,19 @@ def test_killed_run_resumes_exactly(feature_world, tiny_overrides, tmp_path, mon
     state = torch.load(killed / "checkpoints" / "step_000012.pt", weights_only=True)
     assert state["step"] == 12 and state["procs"]["0"]["data"] == {"epoch": 3, "batch": 0}
     assert len(list((killed / "checkpoints").glob("*.safetensors"))) == 3  # keep_checkpoints
+
+
+def test_cli_local_target_and_user_errors(feature_world, tiny_overrides, tmp_path, capsys):
+    import yaml
+
+    base = ["train", "simzss", str(feature_world.shards)]
+    sets = [a for o in tiny_overrides + ["batch_size=8"] for a in ("--set", o)]
+    assert main(base + [str(tmp_path / "run"), "--steps", "2", "--local-target", "argmax"] + sets) == 0
+    resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert resolved["recipe"]["local_target"] == "argmax" and resolved["steps"] == 2
+    assert main(base + [str(tmp_path / "bad"), "--steps", "2", "--local-target", "nearest"] + sets) == 2
+    assert main(base + [str(tmp_path / "bad2"), "--steps", "2", "--set", "recipe.no_such_key=1"] + sets) == 2
+    assert main(["train", "simzss", str(tmp_path), str(tmp_path / "bad3"), "--steps", "2"]) == 2
+    assert main(["train", "nosuch", str(feature_world.shards), str(tmp_path / "bad4"), "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "local_target must be own or argmax" in err and "unknown recipe" in err and "no_such_key" in err
