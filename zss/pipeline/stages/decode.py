@@ -101,17 +101,17 @@ def decode_image(data: bytes, cfg: DecodeConfig) -> tuple[np.ndarray, tuple[int,
                 im.draft("RGB", (tw, th) if orientation < 5 else (th, tw))
             im.load()
             im = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(im, cfg.background)
+            if rgb.size != (tw, th):
+                rgb = rgb.resize((tw, th), Image.BICUBIC)
+            pixels = np.asarray(rgb, dtype=np.uint8)
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:
         raise DecodeError("too_large", str(exc)) from None
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
         raise DecodeError("decode_error", f"{type(exc).__name__}: {exc}") from None
-    orig = (h, w) if orientation < 5 else (w, h)
-    rgb = _to_rgb(im, cfg.background)
-    if rgb.size != (tw, th):
-        rgb = rgb.resize((tw, th), Image.BICUBIC)
-    return np.asarray(rgb, dtype=np.uint8), orig
+    return pixels, ((h, w) if orientation < 5 else (w, h))
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -177,7 +177,10 @@ class DecodeStage:
                     orig_size[i] = orig
                     size[i] = image.shape[:2]
                     if src_masks[i]:
-                        src_masks[i] = resize_masks(src_masks[i], orig, image.shape[:2])
+                        try:
+                            src_masks[i] = resize_masks(src_masks[i], orig, image.shape[:2])
+                        except (ValueError, KeyError, TypeError) as exc:  # JSON the source let through
+                            raise DecodeError("bad_masks", f"{type(exc).__name__}: {exc}") from None
                     if self.cfg.store_jpg:
                         jpgs[i] = encode_jpeg(image, self.cfg.jpeg_quality)
                 except DecodeError as exc:
