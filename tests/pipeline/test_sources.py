@@ -106,6 +106,12 @@ def test_broken_items_become_rows(tmp_path, world):
         ("k0", "ok"), ("k1", "missing_file"), ("k2", "bad_caption"), ("k3", "bad_caption")]
 
 
+def test_unforeseen_reader_failure_is_a_row():
+    row = load_ref({"kind": "coco", "index": 3, "source_id": "x", "path": "/nope", "captions": 5})
+    assert (row["index"], row["status"], row["image_bytes"]) == (3, "read_error", b"")
+    assert row["error"].startswith("TypeError")
+
+
 def test_open_source_errors(tmp_path):
     with pytest.raises(ZssError, match="unknown source kind"):
         open_source("s3bucket:/x")

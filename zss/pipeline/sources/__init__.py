@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zss.errors import ZssError
-from zss.pipeline.sources.base import BadItem, Row, Source
+from zss.pipeline.sources.base import BadItem, Row, Source, make_row
 from zss.pipeline.sources.coco import CocoSource
 from zss.pipeline.sources.folder import FolderSource
 from zss.pipeline.sources.sa1b import Sa1bSource
@@ -64,5 +64,12 @@ def open_source(spec: str | Path) -> Source:
 
 
 def load_ref(ref: dict[str, Any]) -> Row:
-    """Turn a ref from `Source.ref` into a row (in a worker, without re-opening the source)."""
-    return SOURCES[ref["kind"]].load(ref)
+    """Turn a ref from `Source.ref` into a row (in a worker, without re-opening the source).
+
+    Readers turn every foreseen problem into a status; anything else an odd input triggers still
+    becomes this item's `read_error` row, so one file can never stop the job."""
+    try:
+        return SOURCES[ref["kind"]].load(ref)
+    except Exception as exc:  # noqa: BLE001 - recorded in the row, counted in the stats
+        return make_row(ref["index"], ref["source_id"], status="read_error",
+                        error=f"{type(exc).__name__}: {exc}"[:500])

@@ -82,6 +82,8 @@ def read_file(path: str | Path, limit: int = MAX_IMAGE_BYTES) -> bytes:
         raise BadItem("missing_file", f"{p} is a directory") from None
     except PermissionError:
         raise BadItem("missing_file", f"permission denied: {p}") from None
+    except OSError as exc:  # I/O errors of a flaky disk or network mount
+        raise BadItem("missing_file", f"cannot read {p}: {exc.strerror or exc}") from None
 
 
 def read_sidecar_captions(path: Path) -> list[str]:

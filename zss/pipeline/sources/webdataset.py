@@ -115,8 +115,9 @@ class WebDatasetSource(Source):
                 if ext is None:
                     raise BadItem("missing_file", f"sample {key} has no image member")
                 data = _read(f, members[ext], MAX_IMAGE_BYTES, f"{key}.{ext}")
-        except FileNotFoundError:
-            return failed_row(index, key, BadItem("missing_file", f"tar not found: {ref['tar']}"))
+        except OSError as exc:
+            return failed_row(index, key, BadItem("missing_file", f"cannot read {ref['tar']}: "
+                                                                  f"{exc.strerror or exc}"))
         except BadItem as exc:
             return failed_row(index, key, exc, captions)
         return make_row(index, key, data, captions)
