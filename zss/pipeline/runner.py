@@ -197,9 +197,11 @@ def _shard_done(out: Path, shard: int, expected: int) -> bool:
         return False
 
 
-def _manifest(out: Path, cfg: IngestConfig, fp: str, source: dict[str, Any], models: dict[str, Any],
-              bank: dict[str, Any] | None, n_shards: int, n_samples: int) -> dict[str, Any]:
-    done = [s for s in range(n_shards) if sh.is_shard_done(out, s)]
+def _manifest(cfg: IngestConfig, fp: str, source: dict[str, Any], models: dict[str, Any],
+              bank: dict[str, Any] | None, n_shards: int, n_samples: int,
+              entries: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The manifest given the finished shards' entries (kept in memory: rewritten per shard)."""
+    done = sorted(s for s in entries if s < n_shards)
     feat = models.get("features", {})
     size, patch = cfg.decode.img_size, cfg.decode.patch_size
     grid = [size // patch, size // patch] if cfg.decode.resize == "square" else None
@@ -208,7 +210,7 @@ def _manifest(out: Path, cfg: IngestConfig, fp: str, source: dict[str, Any], mod
             "feature": {"grid": grid, "dim": feat.get("embed_dim"), "dtype": "float16"},
             "concept_bank": bank, "n_samples": n_samples, "n_shards": n_shards,
             "complete": len(done) == n_shards,
-            "shards": [sh.shard_entry(out, s) for s in done],
+            "shards": [entries[s] for s in done],
             "fingerprint": fp, "config": to_dict(cfg)}
 
 
@@ -241,7 +243,10 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
                if not _shard_done(out, s, expected[s][1] - expected[s][0])]
     for s in pending:
         sh.remove_partial_shard(out, s)
-    sh.write_manifest(out, _manifest(out, cfg, fp, src_desc, models, bank, n_shards, n))
+    entries = {s: sh.shard_entry(out, s) for s in range(n_shards) if s not in pending}
+    meta = dict(cfg=cfg, fp=fp, source=src_desc, models=models, bank=bank, n_shards=n_shards,
+                n_samples=n, entries=entries)
+    sh.write_manifest(out, _manifest(**meta))
 
     report: dict[str, Any] = {"out": str(out), "n": n, "n_shards": n_shards,
                               "skipped": n_shards - len(pending), "written": 0,
@@ -255,8 +260,8 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
             report["resources"] = res
             chunks = plan_chunks(source, n, cfg.shard_size, cfg.batch_size, pending)
             try:
-                _execute(out, cfg, factory, res, chunks, report, progress, n_shards, fp, src_desc,
-                         models, bank, sum(expected[s][1] - expected[s][0] for s in pending))
+                _execute(out, cfg, factory, res, chunks, report, progress, meta,
+                         sum(expected[s][1] - expected[s][0] for s in pending))
             except ray_error() as exc:  # a dead node or actor: finished shards stay, resume later
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ZssError(f"the Ray job failed after {report['written']} new shard(s) "
@@ -267,7 +272,7 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
                 import ray
 
                 ray.shutdown()
-    manifest = _manifest(out, cfg, fp, src_desc, models, bank, n_shards, n)
+    manifest = _manifest(**meta)
     sh.write_manifest(out, manifest)
     report["by_status"] = sh.collect_stats(out, range(n_shards))
     report["complete"] = manifest["complete"]
@@ -276,8 +281,7 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
 
 def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str, Any],
              chunks: list[dict[str, Any]], report: dict[str, Any], progress: bool | None,
-             n_shards: int, fp: str, src_desc: dict[str, Any], models: dict[str, Any],
-             bank: dict[str, Any] | None, total: int) -> None:
+             meta: dict[str, Any], total: int) -> None:
     ds = _dataset(chunks, cfg, factory, res)
     got: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     seconds: dict[str, float] = defaultdict(float)
@@ -313,8 +317,8 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
                 seconds[k] += v
             report["written"] += 1
             report["processed"] += len(samples)
-            sh.write_manifest(out, _manifest(out, cfg, fp, src_desc, models, bank, n_shards,
-                                             report["n"]))
+            meta["entries"][shard] = sh.shard_entry(out, shard)
+            sh.write_manifest(out, _manifest(**meta))
     report["run_seconds"] = time.perf_counter() - t0
     report["first_result_seconds"] = (first - t0) if first else 0.0
     report["arrivals"] = arrivals
