@@ -14,6 +14,7 @@ fixed torch thread count.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -214,6 +215,14 @@ def _manifest(cfg: IngestConfig, fp: str, source: dict[str, Any], models: dict[s
             "fingerprint": fp, "config": to_dict(cfg)}
 
 
+def _on_cpu(cfg: IngestConfig) -> IngestConfig:
+    probe = copy.deepcopy(cfg)
+    for stage_cfg in (probe.features, probe.masks, probe.concepts):
+        if hasattr(stage_cfg, "device"):
+            stage_cfg.device = "cpu"
+    return probe
+
+
 def describe_stages(stages: list[tuple[str, Stage]]) -> dict[str, Any]:
     return {name: stage.describe() for name, stage in stages if hasattr(stage, "describe")}
 
@@ -228,7 +237,8 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
     _prepare_out(out, cfg, fp)
 
     t_load = time.perf_counter()
-    probe = factory(cfg)  # fail fast, in the driver, with a one-line error (bad name, missing file)
+    probe = factory(_on_cpu(cfg))  # fail fast in the driver with a one-line error (bad name, missing
+    # file), and learn what the manifest records; on CPU, so the driver holds no GPU memory
     models = describe_stages(probe)
     bank = None
     for name, stage in probe:
