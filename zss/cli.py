@@ -185,12 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zss: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # usage errors (bad option value, missing argument)
+        # typer >= 0.2x ships its own copy of click; older ones raise click's own exceptions.
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             print(f"zss: error: {exc.format_message()}", file=sys.stderr)
-            return exc.exit_code or 2
+            return int(exc.exit_code or 2)
         raise
     return 0
 
