@@ -35,7 +35,7 @@ def main(shards: Path, out: Path) -> None:
     q = sinkhorn(half, n_iters=3)
     run_training("pixelclip", shards, out / "run", config=DEMO, steps=3,
                  overrides=["tensorboard=false", "log_every=1", "batch_size=4"])
-    (out / f"rank{info.rank}.json").write_text(json.dumps({"q": q.tolist()}))
+    (out / f"rank{info.rank}.json").write_text(json.dumps({"q": q.tolist(), "scores": s.tolist()}))
     D.cleanup()
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from pixelclip_ddp_worker import scores  # same folder
 from zss.trainer.pixelclip.sinkhorn import sinkhorn
 
 
@@ -20,8 +19,9 @@ def test_sinkhorn_and_training_under_two_processes(sa1b_shards, tmp_path):
            str(Path(__file__).with_name("pixelclip_ddp_worker.py")), str(sa1b_shards), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    halves = [torch.tensor(json.loads((tmp_path / f"rank{r}.json").read_text())["q"]) for r in range(2)]
-    whole = sinkhorn(scores(), n_iters=3)
+    res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    halves = [torch.tensor(r["q"]) for r in res]
+    whole = sinkhorn(torch.tensor(res[0]["scores"]), n_iters=3)
     assert torch.allclose(torch.cat(halves), whole, atol=1e-6)
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
     assert (tmp_path / "run" / "model" / "prompts.safetensors").is_file()

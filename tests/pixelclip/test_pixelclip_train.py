@@ -93,14 +93,14 @@ def test_explain_names_prompts_and_draws_a_map(cached_run, tmp_path):
 
 def test_cached_mode_on_kmeans_masks(kmeans_shards, tmp_path):
     run = tmp_path / "run"
-    run_training("pixelclip", kmeans_shards, run, config=DEMO, steps=20, overrides=QUIET)
+    run_training("pixelclip", kmeans_shards, run, config=DEMO, steps=12, overrides=QUIET)
     losses = _losses(run)
     assert _falls(losses), losses
 
 
 def test_full_mode_trains_the_image_tower(sa1b_shards, tiny_clip, tmp_path):
     run = tmp_path / "run"
-    run_training("pixelclip", sa1b_shards, run, config=DEMO, steps=20,
+    run_training("pixelclip", sa1b_shards, run, config=DEMO, steps=12,
                  overrides=QUIET + ["recipe.mode=full", f"recipe.clip=zss-tiny-vit:{tiny_clip}",
                                     "recipe.img_size=64"])
     losses = _losses(run)
@@ -155,13 +155,13 @@ def test_resume_reproduces_the_model_bytes(sa1b_shards, tmp_path):
     """Stop after a checkpoint, resume: the teacher, prompts and data stream continue exactly."""
     import shutil
 
-    args = dict(config=DEMO, steps=6, overrides=QUIET + ["ckpt_every=3", "keep_checkpoints=0"])
+    args = dict(config=DEMO, steps=4, overrides=QUIET + ["ckpt_every=2", "keep_checkpoints=0", "log_every=1"])
     straight = tmp_path / "straight"
     run_training("pixelclip", sa1b_shards, straight, **args)
     resumed = tmp_path / "resumed"
     shutil.copytree(straight, resumed)
     shutil.rmtree(resumed / "model")
-    for p in (resumed / "checkpoints").glob("step_000006.*"):
+    for p in (resumed / "checkpoints").glob("step_000004.*"):
         p.unlink()
     run_training("pixelclip", sa1b_shards, resumed, resume=True, **args)
     for name in ("model.safetensors", "adapter.safetensors", "prompts.safetensors"):

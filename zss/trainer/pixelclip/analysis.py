@@ -77,7 +77,7 @@ def mask_cluster_agreement(segmenter: Any, prompts: torch.Tensor, shards: Path, 
         gt = Image.open(gt_path).resize(masks.shape[:0:-1], Image.NEAREST)
         truths.append(majority_labels(masks, np.asarray(gt)))
         img = Image.open(io.BytesIO(sample["jpg"])).convert("RGB").resize((img_size, img_size), Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float().div(255.0)[None].to(device)
+        x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255.0)[None].to(device)
         feats = segmenter.encode_dense(x).permute(0, 2, 3, 1)  # [1,h,w,C]
         m = torch.from_numpy(masks).to(device)
         pooled = F.normalize(pool_mask_features(feats, m, torch.zeros(len(m), dtype=torch.long, device=device)),

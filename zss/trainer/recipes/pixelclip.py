@@ -180,7 +180,7 @@ class PixelCLIPRecipe(Recipe):
             if "jpg" not in raw:
                 raise ZssError(f"sample {raw['__key__']} has no stored image: full-mode pixelclip needs "
                                f"shards ingested without --no-images")
-            img = np.asarray(Image.open(io.BytesIO(raw["jpg"])).convert("RGB"))
+            img = np.array(Image.open(io.BytesIO(raw["jpg"])).convert("RGB"))
             img_t = torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
             crop = draw_crop(rng, size[0], size[1], self.cfg.crop_min_scale)
             weak = crop_image(img_t, crop, self.cfg.img_size)
