@@ -91,6 +91,8 @@ def test_cli_local_target_and_user_errors(feature_world, tiny_overrides, tmp_pat
     assert main(base + [str(tmp_path / "run"), "--steps", "2", "--local-target", "argmax"] + sets) == 0
     resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert resolved["recipe"]["local_target"] == "argmax" and resolved["steps"] == 2
+    assert main(base + [str(tmp_path / "ep"), "--epochs", "0.5"] + sets) == 0  # 64 samples / 8 per batch
+    assert _metrics(tmp_path / "ep")[-1]["step"] == "4"
     assert main(base + [str(tmp_path / "bad"), "--steps", "2", "--local-target", "nearest"] + sets) == 2
     assert main(base + [str(tmp_path / "bad2"), "--steps", "2", "--set", "recipe.no_such_key=1"] + sets) == 2
     assert main(["train", "simzss", str(tmp_path), str(tmp_path / "bad3"), "--steps", "2"]) == 2
