@@ -244,6 +244,9 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
     for name, stage in probe:
         if hasattr(stage, "write_bank"):
             bank = stage.write_bank(out)
+        if name == "features" and getattr(stage, "patch_size", None):
+            # the loaded model knows its patch; names like open_clip/zss-tiny-vit or ConvNeXt don't say
+            cfg.decode.patch_size = int(stage.patch_size)
     del probe
     load_seconds = time.perf_counter() - t_load
 
