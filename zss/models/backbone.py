@@ -101,7 +101,7 @@ def _check_checkpoint(checkpoint: str | Path | None) -> Path | None:
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise ZssError(f"checkpoint file not found: {path}")
-    return path
+    return path.resolve()  # recorded in manifests: later readers may run from another folder
 
 
 def create_timm_vit(name: str, img_size: int, checkpoint: Path | None, pretrained: bool) -> nn.Module:
@@ -141,7 +141,7 @@ def _load_open_clip(arch: str, checkpoint: str | Path | None, img_size: int) -> 
     open_clip pretrained tag (e.g. `openai`), only files get a sha256."""
     from zss.models.clip_dense import load_openclip_backbone
 
-    ckpt = str(Path(checkpoint).expanduser()) if checkpoint and Path(checkpoint).expanduser().is_file() \
+    ckpt = str(Path(checkpoint).expanduser().resolve()) if checkpoint and Path(checkpoint).expanduser().is_file() \
         else (str(checkpoint) if checkpoint else None)
     model = load_openclip_backbone(arch, ckpt, img_size)
     model.spec = {**model.spec, "checkpoint": ckpt,
