@@ -48,3 +48,29 @@ def test_only_complete_checkpoints_count(tmp_path):
     assert torch.equal(other.weight, model.weight) and state["x"].tolist() == [0, 1, 2]
     save_checkpoint(tmp_path, 25, model, {"step": 25}, keep=2)
     assert list_checkpoints(tmp_path) == [10, 25]
+
+
+def test_param_group_lr_scale_multiplies_the_schedule(feature_world, tiny_overrides, tmp_path, monkeypatch):
+    import torch.optim
+
+    from zss.trainer.api import run_training
+    from zss.trainer.recipes.simzss import SimZSSRecipe
+
+    base_groups = SimZSSRecipe.param_groups
+
+    def scaled(self, model, wd):
+        groups = base_groups(self, model, wd)
+        groups[1]["lr_scale"] = 10.0
+        return groups
+
+    class Spy(torch.optim.AdamW):
+        def __init__(self, groups, **kw):
+            super().__init__(groups, **kw)
+            Spy.last = self
+
+    monkeypatch.setattr(SimZSSRecipe, "param_groups", scaled)
+    monkeypatch.setattr(torch.optim, "AdamW", Spy)
+    run_training("simzss", feature_world.shards, tmp_path / "run", steps=2,
+                 overrides=tiny_overrides + ["batch_size=8", "lr=1e-3", "warmup=0"])
+    lrs = [g["lr"] for g in Spy.last.param_groups]
+    assert lrs[1] == pytest.approx(10 * lrs[0]) and lrs[0] == pytest.approx(lr_at(1, 2, 1e-3, 0.0))

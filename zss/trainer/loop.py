@@ -1,7 +1,7 @@
 """The one training loop every recipe shares.
 
 AdamW with open_clip's betas/eps, linear warm-up then cosine decay (computed from the step, so the
-schedule state is just the step), optional gradient clipping, AMP on CUDA (bf16 when supported,
+schedule state is just the step; a param group's optional `lr_scale` multiplies it), optional gradient clipping, AMP on CUDA (bf16 when supported,
 else fp16 with a grad scaler), gradient accumulation, DDP under torchrun, periodic checkpoints and
 exact resume, metrics to CSV and TensorBoard, a rich progress bar.
 """
@@ -195,7 +195,7 @@ def train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool = False,
         while step < n_steps:
             lr = lr_at(step, n_steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("lr_scale", 1.0)
             sums: dict[str, float] = {}
             for micro in range(cfg.accum_steps):
                 batch, position = next(batches)

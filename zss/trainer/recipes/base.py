@@ -80,7 +80,9 @@ class Recipe(abc.ABC):
         """
 
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups: decay on weight matrices/embeddings, none on gains, biases, logit scales."""
+        """AdamW groups: decay on weight matrices/embeddings, none on gains, biases, logit scales.
+
+        A group may carry `lr_scale` (default 1.0): its lr is `lr_scale ×` the scheduled lr."""
         decay, no_decay = [], []
         for name, p in model.named_parameters():
             if p.requires_grad:
