@@ -86,7 +86,9 @@ class Predictor:
         self.cfg = cfg
         self.device = torch.device(device)
         words, owners = vocab.queries(cfg.background_words)
-        self.text = embed_words(model.encode_text, words, get_templates(cfg.templates)).to(self.device)
+        spans = model.encode_text_spans if getattr(model, "text_pooling", "eot") == "concept" else None
+        self.text = embed_words(model.encode_text, words, get_templates(cfg.templates),
+                                encode_spans=spans).to(self.device)
         self.owners = torch.tensor(owners, device=self.device)
         self.patch = int(model.patch_size)
         self.short_side = int(model.default_size if cfg.short_side is None else cfg.short_side)

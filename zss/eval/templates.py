@@ -60,10 +60,21 @@ def get_templates(name: str) -> tuple[str, ...]:
 
 @torch.no_grad()
 def embed_words(encode_text: Callable[[list[str]], torch.Tensor], words: list[str],
-                templates: tuple[str, ...] | list[str], batch_size: int = 256) -> torch.Tensor:
-    """[len(words), C] embeddings: each word under every template, L2-normalised, averaged, renormalised."""
+                templates: tuple[str, ...] | list[str], batch_size: int = 256,
+                encode_spans: Callable[[list[str], list[tuple[int, int]]], torch.Tensor] | None = None
+                ) -> torch.Tensor:
+    """[len(words), C] embeddings: each word under every template, L2-normalised, averaged, renormalised.
+
+    With `encode_spans`, each prompt is embedded from the tokens of the word itself (its char span
+    inside the filled template) instead of the whole prompt.
+    """
     prompts = [t.format(w) for w in words for t in templates]
-    chunks = [encode_text(prompts[i:i + batch_size]).float() for i in range(0, len(prompts), batch_size)]
+    if encode_spans is not None:
+        spans = [(t.index("{}"), t.index("{}") + len(w)) for w in words for t in templates]
+        chunks = [encode_spans(prompts[i:i + batch_size], spans[i:i + batch_size]).float()
+                  for i in range(0, len(prompts), batch_size)]
+    else:
+        chunks = [encode_text(prompts[i:i + batch_size]).float() for i in range(0, len(prompts), batch_size)]
     emb = torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
     emb = emb.view(len(words), len(templates), -1).mean(dim=1)
     return torch.nn.functional.normalize(emb, dim=-1)

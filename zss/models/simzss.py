@@ -55,6 +55,11 @@ class SimZSSSegmenter(nn.Module):
         self.config = config
         self.patch_size = int(backbone.patch_size)
         self.default_size = int(config["backbone"].get("img_size") or backbone.img_size)
+        # "concept": class names are read like caption concepts (their own tokens, as the local
+        # loss trains them); "eot": the end-of-text token, as the global loss trains it.
+        self.text_pooling = str(config.get("text_pooling", "concept"))
+        if self.text_pooling not in ("concept", "eot"):
+            raise ZssError(f"text_pooling must be concept or eot, got {self.text_pooling!r}")
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> "SimZSSSegmenter":
@@ -75,6 +80,11 @@ class SimZSSSegmenter(nn.Module):
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """[N, C] L2-normalised end-of-text embeddings."""
         return self.tower.encode(list(texts))
+
+    @torch.no_grad()
+    def encode_text_spans(self, texts: list[str], char_spans: list[tuple[int, int]]) -> torch.Tensor:
+        """[N, C] L2-normalised embeddings of the marked class-name spans of `texts`."""
+        return self.tower.encode_spans(list(texts), list(char_spans))
 
     @torch.no_grad()
     def encode_dense(self, images: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -91,6 +92,21 @@ class TextTower(nn.Module):
         device = self.text.positional_embedding.device
         _, eot = self(self.tokenize(texts).to(device))
         return F.normalize(eot.float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_spans(self, texts: list[str], char_spans: list[tuple[int, int]]) -> torch.Tensor:
+        """L2-normalised concept embeddings [N, D]: the normalised token embeddings of each text's
+        char span, summed — the pooling the local loss trains (so a class name in a template is
+        read the way concepts in captions were). A span lost to truncation falls back to the
+        end-of-text embedding."""
+        rows = [bpe.tokenize_with_spans(t, [span], self.context_length) for t, span in zip(texts, char_spans)]
+        device = self.text.positional_embedding.device
+        ids = torch.from_numpy(np.stack([r[0] for r in rows])).to(device)
+        tokens, eot = self(ids)
+        tokens = F.normalize(tokens.float(), dim=-1)
+        out = [tokens[i, span[0]:span[1]].sum(0) if span else eot[i].float()
+               for i, (_, (span,)) in enumerate(rows)]
+        return F.normalize(torch.stack(out), dim=-1)
 
 
 def _resolve_checkpoint(arch: str, ref: str) -> str:
