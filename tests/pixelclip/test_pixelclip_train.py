@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from sklearn.metrics import normalized_mutual_info_score
 
 from zss.models.clip_dense import OpenCLIPSegmenter
@@ -167,3 +168,11 @@ def test_resume_reproduces_the_model_bytes(sa1b_shards, tmp_path):
     for name in ("model.safetensors", "adapter.safetensors", "prompts.safetensors"):
         assert (straight / "model" / name).read_bytes() == (resumed / "model" / name).read_bytes(), name
     assert _losses(straight) == _losses(resumed)
+
+
+def test_recipe_loop_defaults_yield_to_the_user(kmeans_shards, tmp_path):
+    """Without a config, PixelCLIP clips at 0.01 (its paper's setting); an explicit --set wins."""
+    run_training("pixelclip", kmeans_shards, tmp_path / "a", steps=1, overrides=QUIET + ["batch_size=4"])
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["grad_clip"] == 0.01
+    run_training("pixelclip", kmeans_shards, tmp_path / "b", steps=1, overrides=QUIET + ["batch_size=4", "grad_clip=0"])
+    assert yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["grad_clip"] == 0

@@ -5,9 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import yaml
+
 from zss.errors import ZssError
 from zss.trainer.config import TrainConfig
 from zss.utils.config import from_dict, load_config, to_dict
+
+
+def _given_keys(config: Optional[Path], overrides: list[str]) -> set[str]:
+    """Top-level loop keys the user set in the YAML file or with --set (recipe defaults yield to them)."""
+    keys = {o.split("=", 1)[0].split(".")[0] for o in overrides}
+    if config is not None and Path(config).is_file():
+        data = yaml.safe_load(Path(config).read_text()) or {}
+        keys |= set(data) if isinstance(data, dict) else set()
+    return keys
 
 
 def run_training(recipe: str, shards: Path, run_dir: Path, config: Optional[Path] = None,
@@ -29,6 +40,10 @@ def run_training(recipe: str, shards: Path, run_dir: Path, config: Optional[Path
     if config is None and resume and (run_dir / "config.yaml").is_file():
         config = run_dir / "config.yaml"
     cfg = load_config(TrainConfig, config, overrides=overrides)
+    given = _given_keys(config, overrides or [])
+    for key, value in cls.loop_defaults.items():
+        if key not in given:
+            setattr(cfg, key, value)
     if steps is not None:
         cfg.steps, cfg.epochs = steps, None
     elif epochs is not None:

@@ -64,6 +64,8 @@ class Recipe(abc.ABC):
     config_cls: ClassVar[type]
     # Tar members (webdataset suffixes) decode_sample reads; others are dropped while reading.
     members: ClassVar[tuple[str, ...]] = ("json", "patch.npy", "global.npy")
+    # Loop settings this recipe wants unless the YAML or --set says otherwise (PixelCLIP clips at 0.01).
+    loop_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg: Any, shards: Path, train_cfg: Any) -> None:
         self.cfg = cfg

@@ -80,6 +80,7 @@ def _strip_prefix(name: str) -> str:
 @register("pixelclip")
 class PixelCLIPRecipe(Recipe):
     config_cls = PixelCLIPConfig
+    loop_defaults = {"grad_clip": 0.01}
 
     def __init__(self, cfg: PixelCLIPConfig, shards: Path, train_cfg: Any) -> None:
         super().__init__(cfg, shards, train_cfg)
