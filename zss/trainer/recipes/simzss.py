@@ -45,6 +45,9 @@ class SimZSSConfig:
     local_target: str = "own"          # own | argmax (the authors' released code)
     logit_scale_init: float = 1 / 0.07
     logit_scale_max: float = 100.0
+    # How inference embeds class names: `concept` (their own tokens, as the local loss trains) or
+    # `eot` (the prompt's end-of-text token, as the global loss trains). Recorded in config.json.
+    text_pooling: str = "concept"
 
 
 class SimZSSModel(nn.Module):
@@ -77,6 +80,8 @@ class SimZSSRecipe(Recipe):
             raise ZssError(f"global_token must be cls or mean, got {cfg.global_token!r}")
         if cfg.local_target not in ("own", "argmax"):
             raise ZssError(f"local_target must be own or argmax, got {cfg.local_target!r}")
+        if cfg.text_pooling not in ("concept", "eot"):
+            raise ZssError(f"text_pooling must be concept or eot, got {cfg.text_pooling!r}")
         feats = self.manifest.get("models", {}).get("features")
         if not feats:
             raise ZssError(f"{shards}/manifest.json records no feature backbone (models.features)")
@@ -166,6 +171,7 @@ class SimZSSRecipe(Recipe):
         config = {"kind": "simzss", "schema": 1, "backbone": self.backbone,
                   "feature": self.manifest.get("feature", {}), "text": asdict(self.cfg.text),
                   "embed_dim": self.dim, "tokenizer": "clip-bpe", "global": self.cfg.global_token,
+                  "text_pooling": self.cfg.text_pooling,
                   "logit_scale": float(model.logit_scale.detach().exp().clamp(max=model.logit_scale_max)),
                   "trained_on": {"shards": str(self.shards.resolve()),
                                  "concept_bank": self.manifest.get("concept_bank", {})}}
