@@ -14,7 +14,8 @@ import json
 import time
 from pathlib import Path
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+from zss.paths import MANIFESTS
+
 BACKBONE = "vit_small_patch14_dinov2"
 CLIP_ARCH = "ViT-S-16"
 

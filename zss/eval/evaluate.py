@@ -22,11 +22,12 @@ from zss.eval.benchmarks import (BENCHMARKS, PAPER_ORDER, Benchmark, find_benchm
 from zss.eval.inference import InferenceConfig, Predictor
 from zss.eval.metrics import SegMetric
 from zss.eval.render import save_label
+from zss.paths import MANIFESTS
 from zss.utils.config import apply_overrides, from_dict, to_dict
 from zss.utils.device import default_device
 from zss.utils.progress import progress_bar
 
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "manifests" / "benchmarks"
+PRESETS_DIR = MANIFESTS / "benchmarks"
 
 
 def protocol_config(benchmark: str, protocol: str, overrides: list[str] | None = None) -> InferenceConfig:

@@ -14,8 +14,9 @@ from pathlib import Path
 import yaml
 
 from zss.errors import ZssError
+from zss.paths import MANIFESTS
 
-CLASSES_DIR = Path(__file__).resolve().parents[2] / "manifests" / "classes"
+CLASSES_DIR = MANIFESTS / "classes"
 BACKGROUND_NAMES = ("background", "bg", "other", "others")
 
 

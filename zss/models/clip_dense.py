@@ -25,8 +25,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zss.errors import ZssError
+from zss.paths import MANIFESTS
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "manifests" / "openclip"
+CONFIG_DIR = MANIFESTS / "openclip"
 _registered = False
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zss.errors import ZssError
+from zss.paths import MANIFESTS
 from zss.pipeline.stages.concepts import ConceptConfig
 from zss.pipeline.stages.decode import DecodeConfig
 from zss.pipeline.stages.features import FeatureConfig
@@ -22,7 +23,7 @@ from zss.pipeline.stages.masks import MaskConfig
 from zss.utils.config import load_config, to_dict
 
 MODES = ("incremental", "overwrite")
-PRESET_DIR = Path(__file__).resolve().parents[2] / "manifests" / "presets"
+PRESET_DIR = MANIFESTS / "presets"
 
 
 @dataclass
