@@ -42,26 +42,31 @@ def save_label(label: np.ndarray, path: str | Path) -> Path:
     return path
 
 
-def overlay(image: np.ndarray, label: np.ndarray, names: list[str], alpha: float = 0.5,
-            min_fraction: float = 0.0) -> Image.Image:
-    """The image blended with class colours, plus a legend of the classes present (largest first)."""
+def class_areas(label: np.ndarray, names: list[str]) -> list[dict]:
+    """Per-class pixel counts and fractions, largest first (classes absent from the image omitted)."""
+    ids, counts = np.unique(label, return_counts=True)
+    total = label.size
+    rows = [{"id": int(i), "name": names[i], "pixels": int(c), "fraction": round(float(c) / total, 6)}
+            for i, c in zip(ids, counts) if i < len(names)]
+    return sorted(rows, key=lambda r: -r["pixels"])
+
+
+def overlay(image: np.ndarray, label: np.ndarray, areas: list[dict], alpha: float = 0.5) -> Image.Image:
+    """The image blended with class colours, plus a legend of `areas` (`class_areas` rows, in order)."""
     colour = COLOURS[label.astype(np.int64).clip(0, 255)]
     blend = (image.astype(np.float32) * (1 - alpha) + colour.astype(np.float32) * alpha).astype(np.uint8)
-    ids, counts = np.unique(label, return_counts=True)
-    order = np.argsort(-counts)
-    present = [(int(ids[i]), counts[i] / label.size) for i in order
-               if ids[i] < len(names) and counts[i] / label.size >= min_fraction]
     font = ImageFont.load_default()
     row = 16
-    lines = [f"{names[k]} {frac * 100:.1f}%" for k, frac in present]
+    lines = [f"{r['name']} {r['pixels'] / label.size * 100:.1f}%" for r in areas]
     text_w = max((int(font.getlength(t)) for t in lines), default=0)
     legend_w = text_w + 32 if lines else 0
     h, w = label.shape
     canvas = Image.new("RGB", (w + legend_w, max(h, row * len(lines) + 8)), (255, 255, 255))
     canvas.paste(Image.fromarray(blend), (0, 0))
     draw = ImageDraw.Draw(canvas)
-    for n, ((k, _), text) in enumerate(zip(present, lines)):
+    for n, (r, text) in enumerate(zip(areas, lines)):
         y = 4 + n * row
-        draw.rectangle([w + 6, y + 2, w + 18, y + 12], fill=tuple(int(c) for c in COLOURS[k]), outline=(0, 0, 0))
+        draw.rectangle([w + 6, y + 2, w + 18, y + 12], fill=tuple(int(c) for c in COLOURS[r["id"]]),
+                       outline=(0, 0, 0))
         draw.text((w + 24, y), text, fill=(0, 0, 0), font=font)
     return canvas

@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from zss.errors import ZssError
 from zss.eval.benchmarks import IMAGE_EXTS, load_image
 from zss.eval.inference import InferenceConfig, Predictor
-from zss.eval.render import overlay, save_label
+from zss.eval.render import class_areas, overlay, save_label
 from zss.eval.vocab import Vocabulary
 from zss.utils.config import apply_overrides, from_dict
 from zss.utils.device import default_device
@@ -50,25 +48,17 @@ def load_vocabulary(vocab: str | None, vocab_file: Path | None) -> Vocabulary:
     return Vocabulary.from_string(vocab) if vocab is not None else Vocabulary.from_file(vocab_file)
 
 
-def class_areas(label: np.ndarray, names: list[str]) -> list[dict]:
-    """Per-class pixel counts and fractions, largest first (classes absent from the image omitted)."""
-    ids, counts = np.unique(label, return_counts=True)
-    total = label.size
-    rows = [{"id": int(i), "name": names[i], "pixels": int(c), "fraction": round(float(c) / total, 6)}
-            for i, c in zip(ids, counts) if i < len(names)]
-    return sorted(rows, key=lambda r: -r["pixels"])
-
-
 def segment_image(predictor: Predictor, path: Path, stem: Path) -> Path:
     """Segment one image file; writes STEM.png (palette labels), STEM_overlay.png and STEM.json."""
     names = predictor.vocab.names
     image = load_image(path)
     label = predictor.predict(image)
+    areas = class_areas(label, names)
     save_label(label, stem.with_suffix(".png"))
-    overlay(image, label, names).save(stem.parent / f"{stem.name}_overlay.png")
-    areas = {"image": str(path), "size": list(label.shape), "label_png": f"{stem.name}.png",
-             "classes": class_areas(label, names), "vocabulary": predictor.vocab.classes}
-    (stem.parent / f"{stem.name}.json").write_text(json.dumps(areas, indent=2))
+    overlay(image, label, areas).save(stem.parent / f"{stem.name}_overlay.png")
+    record = {"image": str(path), "size": list(label.shape), "label_png": f"{stem.name}.png",
+              "classes": areas, "vocabulary": predictor.vocab.classes}
+    (stem.parent / f"{stem.name}.json").write_text(json.dumps(record, indent=2))
     return stem
 
 
