@@ -30,12 +30,17 @@ from zss.utils.progress import progress_bar
 PRESETS_DIR = MANIFESTS / "benchmarks"
 
 
+def _protocols(benchmark: str) -> dict[str, Any] | None:
+    """The protocols of the benchmark's preset file, None when it has no preset file."""
+    path = PRESETS_DIR / f"{benchmark}.yaml"
+    return (yaml.safe_load(path.read_text()) or {}).get("protocols", {}) if path.is_file() else None
+
+
 def protocol_config(benchmark: str, protocol: str, overrides: list[str] | None = None) -> InferenceConfig:
     """The benchmark's preset for `protocol`, then `key=value` overrides."""
-    path = PRESETS_DIR / f"{benchmark}.yaml"
-    if not path.is_file():
-        raise ZssError(f"no protocol preset for benchmark {benchmark!r} ({path} missing)")
-    protocols = (yaml.safe_load(path.read_text()) or {}).get("protocols", {})
+    protocols = _protocols(benchmark)
+    if protocols is None:
+        raise ZssError(f"no protocol preset for benchmark {benchmark!r} ({PRESETS_DIR / benchmark}.yaml missing)")
     if protocol not in protocols:
         raise ZssError(f"benchmark {benchmark} has no {protocol!r} protocol (has: {', '.join(protocols)})")
     data = apply_overrides(dict(protocols[protocol] or {}), list(overrides or []))
@@ -45,8 +50,7 @@ def protocol_config(benchmark: str, protocol: str, overrides: list[str] | None =
 
 
 def has_protocol(benchmark: str, protocol: str) -> bool:
-    path = PRESETS_DIR / f"{benchmark}.yaml"
-    return path.is_file() and protocol in (yaml.safe_load(path.read_text()) or {}).get("protocols", {})
+    return protocol in (_protocols(benchmark) or {})
 
 
 def _pct(x: float) -> float | None:
@@ -150,15 +154,15 @@ def run_eval(model: str, benchmark: str, data_root: Path, protocol: str = "sclip
                                                  out if save_predictions else None, limit)
     payload: dict[str, Any] = {"model": str(model), "protocol": protocol, "data_root": str(data_root),
                                "device": str(device), "benchmarks": results}
-    if len([n for n in PAPER_ORDER if n in results]) > 1:
-        header, row = summary_row(results)
-        payload["summary"] = dict(zip(header, row))
+    summary = summary_row(results) if len([n for n in PAPER_ORDER if n in results]) > 1 else None
+    if summary is not None:
+        payload["summary"] = dict(zip(*summary))
     (out / "results.json").write_text(json.dumps(payload, indent=2))
     write_markdown(out / "results.md", str(model), protocol, results)
     lines = [f"{n}: mIoU {_fmt(r['mIoU'])}  aAcc {_fmt(r['aAcc'])}  ({r['n_images']} images)"
              for n, r in results.items()]
-    if "summary" in payload:
-        header, row = summary_row(results)
+    if summary is not None:
+        header, row = summary
         lines += ["  ".join(f"{h:>5}" for h in header), "  ".join(f"{v:>5}" for v in row)]
     lines.append(f"results: {out / 'results.md'} and {out / 'results.json'}")
     return "\n".join(lines)
