@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from zss.errors import ZssError
+from zss.models.model_dir import SCHEMA, read_model_config
 from zss.models.clip_dense import DenseCLIP, load_clip_dense
 
-SCHEMA = 1
 
 
 def write_model_dir(net: nn.Module, out_dir: Path, default_size: int, source: dict[str, Any],
@@ -63,20 +63,13 @@ def write_model_dir(net: nn.Module, out_dir: Path, default_size: int, source: di
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
-    path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise ZssError(f"{model_dir} is not a model directory (no config.json)")
-    config = json.loads(path.read_text())
-    if config.get("kind") != "pixelclip":
-        raise ZssError(f"{path}: kind is {config.get('kind')!r}, not pixelclip")
-    if config.get("schema") != SCHEMA:
-        raise ZssError(f"{path}: schema {config.get('schema')} (this zss reads {SCHEMA})")
-    return config
+    return read_model_config(model_dir, "pixelclip")
 
 
-def load_prompts(model_dir: Path) -> dict[str, torch.Tensor]:
+def load_prompts(model_dir: Path, config: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
     """The learned prompts: `ctx` [k, n_ctx, W] and normalised `embeddings` [k, C]."""
-    path = Path(model_dir) / read_config(model_dir)["prompts"]["file"]
+    config = config if config is not None else read_config(model_dir)
+    path = Path(model_dir) / config["prompts"]["file"]
     if not path.is_file():
         raise ZssError(f"{path} is missing: not a complete PixelCLIP model directory")
     return load_file(str(path))

@@ -8,7 +8,6 @@ checkpoint whose hash differs is refused rather than silently producing meaningl
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +17,15 @@ from safetensors.torch import load_file
 from torch import nn
 
 from zss.errors import ZssError
+from zss.models.model_dir import read_model_config
 from zss.models.text_tower import TextConfig, TextTower
 from zss.utils.hashing import sha256_file
 
 
-def read_model_config(model_dir: str | Path) -> dict[str, Any]:
-    path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise ZssError(f"{model_dir} is not a zss model directory (no config.json)")
-    config = json.loads(path.read_text())
-    if config.get("kind") != "simzss":
-        raise ZssError(f"{path}: kind {config.get('kind')!r}, expected simzss")
-    return config
-
-
-def load_text_tower(model_dir: str | Path, device: str | torch.device = "cpu") -> TextTower:
+def load_text_tower(model_dir: str | Path, device: str | torch.device = "cpu",
+                    config: dict[str, Any] | None = None) -> TextTower:
     """The trained text tower of a SimZSS model directory (eval mode)."""
-    config = read_model_config(model_dir)
+    config = config if config is not None else read_model_config(model_dir, "simzss")
     text = {k: v for k, v in config["text"].items() if k != "init"}
     tower = TextTower(TextConfig(**text), int(config["embed_dim"]))
     weights = Path(model_dir) / "model.safetensors"
@@ -65,7 +56,7 @@ class SimZSSSegmenter(nn.Module):
     def from_dir(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> "SimZSSSegmenter":
         from zss.models.backbone import load_backbone
 
-        config = read_model_config(model_dir)
+        config = read_model_config(model_dir, "simzss")
         rec = config.get("backbone") or {}
         if not rec.get("name"):
             raise ZssError(f"{model_dir}/config.json records no backbone name")
@@ -74,7 +65,7 @@ class SimZSSSegmenter(nn.Module):
             raise ZssError(f"backbone checkpoint {ckpt} differs from the one the model was trained on "
                            f"(sha256 mismatch)")
         backbone = load_backbone(rec["name"], ckpt, int(rec.get("img_size") or 224))
-        return cls(backbone, load_text_tower(model_dir, device), config).to(device).eval()
+        return cls(backbone, load_text_tower(model_dir, device, config), config).to(device).eval()
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:

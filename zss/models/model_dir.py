@@ -1,0 +1,27 @@
+"""Reading a trained model directory's `config.json` (docs/contracts.md, "Model directory")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from zss.errors import ZssError
+
+SCHEMA = 1
+
+
+def read_model_config(model_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """The parsed `config.json` of `model_dir`, checked for `kind` (when given) and the schema."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise ZssError(f"{model_dir} is not a zss model directory (no config.json)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ZssError(f"{path} is not valid JSON: {exc}") from exc
+    if kind is not None and config.get("kind") != kind:
+        raise ZssError(f"{path}: kind is {config.get('kind')!r}, expected {kind}")
+    if config.get("schema") != SCHEMA:
+        raise ZssError(f"{path}: schema {config.get('schema')} (this zss reads {SCHEMA})")
+    return config
