@@ -141,11 +141,10 @@ def _load_open_clip(arch: str, checkpoint: str | Path | None, img_size: int) -> 
     open_clip pretrained tag (e.g. `openai`), only files get a sha256."""
     from zss.models.clip_dense import load_openclip_backbone
 
-    ckpt = str(Path(checkpoint).expanduser().resolve()) if checkpoint and Path(checkpoint).expanduser().is_file() \
-        else (str(checkpoint) if checkpoint else None)
+    is_file = bool(checkpoint) and Path(checkpoint).expanduser().is_file()
+    ckpt = str(Path(checkpoint).expanduser().resolve()) if is_file else (str(checkpoint) if checkpoint else None)
     model = load_openclip_backbone(arch, ckpt, img_size)
-    model.spec = {**model.spec, "checkpoint": ckpt,
-                  "sha256": sha256_file(ckpt) if ckpt and Path(ckpt).is_file() else None}
+    model.spec = {**model.spec, "checkpoint": ckpt, "sha256": sha256_file(ckpt) if is_file else None}
     return _freeze(model)
 
 
@@ -162,7 +161,7 @@ def load_backbone(name: str, checkpoint: str | Path | None = None, img_size: int
     model = create_timm_vit(name, img_size, path, pretrained=True)
     spec = {"name": name, "checkpoint": str(path) if path else None,
             "sha256": sha256_file(path) if path else None, "img_size": int(img_size)}
-    return _freeze(TimmBackbone(_freeze(model), spec))
+    return _freeze(TimmBackbone(model, spec))
 
 
 def parse_feature_spec(value: str) -> tuple[str, str | None]:

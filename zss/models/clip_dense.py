@@ -48,26 +48,32 @@ def parse_clip_spec(spec: str) -> tuple[str, str | None]:
     return arch, (ckpt or None)
 
 
+def _model_name(arch: str) -> str:
+    """open_clip's name of `arch` (`ViT-B/16` -> `ViT-B-16`), the zss configs registered."""
+    register_zss_configs()
+    name = arch.replace("/", "-")
+    if name not in open_clip.list_models():
+        raise ZssError(f"unknown OpenCLIP architecture {arch!r} (see open_clip.list_models())")
+    return name
+
+
 def create_openclip(arch: str, pretrained: str | None, device: str | torch.device = "cpu") -> nn.Module:
     """An open_clip CLIP model from an architecture name and a hub tag or local checkpoint path.
 
     `pretrained=None` takes the architecture's first published tag (a download, which fails offline
     with a clear message); architectures without published weights need a checkpoint file.
     """
-    register_zss_configs()
-    name = arch.replace("/", "-")
-    if name not in open_clip.list_models():
-        raise ZssError(f"unknown OpenCLIP architecture {arch!r} (see open_clip.list_models())")
+    name = _model_name(arch)
+    tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained is None:
-        tags = open_clip.list_pretrained_tags_by_model(name)
         if not tags:
             raise ZssError(f"OpenCLIP architecture {arch!r} has no published weights; "
                            f"give a checkpoint file as {arch}:PATH")
         pretrained = tags[0]
-    is_tag = pretrained in open_clip.list_pretrained_tags_by_model(name)
+    is_tag = pretrained in tags
     if not is_tag and not Path(pretrained).is_file():
         raise ZssError(f"OpenCLIP checkpoint {pretrained!r} for {arch} is neither a known tag "
-                       f"({', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}) nor a file")
+                       f"({', '.join(tags) or 'none'}) nor a file")
     try:
         model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
     except (RuntimeError, OSError, ValueError) as exc:
@@ -82,19 +88,13 @@ def save_random_openclip(arch: str, path: str | Path, seed: int = 0) -> Path:
 
     The file loads back through `create_openclip(arch, path)`, i.e. the real checkpoint path.
     """
-    from safetensors.torch import save_file
+    from zss.models.random_init import save_state_dict
 
-    register_zss_configs()
-    name = arch.replace("/", "-")
-    if name not in open_clip.list_models():
-        raise ZssError(f"unknown OpenCLIP architecture {arch!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    name = _model_name(arch)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = open_clip.create_model(name, pretrained=None)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
+    return save_state_dict(model, path)
 
 
 def _value_path(block: nn.Module, x: torch.Tensor) -> torch.Tensor:

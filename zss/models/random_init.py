@@ -1,5 +1,6 @@
 """Random-weight twins of the real models, saved as local files and loaded back through the real
 loaders — how tests and the offline demo exercise the exact code paths real checkpoints take.
+(The OpenCLIP twin is `zss.models.clip_dense.save_random_openclip`, next to its loader.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from safetensors.torch import save_file
 from zss.models.backbone import create_timm_vit
 
 
-def _save_state_dict(module: torch.nn.Module, path: str | Path) -> Path:
+def save_state_dict(module: torch.nn.Module, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
@@ -28,7 +29,7 @@ def save_random_timm(name: str, path: str | Path, img_size: int = 224, seed: int
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create_timm_vit(name, img_size, checkpoint=None, pretrained=False)
-    return _save_state_dict(model, path)
+    return save_state_dict(model, path)
 
 
 def save_random_sam(kind: str, path: str | Path, seed: int = 0) -> Path:
@@ -38,12 +39,5 @@ def save_random_sam(kind: str, path: str | Path, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         sam = build_sam(kind)
-    return _save_state_dict(sam, path)
+    return save_state_dict(sam, path)
 
-
-def save_random_openclip(arch: str, path: str | Path, seed: int = 0) -> Path:
-    """An OpenCLIP `arch` with seeded random weights (zss.models.clip_dense owns the builder);
-    here so every random twin is one import away."""
-    from zss.models.clip_dense import save_random_openclip as save
-
-    return save(arch, path, seed)
