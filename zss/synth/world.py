@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from zss.errors import ZssError
+from zss.pipeline.stages.masks import encode_mask
 
 
 @dataclass(frozen=True)
@@ -187,22 +187,14 @@ def _captions(label_counts: dict[int, int], rng: np.random.Generator) -> list[st
     return out
 
 
-def _rle(mask: np.ndarray) -> dict[str, Any]:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def _sa1b_record(image_id: int, file_name: str, h: int, w: int, segments, rng) -> dict[str, Any]:
     """SA-1B per-image JSON: class-agnostic masks (no label), as the real annotation files hold."""
     anns = []
     for k, (_, m) in enumerate(segments):
-        rle = _rle(m)
         ys, xs = np.nonzero(m)
         anns.append({
             "id": image_id * 1000 + k,
-            "segmentation": rle,
-            "area": int(m.sum()),
-            "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
+            **encode_mask(m),  # segmentation (COCO RLE), area, bbox xywh — the shards' own encoder
             "predicted_iou": round(float(rng.uniform(0.85, 1.0)), 4),
             "stability_score": round(float(rng.uniform(0.9, 1.0)), 4),
             "point_coords": [[float(xs[len(xs) // 2]), float(ys[len(ys) // 2])]],
