@@ -12,6 +12,6 @@ def default_device(requested: str | None = None) -> torch.device:
 
 
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16/fp16 autocast on CUDA, a no-op on CPU."""
+    """fp16 autocast on CUDA (the fast path), a no-op on CPU."""
     return torch.autocast(device_type=device.type, dtype=torch.float16,
                           enabled=enabled and device.type == "cuda")
