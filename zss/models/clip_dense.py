@@ -324,15 +324,10 @@ class OpenCLIPSegmenter(nn.Module):
         self.default_size = clip.img_size
 
     @classmethod
-    def load(cls, arch: str, checkpoint: str | None = None,
-             device: str | torch.device = "cpu") -> "OpenCLIPSegmenter":
-        return cls(load_clip_dense(arch, checkpoint, device))
-
-    @classmethod
     def from_spec(cls, spec: str, device: str | torch.device = "cpu") -> "OpenCLIPSegmenter":
         """`ARCH[:CKPT]` (the part after `openclip:`)."""
         arch, ckpt = parse_clip_spec(spec)
-        return cls.load(arch, ckpt, device)
+        return cls(load_clip_dense(arch, ckpt, device))
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:

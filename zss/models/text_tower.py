@@ -112,9 +112,10 @@ class TextTower(nn.Module):
 def _resolve_checkpoint(arch: str, ref: str) -> str:
     if Path(ref).is_file():
         return ref
-    if open_clip.get_pretrained_cfg(arch, ref):
+    pretrained_cfg = open_clip.get_pretrained_cfg(arch, ref)
+    if pretrained_cfg:
         try:
-            return open_clip.download_pretrained(open_clip.get_pretrained_cfg(arch, ref))
+            return open_clip.download_pretrained(pretrained_cfg)
         except Exception as exc:  # network or hub failure: one actionable line
             raise ZssError(f"could not fetch OpenCLIP weights {arch}:{ref} ({exc}); "
                            f"give a local file as {arch}:PATH") from exc
