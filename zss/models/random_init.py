@@ -1,6 +1,5 @@
 """Random-weight twins of the real models, saved as local files and loaded back through the real
 loaders — how tests and the offline demo exercise the exact code paths real checkpoints take.
-(The OpenCLIP twin is `zss.models.clip_dense.save_random_openclip`, next to its loader.)
 """
 
 from __future__ import annotations
@@ -41,3 +40,10 @@ def save_random_sam(kind: str, path: str | Path, seed: int = 0) -> Path:
         sam = build_sam(kind)
     return save_state_dict(sam, path)
 
+
+def save_random_openclip(arch: str, path: str | Path, seed: int = 0) -> Path:
+    """An OpenCLIP `arch` with seeded random weights (zss.models.clip_dense owns the builder);
+    here so every random twin is one import away (docs/models.md)."""
+    from zss.models.clip_dense import save_random_openclip as save
+
+    return save(arch, path, seed)
