@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 from pycocotools import mask as mask_utils
 
 from zss.errors import ZssError
+from zss.pipeline.stages.masks import encode_mask
 
 MODES = ("square", "short_side")
 
@@ -136,15 +137,10 @@ def resize_masks(src_masks: str, orig: tuple[int, int], size: tuple[int, int]) -
         mask = mask_utils.decode(rle)
         if (h, w) != tuple(orig):
             mask = np.asarray(Image.fromarray(mask * 255).resize((w, h), Image.NEAREST)) > 127
-        mask = np.asfortranarray(mask.astype(np.uint8))
-        area = int(mask.sum())
-        if area == 0:
+        if not mask.any():
             continue
-        enc = mask_utils.encode(mask)
-        new = {k: v for k, v in ann.items() if k not in ("segmentation", "area", "bbox",
-                                                         "point_coords", "crop_box")}
-        new.update({"segmentation": {"size": [h, w], "counts": enc["counts"].decode("ascii")},
-                    "area": area, "bbox": [float(v) for v in mask_utils.toBbox(enc)]})
+        new = {k: v for k, v in ann.items() if k not in ("point_coords", "crop_box")}
+        new.update(encode_mask(mask))  # segmentation (RLE at `size`), area, bbox
         out.append(new)
     return json.dumps(out, sort_keys=True)
 
