@@ -21,6 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from zss.errors import ZssError
+from zss.pipeline.sources.base import BadItem
 
 MODES = ("sam", "sa1b", "dino-kmeans", "none")
 SAM_KEYS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box")
@@ -175,7 +176,7 @@ class MaskStage:
         return _json([{k: a[k] for k in SAM_KEYS} for a in anns])
 
     def _sa1b(self, src: str, size: tuple[int, int]) -> str:
-        from zss.pipeline.sources.base import BadItem, check_sa1b_annotations
+        from zss.pipeline.sources.base import check_sa1b_annotations
         from zss.pipeline.stages.decode import DecodeError, resize_masks
 
         if not src:
@@ -187,10 +188,10 @@ class MaskStage:
                 raise BadItem("bad_masks", f"masks of one image have different sizes {sorted(sizes)}")
             if sizes and sizes != {size}:  # decode did not rescale them (e.g. masks added later)
                 return resize_masks(src, sizes.pop(), size)
-        except (BadItem, DecodeError) as exc:
-            raise _RowError("bad_masks", str(exc)) from None
+        except DecodeError as exc:
+            raise BadItem("bad_masks", str(exc)) from None
         except ValueError as exc:
-            raise _RowError("bad_masks", f"masks JSON does not parse: {exc}") from None
+            raise BadItem("bad_masks", f"masks JSON does not parse: {exc}") from None
         return _json(anns)
 
     def _kmeans(self, patch: np.ndarray, size: tuple[int, int]) -> str:
@@ -216,16 +217,10 @@ class MaskStage:
                     masks[i] = self._sa1b(str(batch.get("src_masks", [""] * n)[i] or ""), size)
                 else:
                     masks[i] = self._kmeans(batch["patch"][i], size)
-            except _RowError as exc:
+            except BadItem as exc:  # a per-row problem of the input masks
                 status[i], error[i] = exc.kind, str(exc)
             except Exception as exc:  # a model failure costs its row, not the job
                 status[i], error[i] = "model_error", f"masks ({mode}): {type(exc).__name__}: {exc}"[:500]
         out = dict(batch)
         out.update({"masks": masks, "status": status, "error": error})
         return out
-
-
-class _RowError(Exception):
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
