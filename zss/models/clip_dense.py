@@ -317,11 +317,13 @@ class OpenCLIPSegmenter(nn.Module):
     and `encode_dense(images in [0,1]) -> [B,C,h,w]`, both L2-normalised.
     """
 
-    def __init__(self, clip: DenseCLIP):
+    def __init__(self, clip: DenseCLIP, default_size: int | None = None, adapter: nn.Module | None = None):
         super().__init__()
         self.clip = clip.eval()
+        # a trained feature adapter on the dense tokens (PixelCLIP's cached mode), else none
+        self.adapter = adapter.eval() if adapter is not None else None
         self.patch_size = clip.patch_size
-        self.default_size = clip.img_size
+        self.default_size = int(default_size or clip.img_size)
 
     @classmethod
     def from_spec(cls, spec: str, device: str | torch.device = "cpu") -> "OpenCLIPSegmenter":
@@ -336,5 +338,7 @@ class OpenCLIPSegmenter(nn.Module):
     @torch.no_grad()
     def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
         patch, _ = self.clip.dense(images, with_global=False)
+        if self.adapter is not None:
+            patch = self.adapter(patch)
         return F.normalize(patch, dim=-1).permute(0, 3, 1, 2).contiguous()
 

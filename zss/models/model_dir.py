@@ -11,8 +11,9 @@ from zss.errors import ZssError
 SCHEMA = 1
 
 
-def read_model_config(model_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """The parsed `config.json` of `model_dir`, checked for `kind` (when given) and the schema."""
+def read_model_config(model_dir: str | Path, kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The parsed `config.json` of `model_dir`, checked for `kind` (one or several, when given)
+    and then the schema."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise ZssError(f"{model_dir} is not a zss model directory (no config.json)")
@@ -20,8 +21,9 @@ def read_model_config(model_dir: str | Path, kind: str | None = None) -> dict[st
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ZssError(f"{path} is not valid JSON: {exc}") from exc
-    if kind is not None and config.get("kind") != kind:
-        raise ZssError(f"{path}: kind is {config.get('kind')!r}, expected {kind}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and config.get("kind") not in kinds:
+        raise ZssError(f"{path}: unknown model kind {config.get('kind')!r} (expected {' or '.join(kinds)})")
     if config.get("schema") != SCHEMA:
         raise ZssError(f"{path}: schema {config.get('schema')} (this zss reads {SCHEMA})")
     return config

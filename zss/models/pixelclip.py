@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from zss.errors import ZssError
+from zss.models.clip_dense import DenseCLIP, OpenCLIPSegmenter, load_clip_dense
 from zss.models.model_dir import SCHEMA, read_model_config
-from zss.models.clip_dense import DenseCLIP, load_clip_dense
 
 
 
@@ -75,22 +74,20 @@ def load_prompts(model_dir: Path, config: dict[str, Any] | None = None) -> dict[
     return load_file(str(path))
 
 
-class PixelCLIPSegmenter(nn.Module):
-    """The `Segmenter` of a PixelCLIP model directory (docs/contracts.md)."""
+class PixelCLIPSegmenter(OpenCLIPSegmenter):
+    """The `Segmenter` of a PixelCLIP model directory (docs/contracts.md): the trained CLIP image
+    encoder (plus the cached mode's adapter) against the frozen text encoder with real class names."""
 
     def __init__(self, clip: DenseCLIP, adapter: nn.Module | None, default_size: int):
-        super().__init__()
-        self.clip = clip.eval()
-        self.adapter = adapter.eval() if adapter is not None else None
-        self.patch_size = clip.patch_size
-        self.default_size = int(default_size)
+        super().__init__(clip, default_size, adapter)
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> "PixelCLIPSegmenter":
+    def from_dir(cls, model_dir: str | Path, device: str | torch.device = "cpu",
+                 config: dict[str, Any] | None = None) -> "PixelCLIPSegmenter":
         from zss.trainer.pixelclip.adapter import FeatureAdapter
 
         model_dir = Path(model_dir)
-        config = read_config(model_dir)
+        config = config if config is not None else read_config(model_dir)
         weights = model_dir / config["clip"]["file"]
         if not weights.is_file():
             raise ZssError(f"{weights} is missing: not a complete PixelCLIP model directory")
@@ -100,14 +97,3 @@ class PixelCLIPSegmenter(nn.Module):
             adapter = FeatureAdapter(int(config["adapter"]["dim"]), int(config["adapter"]["hidden"]))
             adapter.load_state_dict(load_file(str(model_dir / "adapter.safetensors")))
         return cls(clip, adapter, config.get("default_size", clip.img_size)).to(device).eval()
-
-    @torch.no_grad()
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
-        return self.clip.encode_text(list(texts))
-
-    @torch.no_grad()
-    def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
-        feats, _ = self.clip.dense(images, with_global=False)
-        if self.adapter is not None:
-            feats = self.adapter(feats)
-        return F.normalize(feats, dim=-1).permute(0, 3, 1, 2).contiguous()

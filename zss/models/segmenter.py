@@ -7,13 +7,13 @@ L2-normalised, so inference never needs to know which recipe produced the model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from zss.errors import ZssError
+from zss.models.model_dir import read_model_config
 
 OPENCLIP_PREFIX = "openclip:"
 
@@ -51,19 +51,13 @@ def load_segmenter(spec: str | Path, device: str | torch.device = "cpu") -> torc
     if not path.is_dir():
         raise ZssError(f"model {text!r} is a file; give its model directory or openclip:ARCH:{text}")
     model_dir = resolve_model_dir(path)
-    try:
-        config = json.loads((model_dir / "config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise ZssError(f"{model_dir / 'config.json'} is not valid JSON: {exc}") from exc
-    kind = config.get("kind")
-    if kind == "simzss":
+    config = read_model_config(model_dir, ("simzss", "pixelclip"))
+    if config["kind"] == "simzss":
         from zss.models.simzss import SimZSSSegmenter
 
-        model = SimZSSSegmenter.from_dir(model_dir, device)
-    elif kind == "pixelclip":
+        model = SimZSSSegmenter.from_dir(model_dir, device, config)
+    else:
         from zss.models.pixelclip import PixelCLIPSegmenter
 
-        model = PixelCLIPSegmenter.from_dir(model_dir, device)
-    else:
-        raise ZssError(f"{model_dir / 'config.json'}: unknown model kind {kind!r} (expected simzss or pixelclip)")
+        model = PixelCLIPSegmenter.from_dir(model_dir, device, config)
     return model.to(device).eval()

@@ -53,10 +53,11 @@ class SimZSSSegmenter(nn.Module):
             raise ZssError(f"text_pooling must be concept or eot, got {self.text_pooling!r}")
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> "SimZSSSegmenter":
+    def from_dir(cls, model_dir: str | Path, device: str | torch.device = "cpu",
+                 config: dict[str, Any] | None = None) -> "SimZSSSegmenter":
         from zss.models.backbone import load_backbone
 
-        config = read_model_config(model_dir, "simzss")
+        config = config if config is not None else read_model_config(model_dir, "simzss")
         rec = config.get("backbone") or {}
         if not rec.get("name"):
             raise ZssError(f"{model_dir}/config.json records no backbone name")
