@@ -188,14 +188,16 @@ def _prepare_out(out: Path, cfg: IngestConfig, fp: str) -> None:
                            f"--mode overwrite or another output folder")
 
 
-def _shard_done(out: Path, shard: int, expected: int) -> bool:
-    stats = sh.shard_paths(out, shard)["stats"]
-    if not stats.is_file():
-        return False
+def _finished_entry(out: Path, shard: int, expected: int) -> dict[str, Any] | None:
+    """The manifest entry of a shard already finished with `expected` samples, else None
+    (its stats file read once)."""
+    if not sh.is_shard_done(out, shard):
+        return None
     try:
-        return json.loads(stats.read_text()).get("n") == expected
-    except json.JSONDecodeError:
-        return False
+        entry = sh.shard_entry(out, shard)
+    except (json.JSONDecodeError, KeyError):
+        return None
+    return entry if entry["n"] == expected else None
 
 
 def _manifest(cfg: IngestConfig, fp: str, source: dict[str, Any], models: dict[str, Any],
@@ -252,11 +254,11 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
 
     n_shards = math.ceil(n / cfg.shard_size)
     expected = {s: shard_rows(n, cfg.shard_size, s) for s in range(n_shards)}
-    pending = [s for s in range(n_shards)
-               if not _shard_done(out, s, expected[s][1] - expected[s][0])]
+    found = {s: _finished_entry(out, s, expected[s][1] - expected[s][0]) for s in range(n_shards)}
+    entries = {s: e for s, e in found.items() if e is not None}
+    pending = [s for s in range(n_shards) if s not in entries]
     for s in pending:
         sh.remove_partial_shard(out, s)
-    entries = {s: sh.shard_entry(out, s) for s in range(n_shards) if s not in pending}
     meta = dict(cfg=cfg, fp=fp, source=src_desc, models=models, bank=bank, n_shards=n_shards,
                 n_samples=n, entries=entries)
     sh.write_manifest(out, _manifest(**meta))
