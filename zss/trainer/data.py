@@ -15,11 +15,13 @@ they do not depend on worker count or order.
 
 from __future__ import annotations
 
+import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
@@ -58,6 +60,11 @@ def shards_from_manifest(shard_dir: Path, manifest: dict[str, Any]) -> list[Shar
     if not refs:
         raise ZssError(f"no shards listed in {shard_dir / 'manifest.json'}")
     return refs
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    """A `.npy` tar member's bytes as an array (no pickles)."""
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def _epoch_rng(seed: int, epoch: int, *parts: Any) -> random.Random:

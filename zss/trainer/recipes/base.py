@@ -73,6 +73,11 @@ class Recipe(abc.ABC):
         self.train_cfg = train_cfg
         self.manifest = read_manifest(self.shards)
 
+    def concept_bank_file(self) -> Path | None:
+        """The shards' concepts.json (named in the manifest), or None when the folder has none."""
+        path = self.shards / self.manifest.get("concept_bank", {}).get("file", "concepts.json")
+        return path if path.is_file() else None
+
     @abc.abstractmethod
     def build_model(self) -> nn.Module:
         """The module holding every parameter to train (frozen parts may live in it too).

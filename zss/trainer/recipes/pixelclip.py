@@ -28,6 +28,7 @@ from torch import nn
 
 from zss.errors import ZssError
 from zss.models.clip_dense import load_clip_dense, parse_clip_spec
+from zss.trainer.data import load_npy
 from zss.trainer.pixelclip.augment import StrongAug, crop_image, crop_masks, draw_crop, strong_features, strong_view
 from zss.trainer.pixelclip.model import MODES, PixelCLIPNet
 from zss.trainer.pixelclip.prompts import DEFAULT_TEMPLATE
@@ -190,7 +191,7 @@ class PixelCLIPRecipe(Recipe):
             if len(masks) == 0:
                 return None
             return {"weak": weak, "strong": strong_view(weak, rng, self.strong), "masks": masks}
-        patch = np.load(io.BytesIO(raw["patch.npy"]), allow_pickle=False)
+        patch = load_npy(raw["patch.npy"])
         masks = F.interpolate(masks[None].float(), size=(r, r), mode="nearest")[0] > 0.5
         if rng.random() < 0.5:  # the one geometric augmentation cached grids allow, shared by both views
             patch, masks = patch[:, ::-1], masks.flip(-1)
@@ -235,8 +236,7 @@ class PixelCLIPRecipe(Recipe):
         from zss.models.pixelclip import write_model_dir
 
         assert isinstance(model, PixelCLIPNet)
-        bank = self.shards / self.manifest.get("concept_bank", {}).get("file", "concepts.json")
         write_model_dir(model, out_dir, default_size=self.default_size(),
                         source={"arch": self.arch, "checkpoint": self.checkpoint},
                         extra={"train": asdict(self.cfg), "trained_on": str(self.shards.resolve())},
-                        concept_bank=bank if bank.is_file() else None)
+                        concept_bank=self.concept_bank_file())

@@ -9,7 +9,6 @@ every process's occurrences (each occurrence still attends over its own image on
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import random
@@ -18,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -27,6 +25,7 @@ from torch import nn
 from zss.errors import ZssError
 from zss.models.text_tower import TextConfig, build_text_tower, tokenize
 from zss.trainer import distributed as D
+from zss.trainer.data import load_npy
 from zss.trainer.losses import (attention_pool, concept_bank, global_infonce, local_logits, local_targets,
                                 occurrence_embeddings)
 from zss.trainer.recipes.base import Recipe, register
@@ -63,10 +62,6 @@ class SimZSSModel(nn.Module):
         """ids [B,L] -> (token embeddings [B,L,D], end-of-text [B,D], logit scale (capped))."""
         tokens, eot = self.tower(ids)
         return tokens, eot, self.logit_scale.exp().clamp(max=self.logit_scale_max)
-
-
-def _npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 @register("simzss")
@@ -108,11 +103,11 @@ class SimZSSRecipe(Recipe):
         spans = [(int(c["id"]), int(c["token_span"][0]), int(c["token_span"][1])) for c in concepts
                  if c.get("token_span") and 1 <= c["token_span"][0] < c["token_span"][1] <= ctx - 1]
         sample = {"key": raw["__key__"], "ids": tokenize([captions[i]], ctx)[0],
-                  "patch": torch.from_numpy(_npy(raw["patch.npy"]))}
+                  "patch": torch.from_numpy(load_npy(raw["patch.npy"]))}
         if self.cfg.global_token == "cls":
             if "global.npy" not in raw:
                 raise ZssError(f"sample {raw['__key__']} has no global.npy; use global_token=mean")
-            sample["global"] = torch.from_numpy(_npy(raw["global.npy"]))
+            sample["global"] = torch.from_numpy(load_npy(raw["global.npy"]))
         sample["spans"] = spans
         return sample
 
@@ -165,9 +160,9 @@ class SimZSSRecipe(Recipe):
         out_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in model.tower.state_dict().items()}
         save_file(state, str(out_dir / "model.safetensors"), metadata={"kind": "simzss"})
-        bank = self.manifest.get("concept_bank", {}).get("file", "concepts.json")
-        if (self.shards / bank).is_file():
-            shutil.copyfile(self.shards / bank, out_dir / "concepts.json")
+        bank = self.concept_bank_file()
+        if bank is not None:
+            shutil.copyfile(bank, out_dir / "concepts.json")
         config = {"kind": "simzss", "schema": 1, "backbone": self.backbone,
                   "feature": self.manifest.get("feature", {}), "text": asdict(self.cfg.text),
                   "embed_dim": self.dim, "tokenizer": "clip-bpe", "global": self.cfg.global_token,
