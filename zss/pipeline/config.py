@@ -95,33 +95,10 @@ def cli_base(features: str | None = None, img_size: int | None = None, masks: st
     return base
 
 
-def _merge(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
-    for key, value in src.items():
-        if value is None:
-            continue
-        if isinstance(value, dict) and isinstance(dst.get(key), dict):
-            _merge(dst[key], value)
-        else:
-            dst[key] = value
-    return dst
-
-
 def build_config(preset: str | Path | None = None, overrides: list[str] | None = None,
                  **cli: Any) -> IngestConfig:
     """Preset < CLI options < `--set key=value`; then the derived fields are filled in."""
-    import yaml
-
-    path = resolve_preset(preset)
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ZssError(f"preset {path} is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ZssError(f"preset {path} must hold a mapping")
-    _merge(data, cli_base(**cli))
-    cfg = load_config(IngestConfig, None, overrides or [], base=data)
+    cfg = load_config(IngestConfig, resolve_preset(preset), overrides or [], base=cli_base(**cli))
     return finalize(cfg)
 
 

@@ -65,9 +65,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def merge_into(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
+    """Merge `src` into `dst` recursively; `None` values mean "not given" and leave `dst` alone."""
+    for key, value in src.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            merge_into(dst[key], value)
+        else:
+            dst[key] = value
+    return dst
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> T:
-    """Load `cls` from an optional YAML file, then `base` keys, then `key=value` overrides."""
+    """Load `cls` from an optional YAML file, then `base` (merged into it, nested keys kept),
+    then `key=value` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -79,9 +92,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ZssError(f"config file {p} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ZssError(f"config file {p} must hold a mapping")
-    for key, value in (base or {}).items():
-        if value is not None:
-            data[key] = value
+    merge_into(data, base or {})
     apply_overrides(data, overrides or [])
     return from_dict(cls, data)
 
