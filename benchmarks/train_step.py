@@ -180,6 +180,7 @@ def pixelclip_section(args: argparse.Namespace) -> dict[str, float]:
     `PixelCLIPNet` forward + backward + clipping + AdamW + EMA teacher update."""
     from zss.models.clip_dense import load_clip_dense, save_random_openclip
     from zss.trainer.pixelclip.model import PixelCLIPNet
+    from zss.trainer.recipes.pixelclip import PixelCLIPRecipe
 
     batch, per_image, k, arch = 2, 8, 64, "ViT-B-16"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -200,6 +201,7 @@ def pixelclip_section(args: argparse.Namespace) -> dict[str, float]:
                           "patch_strong": torch.randn(batch, grid, grid, dim, device=device)},
                "full": {**common, "weak": torch.rand(batch, 3, size, size, device=device),
                         "strong": torch.rand(batch, 3, size, size, device=device)}}
+    clip_norm = PixelCLIPRecipe.loop_defaults["grad_clip"]  # what `zss train pixelclip` clips at
     opts = {m: torch.optim.AdamW([p for p in n.parameters() if p.requires_grad], lr=1e-4) for m, n in nets.items()}
 
     def step(mode: str) -> Callable[[], None]:
@@ -207,7 +209,7 @@ def pixelclip_section(args: argparse.Namespace) -> dict[str, float]:
             net, opt = nets[mode], opts[mode]
             loss, _ = net(batches[mode])
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], 0.01)
+            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], clip_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
             net.update_teacher()

@@ -79,5 +79,5 @@ def load_checkpoint(ckpt_dir: Path, step: int, model: nn.Module,
                     device: torch.device | str = "cpu") -> dict[str, Any]:
     """Load weights into `model` (strict) and return the state dict (weights_only)."""
     weights, meta = checkpoint_paths(ckpt_dir, step)
-    missing, unexpected = load_model(model, str(weights), strict=True, device=str(device))
+    load_model(model, str(weights), strict=True, device=str(device))
     return torch.load(meta, map_location="cpu", weights_only=True)
