@@ -51,11 +51,6 @@ class TextConfig:
     init: Optional[str] = None  # "ARCH:FILE" or "ARCH:TAG" of an OpenCLIP model; None = scratch
 
 
-def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
-    """CLIP BPE ids [N, context_length], exactly the ids ingest's concept token spans refer to."""
-    return bpe.tokenize(list(texts), context_length)
-
-
 class TextTower(nn.Module):
     """Causal text transformer -> (per-token embeddings [B,L,D], end-of-text embedding [B,D]).
 
@@ -84,7 +79,7 @@ class TextTower(nn.Module):
         return tokens @ self.text.text_projection, eot
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
-        return tokenize(texts, self.context_length)
+        return bpe.tokenize(list(texts), self.context_length)
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:

@@ -23,7 +23,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from zss.errors import ZssError
-from zss.models.text_tower import TextConfig, build_text_tower, tokenize
+from zss.models.text_tower import TextConfig, build_text_tower
+from zss.models.tokenizer import tokenize
 from zss.trainer import distributed as D
 from zss.trainer.data import load_npy
 from zss.trainer.losses import (attention_pool, concept_bank, global_infonce, local_logits, local_targets,
