@@ -54,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from zss.models.random_init import save_random_timm
-    from zss.pipeline.config import build_config
-    from zss.pipeline.runner import ingest, steady_rate
-    from zss.pipeline.sources import open_source
-    from zss.pipeline.stages.decode import DecodeConfig
-    from zss.pipeline.workers import read_decode_chunk
+    from zss.ingest.config import build_config
+    from zss.ingest.runner import ingest, steady_rate
+    from zss.ingest.sources import open_source
+    from zss.ingest.stages.decode import DecodeConfig
+    from zss.ingest.workers import read_decode_chunk
     from zss.synth.world import make_world
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,8 +23,8 @@ from PIL import Image
 
 from zss.eval.segment import segment_config, segment_image
 from zss.eval.inference import Predictor
-from zss.eval.vocab import Vocabulary
-from zss.models.segmenter import load_segmenter
+from zss.formats.vocab import Vocabulary
+from zss.recipes import load_segmenter
 from zss.utils.device import default_device
 
 WORDS = ["grass", "water", "sand", "wall", "sky", "ball", "traffic cone", "box", "flower", "tire",

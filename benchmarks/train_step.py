@@ -81,11 +81,11 @@ def _captioned_samples(patch: np.ndarray, glob: np.ndarray, rng: random.Random) 
 def simzss_section(args: argparse.Namespace) -> dict[str, float]:
     from zss.models.backbone import load_backbone
     from zss.models.random_init import save_random_timm
-    from zss.pipeline.shards import shard_entry, write_manifest, write_shard
+    from zss.formats.shards import shard_entry, write_manifest, write_shard
     from zss.trainer.config import TrainConfig
     from zss.trainer.loop import _to_device, make_optimizer
     from zss.trainer.data import Position, ShardStream, shards_from_manifest
-    from zss.trainer.recipes.simzss import SimZSSConfig, SimZSSRecipe
+    from zss.recipes.simzss.recipe import SimZSSConfig, SimZSSRecipe
     from zss.utils.config import from_dict, load_config
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -179,8 +179,8 @@ def pixelclip_section(args: argparse.Namespace) -> dict[str, float]:
     8 masks per image at 256², batch 2 (full-mode CPU steps are slow). Both are the real
     `PixelCLIPNet` forward + backward + clipping + AdamW + EMA teacher update."""
     from zss.models.clip_dense import load_clip_dense, save_random_openclip
-    from zss.trainer.pixelclip.model import PixelCLIPNet
-    from zss.trainer.recipes.pixelclip import PixelCLIPRecipe
+    from zss.recipes.pixelclip.model import PixelCLIPNet
+    from zss.recipes.pixelclip.recipe import PixelCLIPRecipe
 
     batch, per_image, k, arch = 2, 8, 64, "ViT-B-16"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+from zss.formats.shards import shard_entry, write_manifest, write_shard
+from zss.models.tokenizer import tokenize_with_spans
 
 # Tests are small; keep torch from oversubscribing the 2 CI cores.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -39,8 +47,138 @@ def ingest_kwargs(world, tmp_path_factory) -> dict:
 def ingested_shards(ingest_kwargs, tmp_path_factory):
     """The world's 24 training images ingested once (H1): a complete shard folder (Path) with
     manifest.json, concepts.json and 00000..00002 .tar/.parquet/_stats.json. Read-only."""
-    from zss.pipeline.runner import run_ingest
+    from zss.ingest.runner import run_ingest
 
     out = tmp_path_factory.mktemp("shards")
     run_ingest(out=out, **ingest_kwargs)
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_2cpu():
+    """2 CPUs, like the machine: also what proves model actors never starve the decode tasks.
+    Started once for the pipeline tests (Ray start-up costs seconds), stopped at session end."""
+    import logging
+
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A random `zss-tiny-vit` OpenCLIP checkpoint (safetensors), loaded like a real one."""
+    from zss.models.clip_dense import save_random_openclip
+
+    return save_random_openclip("zss-tiny-vit", tmp_path_factory.mktemp("clip") / "tiny_vit.safetensors", seed=0)
+
+
+
+# --- the SimZSS feature world (cached features + captions written straight to shards) ---
+# A tiny *feature* world for trainer tests: shards written with the real shard writer whose patch
+# features are class prototypes plus noise (what a frozen backbone would cache), captions naming the
+# classes present with concept token spans from the real tokenizer, and a labelled val set to score
+# zero-shot patch classification. Building it takes milliseconds, so learning tests stay fast.
+
+CLASSES = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+DIM, GRID = 32, 4
+TEMPLATES = ["a {a} thing next to a {b} thing", "there is {a} and {b} here"]
+
+
+@dataclass
+class FeatureWorld:
+    shards: Path
+    val_patches: np.ndarray   # [M, GRID, GRID, DIM] float32
+    val_labels: np.ndarray    # [M, GRID, GRID] int64
+
+    def zero_shot_miou(self, tower: torch.nn.Module) -> float:
+        """Class prompts -> end-of-text embeddings -> per-patch argmax -> mIoU over the val set."""
+        text = tower.encode([f"a photo of a {c}." for c in CLASSES])             # [K, D]
+        patches = torch.nn.functional.normalize(torch.from_numpy(self.val_patches), dim=-1)
+        pred = (patches @ text.t()).argmax(-1).numpy()
+        ious = []
+        for k in range(len(CLASSES)):
+            inter = np.sum((pred == k) & (self.val_labels == k))
+            union = np.sum((pred == k) | (self.val_labels == k))
+            if np.any(self.val_labels == k):
+                ious.append(inter / union)
+        return float(np.mean(ious))
+
+
+def _image(rng: np.random.Generator, protos: np.ndarray, offset: np.ndarray):
+    dim = protos.shape[1]
+    a, b = rng.choice(len(CLASSES), size=2, replace=False)
+    cut = int(rng.integers(1, GRID))
+    labels = np.full((GRID, GRID), a, dtype=np.int64)
+    labels[:, cut:] = b
+    patch = offset + protos[labels] + 0.3 * rng.standard_normal((GRID, GRID, dim))
+    return int(a), int(b), labels, patch.astype(np.float32)
+
+
+def _caption(template: str, a: int, b: int) -> tuple[str, list[dict]]:
+    text = template.format(a=CLASSES[a], b=CLASSES[b])
+    spans = []
+    for cid in (a, b):
+        s = text.index(CLASSES[cid])
+        spans.append((cid, s, s + len(CLASSES[cid])))
+    _, tok_spans = tokenize_with_spans(text, [(s, e) for _, s, e in spans])
+    concepts = [{"id": cid, "name": CLASSES[cid], "text": CLASSES[cid], "char_span": [s, e],
+                 "token_span": list(ts)} for (cid, s, e), ts in zip(spans, tok_spans)]
+    return text, concepts
+
+
+def make_feature_world(root: Path, n_train: int = 64, n_val: int = 16, n_shards: int = 2,
+                       seed: int = 0, dim: int = DIM, backbone: dict | None = None) -> FeatureWorld:
+    """Shards (+ val set) under `root`; `backbone` is the manifest's features record."""
+    rng = np.random.default_rng(seed)
+    protos = rng.standard_normal((len(CLASSES), dim)) * 0.5
+    offset = rng.standard_normal(dim) * 2.0  # features share a large common direction, as ViT ones do
+    shards = root / "shards"
+    per = (n_train + n_shards - 1) // n_shards
+    entries = []
+    for sid in range(n_shards):
+        samples = []
+        for i in range(sid * per, min(n_train, (sid + 1) * per)):
+            a, b, _, patch = _image(rng, protos, offset)
+            caps = [_caption(t, *(a, b) if j == 0 else (b, a)) for j, t in enumerate(TEMPLATES)]
+            samples.append({"source_id": str(i), "status": "ok", "error": None,
+                            "captions": [c for c, _ in caps], "concepts": [c for _, c in caps],
+                            "orig_size": (56, 56), "size": (56, 56), "patch": patch.astype(np.float16),
+                            "global": rng.standard_normal(dim).astype(np.float16), "masks": None, "jpg": None})
+        write_shard(shards, sid, samples)
+        entries.append(shard_entry(shards, sid))
+    (shards / "concepts.json").write_text(json.dumps(
+        {"schema": 1, "concepts": [{"id": i, "name": c, "synonyms": [], "sources": ["test"]}
+                                   for i, c in enumerate(CLASSES)]}))
+    write_manifest(shards, {
+        "schema_version": 1, "source": {"kind": "test-features"},
+        "models": {"features": backbone or {"name": "vit_small_patch14_dinov2", "checkpoint": None,
+                                            "sha256": None, "img_size": 56, "patch_size": 14,
+                                            "embed_dim": dim, "global": "cls"},
+                   "tokenizer": "clip-bpe"},
+        "feature": {"grid": [GRID, GRID], "dim": dim, "dtype": "float16"},
+        "concept_bank": {"file": "concepts.json", "sha256": None}, "shards": entries, "config": {}})
+    val = [_image(rng, protos, offset) for _ in range(n_val)]
+    return FeatureWorld(shards=shards, val_patches=np.stack([v[3] for v in val]),
+                        val_labels=np.stack([v[2] for v in val]))
+
+
+@pytest.fixture(scope="session")
+def feature_world(tmp_path_factory) -> FeatureWorld:
+    return make_feature_world(tmp_path_factory.mktemp("featworld"))
+
+
+TINY = ["recipe.text.width=64", "recipe.text.heads=2", "recipe.text.layers=2",
+        "recipe.text.context_length=16", "recipe.global_token=mean", "log_every=1", "tensorboard=false"]
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    """`--set` overrides for a tiny text tower on the feature world."""
+    return list(TINY)

@@ -41,7 +41,7 @@ def synth(out: Path = typer.Argument(..., help="Output folder of the synthetic w
 def ingest(source: str = typer.Argument(..., help="Source path; kind inferred or given as KIND:PATH "
                                         "(coco, sa1b, webdataset, folder)."),
            out: Path = typer.Argument(..., help="Output shard folder."),
-           preset: Optional[Path] = typer.Option(None, "--preset", help="YAML preset (manifests/presets)."),
+           preset: Optional[Path] = typer.Option(None, "--preset", help="YAML preset (zss/manifests/presets)."),
            features: Optional[str] = typer.Option(None, "--features", help="NAME[:CKPT] frozen backbone."),
            img_size: Optional[int] = typer.Option(None, "--img-size", help="Backbone input side."),
            masks: Optional[str] = typer.Option(None, "--masks", help="sam | sa1b | dino-kmeans | none"),
@@ -56,7 +56,7 @@ def ingest(source: str = typer.Argument(..., help="Source path; kind inferred or
            set_: List[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
            ) -> None:
     """Compute masks, frozen patch features and caption concepts once, into resumable shards."""
-    from zss.pipeline.runner import run_ingest
+    from zss.ingest.runner import run_ingest
 
     summary = run_ingest(source=source, out=out, preset=preset, features=features, img_size=img_size,
                          masks=masks, sam_checkpoint=sam_checkpoint, concepts=concepts,
@@ -68,7 +68,7 @@ def ingest(source: str = typer.Argument(..., help="Source path; kind inferred or
 @app.command()
 def inspect(shards: Path = typer.Argument(..., help="Shard folder written by `zss ingest`.")) -> None:
     """Manifest summary, status counts and one decoded sample."""
-    from zss.pipeline.inspect import inspect_shards
+    from zss.ingest.inspect import inspect_shards
 
     typer.echo(inspect_shards(shards))
 
@@ -86,7 +86,7 @@ def train(recipe: str = typer.Argument(..., help="simzss | pixelclip"),
           set_: List[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
           ) -> None:
     """Train a recipe on cached shards into RUN/ (checkpoints, metrics, final model/)."""
-    from zss.trainer.api import run_training
+    from zss.commands.train import run_training
 
     overrides = list(set_) + ([f"recipe.local_target={local_target}"] if local_target else [])
     typer.echo(run_training(recipe=recipe, shards=shards, run_dir=run, config=config, steps=steps,
@@ -128,12 +128,12 @@ def segment(model: str = typer.Argument(..., help="Model directory or openclip:A
 @concepts_app.command("build")
 def concepts_build(out: Path = typer.Argument(..., help="Output concepts.json."),
                    lists: List[str] = typer.Option(["voc", "context", "coco_stuff", "ade20k", "cityscapes"],
-                                                   "--list", help="Class lists (manifests/classes) or files."),
+                                                   "--list", help="Class lists (zss/manifests/classes) or files."),
                    text_encoder: Optional[str] = typer.Option(None, "--text-encoder",
                                                               help="open_clip ARCH[:CKPT] for the faiss index."),
                    ) -> None:
     """Build a concept bank (+ faiss index of text embeddings) from class-name lists."""
-    from zss.pipeline.concept_bank import build_bank_cli
+    from zss.ingest.concept_bank import build_bank_cli
 
     typer.echo(build_bank_cli(out=out, lists=lists, text_encoder=text_encoder))
 
@@ -144,7 +144,7 @@ def concepts_lookup(bank: Path = typer.Argument(..., help="concepts.json (with i
                     k: int = typer.Option(5, "-k", min=1),
                     text_encoder: Optional[str] = typer.Option(None, "--text-encoder")) -> None:
     """Nearest concept-bank entries of phrases."""
-    from zss.pipeline.concept_bank import lookup_cli
+    from zss.ingest.concept_bank import lookup_cli
 
     typer.echo(lookup_cli(bank=bank, words=words, k=k, text_encoder=text_encoder))
 
@@ -154,7 +154,7 @@ def prompts_explain(run: Path = typer.Argument(..., help="PixelCLIP run director
                     k: int = typer.Option(3, "-k", min=1),
                     out: Optional[Path] = typer.Option(None, "--out", help="PNG map path.")) -> None:
     """Name each learned prompt by its nearest concepts and draw a 2-D map."""
-    from zss.trainer.recipes.pixelclip_explain import explain_prompts
+    from zss.recipes.pixelclip.explain import explain_prompts
 
     typer.echo(explain_prompts(run_dir=run, k=k, out=out))
 
@@ -164,7 +164,7 @@ def demo(out: Path = typer.Option(Path("demo_out"), "--out"),
          steps: int = typer.Option(300, "--steps", min=1),
          n_images: int = typer.Option(160, "--n-images", min=8)) -> None:
     """synth -> ingest -> train simzss -> eval -> segment, on CPU, offline, in minutes."""
-    from zss.demo import run_demo
+    from zss.commands.demo import run_demo
 
     typer.echo(run_demo(out=out, steps=steps, n_images=n_images))
 

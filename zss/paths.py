@@ -1,11 +1,13 @@
-"""Where the project's data files live: presets, class lists, benchmark protocols, model configs.
+"""Where zss's shipped data files live: presets, class lists, benchmark protocols, model configs.
 
-They are plain files under `manifests/` at the repository root (the editable install `make` does),
-so users can read and copy them; one constant keeps every module pointing at the same place.
+They ship inside the package (`zss/manifests/`, package data), found through `importlib.resources`,
+so a wheel install works from any folder just like the editable install `make` does; users can read
+and copy them, and every command also takes their own files by path.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+MANIFESTS = Path(str(files("zss") / "manifests"))

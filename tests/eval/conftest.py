@@ -169,7 +169,7 @@ def simzss_model_dir(tmp_path_factory):
 
     from zss.models.backbone import load_backbone
     from zss.models.random_init import save_random_timm
-    from zss.models.text_tower import TextConfig, TextTower
+    from zss.recipes.simzss.text_tower import TextConfig, TextTower
 
     root = tmp_path_factory.mktemp("simzss_run")
     ckpt = save_random_timm("vit_small_patch14_dinov2", root / "vits14.safetensors", img_size=56, seed=0)

@@ -11,7 +11,7 @@ from zss.errors import ZssError
 from zss.eval.evaluate import evaluate_benchmark, protocol_config, run_eval, select_benchmarks
 from zss.eval.benchmarks import get_benchmark
 from zss.eval.segment import run_segment
-from zss.models.segmenter import load_segmenter
+from zss.recipes import load_segmenter
 
 
 def test_protocol_presets_carry_the_papers_settings():

@@ -7,7 +7,7 @@ import torch
 from zss.errors import ZssError
 from zss.eval.inference import InferenceConfig, Predictor, rescale_size, window_starts
 from zss.eval.pamr import pamr
-from zss.eval.vocab import Vocabulary
+from zss.formats.vocab import Vocabulary
 
 
 def test_window_starts_follow_mmseg_slide_inference():

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from zss.eval.evaluate import run_eval
-from zss.models.segmenter import load_segmenter
+from zss.recipes import load_segmenter
 
 
 def test_simzss_run_dir_evaluates(simzss_model_dir, world, tmp_path):
@@ -24,8 +24,8 @@ def test_simzss_run_dir_evaluates(simzss_model_dir, world, tmp_path):
 
 def test_pixelclip_model_dir_evaluates(tiny_clip_ckpt, world, tmp_path):
     from zss.models.clip_dense import load_clip_dense
-    from zss.models.pixelclip import write_model_dir
-    from zss.trainer.pixelclip.model import PixelCLIPNet
+    from zss.recipes.pixelclip.segmenter import write_model_dir
+    from zss.recipes.pixelclip.model import PixelCLIPNet
 
     arch, ckpt = tiny_clip_ckpt.split(":", 2)[1:]
     net = PixelCLIPNet(load_clip_dense(arch, ckpt), mode="full", k=4)

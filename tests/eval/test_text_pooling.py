@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from zss.eval.templates import embed_words
-from zss.models.text_tower import TextConfig, TextTower
+from zss.recipes.simzss.text_tower import TextConfig, TextTower
 from zss.models.tokenizer import tokenize_with_spans
 
 

@@ -19,7 +19,7 @@ from zss.trainer import distributed as D
 from zss.trainer.config import TrainConfig
 from zss.trainer.data import sample_rng
 from zss.trainer.loop import train
-from zss.trainer.recipes.simzss import SimZSSConfig, SimZSSRecipe
+from zss.recipes.simzss.recipe import SimZSSConfig, SimZSSRecipe
 from zss.utils.config import from_dict, load_config
 
 TINY = ["recipe.text.width=64", "recipe.text.heads=2", "recipe.text.layers=2", "recipe.text.context_length=16",

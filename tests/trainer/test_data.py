@@ -7,7 +7,7 @@ import random
 import pytest
 
 from zss.errors import ZssError
-from zss.pipeline.shards import read_manifest
+from zss.formats.shards import read_manifest
 from zss.trainer.data import Position, ShardStream, shards_from_manifest
 
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from zss.models.text_tower import TextConfig
+from zss.recipes.simzss.text_tower import TextConfig
 from zss.trainer.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
 from zss.trainer.loop import lr_at
-from zss.trainer.recipes.base import Recipe
-from zss.trainer.recipes.simzss import SimZSSModel
+from zss.trainer.recipe import Recipe
+from zss.recipes.simzss.recipe import SimZSSModel
 
 
 def test_warmup_then_cosine():
@@ -53,8 +53,8 @@ def test_only_complete_checkpoints_count(tmp_path):
 def test_param_group_lr_scale_multiplies_the_schedule(feature_world, tiny_overrides, tmp_path, monkeypatch):
     import torch.optim
 
-    from zss.trainer.api import run_training
-    from zss.trainer.recipes.simzss import SimZSSRecipe
+    from zss.commands.train import run_training
+    from zss.recipes.simzss.recipe import SimZSSRecipe
 
     base_groups = SimZSSRecipe.param_groups
 

@@ -6,7 +6,7 @@ from zss.eval.evaluate import run_eval
 from zss.eval.inference import InferenceConfig, Predictor
 from zss.eval.metrics import SegMetric
 from zss.eval.segment import run_segment
-from zss.eval.vocab import Vocabulary
+from zss.formats.vocab import Vocabulary
 
 __all__ = ["BENCHMARKS", "PAPER_ORDER", "get_benchmark", "run_eval", "InferenceConfig", "Predictor",
            "SegMetric", "run_segment", "Vocabulary"]

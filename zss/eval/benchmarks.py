@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from zss.errors import ZssError
-from zss.eval.vocab import Vocabulary, read_class_file
+from zss.formats.vocab import Vocabulary, read_class_file
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -145,7 +145,7 @@ class Benchmark:
 
     name: str
     column: str
-    classes: str                      # class-list name (manifests/classes) or "world" for synth
+    classes: str                      # class-list name (zss/manifests/classes) or "world" for synth
     reduce_zero_label: bool
     reader: Callable[[Path], list[Sample] | None]
     layout: str                       # what docs/eval.md and error messages show

@@ -1,6 +1,6 @@
 """`zss eval`: score a model on benchmarks under a named protocol; write results.json + results.md.
 
-Protocols are data (manifests/benchmarks/NAME.yaml, one entry per protocol), so what a number means
+Protocols are data (zss/manifests/benchmarks/NAME.yaml, one entry per protocol), so what a number means
 is written next to it: results.json records the exact inference config of every benchmark.
 Scores are percentages, as the papers and mmsegmentation print them.
 """
@@ -137,7 +137,7 @@ def run_eval(model: str, benchmark: str, data_root: Path, protocol: str = "sclip
              save_predictions: bool = False, limit: int | None = None,
              overrides: list[str] | None = None) -> str:
     """Evaluate `model` on one benchmark or `all` found under `data_root`; returns a printable summary."""
-    from zss.models.segmenter import load_segmenter
+    from zss.recipes import load_segmenter
 
     data_root = Path(data_root)
     if not data_root.is_dir():

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from zss.errors import ZssError
 from zss.eval.pamr import pamr
 from zss.eval.templates import embed_words, get_templates
-from zss.eval.vocab import Vocabulary
+from zss.formats.vocab import Vocabulary
 from zss.utils.device import autocast
 
 

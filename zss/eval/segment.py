@@ -15,7 +15,7 @@ from zss.errors import ZssError
 from zss.eval.benchmarks import IMAGE_EXTS, load_image
 from zss.eval.inference import InferenceConfig, Predictor
 from zss.eval.render import class_areas, overlay, save_label
-from zss.eval.vocab import Vocabulary
+from zss.formats.vocab import Vocabulary
 from zss.utils.config import apply_overrides, from_dict
 from zss.utils.device import default_device
 from zss.utils.progress import progress_bar
@@ -65,7 +65,7 @@ def segment_image(predictor: Predictor, path: Path, stem: Path) -> Path:
 def run_segment(model: str, inputs: Path, vocab: str | None = None, vocab_file: Path | None = None,
                 out: Path = Path("segment_out"), overrides: list[str] | None = None) -> str:
     """Segment one image or a folder; writes OUT/REL.png, OUT/REL_overlay.png, OUT/REL.json per image."""
-    from zss.models.segmenter import load_segmenter
+    from zss.recipes import load_segmenter
 
     words = load_vocabulary(vocab, vocab_file)
     cfg = segment_config(overrides)

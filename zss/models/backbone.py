@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from zss.errors import ZssError
+from zss.formats.specs import LEGACY_OPENCLIP, is_openclip_spec, parse_openclip_spec
 from zss.utils.hashing import sha256_file
 
-OPEN_CLIP_PREFIX = "open_clip/"
 
 
 class Backbone(nn.Module):
@@ -113,7 +113,7 @@ def create_timm_vit(name: str, img_size: int, checkpoint: Path | None, pretraine
     import timm
 
     if not timm.is_model(name):
-        raise ZssError(f"unknown backbone {name!r}: not a timm model name (nor open_clip/ARCH)")
+        raise ZssError(f"unknown backbone {name!r}: not a timm model name (nor openclip:ARCH)")
     kwargs: dict[str, Any] = dict(img_size=img_size, dynamic_img_size=True, num_classes=0)
     if checkpoint is not None:
         # custom_load is timm's .npz path (big_vision checkpoints); anything else is a state dict
@@ -155,8 +155,9 @@ def load_backbone(name: str, checkpoint: str | Path | None = None, img_size: int
     forward contract (its features live in CLIP's joint space)."""
     if img_size <= 0:
         raise ZssError(f"img_size must be positive, got {img_size}")
-    if name.startswith(OPEN_CLIP_PREFIX):
-        return _load_open_clip(name[len(OPEN_CLIP_PREFIX):], checkpoint, img_size)
+    if is_openclip_spec(name):
+        arch, in_name = parse_openclip_spec(name, bare_ok=False)
+        return _load_open_clip(arch, checkpoint or in_name, img_size)
     path = _check_checkpoint(checkpoint)
     model = create_timm_vit(name, img_size, path, pretrained=True)
     spec = {"name": name, "checkpoint": str(path) if path else None,
@@ -165,7 +166,12 @@ def load_backbone(name: str, checkpoint: str | Path | None = None, img_size: int
 
 
 def parse_feature_spec(value: str) -> tuple[str, str | None]:
-    """`NAME[:CKPT]` from the CLI -> (name, checkpoint or None). `open_clip/ARCH:CKPT` works too."""
+    """`NAME[:CKPT]` from the CLI -> (name, checkpoint or None). An OpenCLIP model is
+    `openclip:ARCH[:CKPT]` (or the older `open_clip/ARCH[:CKPT]`); its name is recorded as
+    `open_clip/ARCH`, the spelling shard manifests have always used."""
+    if is_openclip_spec(value):
+        arch, ckpt = parse_openclip_spec(value, bare_ok=False)
+        return f"{LEGACY_OPENCLIP}{arch}", ckpt
     name, sep, ckpt = value.partition(":")
     if not name:
         raise ZssError(f"bad --features value {value!r}: expected NAME[:CHECKPOINT]")

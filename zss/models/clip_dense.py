@@ -10,7 +10,7 @@ without pooling.
 
 One loader serves every user (ingest features, the MaskCLIP baseline, PixelCLIP): an open_clip
 architecture name plus a hub tag or a local checkpoint file, through
-`open_clip.create_model_and_transforms`. Tiny zss architectures (manifests/openclip/*.json) are
+`open_clip.create_model_and_transforms`. Tiny zss architectures (zss/manifests/openclip/*.json) are
 registered as ordinary open_clip configs, so tests exercise the same code path as real runs.
 """
 
@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zss.errors import ZssError
+from zss.formats.specs import parse_openclip_spec
 from zss.paths import MANIFESTS
 
 CONFIG_DIR = MANIFESTS / "openclip"
@@ -41,11 +42,9 @@ def register_zss_configs() -> None:
 
 
 def parse_clip_spec(spec: str) -> tuple[str, str | None]:
-    """`ARCH[:CKPT]` -> (arch, checkpoint or None). Checkpoints may hold ':' (tags never do)."""
-    arch, _, ckpt = spec.partition(":")
-    if not arch:
-        raise ZssError(f"empty OpenCLIP architecture in {spec!r} (expected ARCH[:CKPT])")
-    return arch, (ckpt or None)
+    """`openclip:ARCH[:CKPT]`, `open_clip/ARCH[:CKPT]` or bare `ARCH[:CKPT]` -> (arch, checkpoint
+    or None); see zss.formats.specs."""
+    return parse_openclip_spec(spec, bare_ok=True)
 
 
 def _model_name(arch: str) -> str:
@@ -88,7 +87,7 @@ def save_random_openclip(arch: str, path: str | Path, seed: int = 0) -> Path:
 
     The file loads back through `create_openclip(arch, path)`, i.e. the real checkpoint path.
     """
-    from zss.models.random_init import save_state_dict
+    from zss.formats.weights import save_state_dict
 
     name = _model_name(arch)
     with torch.random.fork_rng():
@@ -327,7 +326,7 @@ class OpenCLIPSegmenter(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: str, device: str | torch.device = "cpu") -> "OpenCLIPSegmenter":
-        """`ARCH[:CKPT]` (the part after `openclip:`)."""
+        """`openclip:ARCH[:CKPT]` (or `open_clip/…`, or bare `ARCH[:CKPT]`)."""
         arch, ckpt = parse_clip_spec(spec)
         return cls(load_clip_dense(arch, ckpt, device))
 

@@ -7,17 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from zss.formats.weights import save_state_dict
 from zss.models.backbone import create_timm_vit
-
-
-def save_state_dict(module: torch.nn.Module, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(state, str(path))
-    return path
 
 
 def save_random_timm(name: str, path: str | Path, img_size: int = 224, seed: int = 0) -> Path:

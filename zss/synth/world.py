@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from zss.errors import ZssError
-from zss.pipeline.stages.masks import encode_mask
+from zss.formats.rle import encode_mask
 
 
 @dataclass(frozen=True)

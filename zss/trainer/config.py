@@ -1,7 +1,7 @@
 """The training configuration: the loop's knobs plus one recipe-specific section.
 
 The loop's fields are shared by every recipe; `recipe` holds the recipe's own dataclass fields as a
-mapping so one YAML file (and `--set recipe.key=value`) configures both. `zss.trainer.api` parses the
+mapping so one YAML file (and `--set recipe.key=value`) configures both. `zss.commands.train` parses the
 section into the recipe's `config_cls` and writes the fully resolved config to `RUN/config.yaml`.
 """
 

@@ -23,7 +23,7 @@ from zss.trainer import distributed as D
 from zss.trainer.checkpoints import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zss.trainer.config import TrainConfig
 from zss.trainer.data import Position, ShardStream, shards_from_manifest
-from zss.trainer.recipes.base import Recipe
+from zss.trainer.recipe import Recipe
 from zss.utils.config import dump_yaml
 from zss.utils.device import default_device
 from zss.utils.progress import progress_bar

@@ -1,0 +1,129 @@
+"""`IngestConfig`: one dataclass for a whole ingest run, from a YAML preset + CLI options + `--set`.
+
+The stage configs live beside their stages (decode, features, masks, concepts); this module only
+assembles them and maps the CLI's short options onto their fields, so a preset file and the
+command line describe a run in the same terms (`--set features.img_size=448` == `--img-size 448`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zss.errors import ZssError
+from zss.paths import MANIFESTS
+from zss.ingest.stages.concepts import ConceptConfig
+from zss.ingest.stages.decode import DecodeConfig
+from zss.ingest.stages.features import FeatureConfig
+from zss.ingest.stages.masks import MaskConfig
+from zss.utils.config import load_config, to_dict
+
+MODES = ("incremental", "overwrite")
+PRESET_DIR = MANIFESTS / "presets"
+
+
+@dataclass
+class IngestConfig:
+    """A whole ingest run. `batch_size` is the model batch; batches never straddle shards, so a
+    resumed run computes each sample in exactly the batch an uninterrupted run would."""
+
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    concepts: ConceptConfig = field(default_factory=ConceptConfig)
+    shard_size: int = 256
+    batch_size: int = 16
+    workers: int = 2  # model actors (local Ray: also the CPU count given to ray.init)
+    threads_per_worker: int = 0  # torch threads per model actor (0 = CPUs / workers, at least 1)
+    mode: str = "incremental"
+    address: str | None = None
+    store_images: bool = True
+    limit: int | None = None
+
+
+def resolve_preset(preset: str | Path | None) -> Path | None:
+    """A preset path, or a bare name looked up in zss/manifests/presets (`coco-dinov2-b14`)."""
+    if preset is None:
+        return None
+    p = Path(preset)
+    if p.is_file():
+        return p
+    named = PRESET_DIR / f"{preset}.yaml"
+    if named.is_file():
+        return named
+    raise ZssError(f"preset not found: {preset} (give a YAML path or one of "
+                   f"{', '.join(sorted(q.stem for q in PRESET_DIR.glob('*.yaml')))})")
+
+
+def patch_size_of(name: str) -> int | None:
+    """The patch size a model name states (`vit_small_patch14_dinov2` -> 14, `ViT-B-16` -> 16)."""
+    m = re.search(r"patch(\d+)", name) or re.search(r"ViT-[A-Za-z]+-(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+def cli_base(features: str | None = None, img_size: int | None = None, masks: str | None = None,
+             sam_checkpoint: str | None = None, concepts: str | None = None,
+             shard_size: int | None = None, workers: int | None = None, address: str | None = None,
+             mode: str | None = None, limit: int | None = None,
+             store_images: bool | None = None) -> dict[str, Any]:
+    """The CLI's options as a nested dict of config keys (None = not given, preset decides)."""
+    base: dict[str, Any] = {"shard_size": shard_size, "workers": workers, "address": address,
+                            "mode": mode, "limit": limit, "store_images": store_images}
+    feats: dict[str, Any] = {}
+    if features is not None:
+        from zss.models.backbone import parse_feature_spec
+
+        feats["name"], feats["checkpoint"] = parse_feature_spec(features)
+    if img_size is not None:
+        feats["img_size"] = img_size
+        base["decode"] = {"img_size": img_size}
+    if feats:
+        base["features"] = feats
+    mask_keys: dict[str, Any] = {}
+    if masks is not None:
+        mask_keys["mode"] = masks
+    if sam_checkpoint is not None:
+        mask_keys["sam_checkpoint"] = sam_checkpoint
+    if mask_keys:
+        base["masks"] = mask_keys
+    if concepts is not None:
+        base["concepts"] = {"bank": concepts}
+    return base
+
+
+def build_config(preset: str | Path | None = None, overrides: list[str] | None = None,
+                 **cli: Any) -> IngestConfig:
+    """Preset < CLI options < `--set key=value`; then the derived fields are filled in."""
+    cfg = load_config(IngestConfig, resolve_preset(preset), overrides or [], base=cli_base(**cli))
+    return finalize(cfg)
+
+
+def finalize(cfg: IngestConfig) -> IngestConfig:
+    """Check ranges and tie the stage configs together (one img_size, the backbone's patch)."""
+    if cfg.mode not in MODES:
+        raise ZssError(f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+    if not 1 <= cfg.shard_size <= 10_000:
+        raise ZssError(f"shard_size must be in 1..10000, got {cfg.shard_size}")
+    if cfg.batch_size < 1 or cfg.workers < 1:
+        raise ZssError("batch_size and workers must be at least 1")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ZssError(f"limit must be at least 1, got {cfg.limit}")
+    cfg.features.img_size = cfg.decode.img_size
+    cfg.decode.patch_size = patch_size_of(cfg.features.name) or cfg.decode.patch_size
+    cfg.decode.store_jpg = cfg.store_images
+    return cfg
+
+
+# Run-time knobs: they change how fast a run goes, never what it writes.
+RUNTIME_KEYS = ("workers", "threads_per_worker", "mode", "address", "limit")
+
+
+def fingerprint(cfg: IngestConfig, source: dict[str, Any]) -> str:
+    """What must match for incremental mode to add shards to an existing folder."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in RUNTIME_KEYS}
+    data["source"] = {k: v for k, v in source.items() if k != "n"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

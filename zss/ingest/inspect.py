@@ -1,0 +1,82 @@
+"""`zss inspect SHARDS`: what a shard folder holds, read back through the public readers only.
+
+A quick way to see that an ingest did what was asked (models, grid, counts by status) and what one
+sample looks like to a trainer, without writing code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from zss.errors import ZssError
+from zss.formats import shards as sh
+
+
+def _model_line(name: str, spec: object) -> str:
+    if not isinstance(spec, dict):
+        return f"  {name}: {spec}"
+    keys = ("name", "mode", "kind", "checkpoint", "img_size", "patch_size", "embed_dim", "global", "bank")
+    parts = [f"{k}={spec[k]}" for k in keys if spec.get(k) not in (None, "")]
+    if spec.get("sha256"):
+        parts.append(f"sha256={str(spec['sha256'])[:12]}")
+    return f"  {name}: " + ", ".join(parts)
+
+
+def inspect_shards(out_dir: str | Path) -> str:
+    """Manifest summary, status counts over all parquet rows, and the first ok sample decoded."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise ZssError(f"shard folder not found: {out}")
+    manifest = sh.read_manifest(out)
+    lines = [f"shards: {out}  (schema {manifest['schema_version']})",
+             f"source: {manifest['source'].get('kind')} {manifest['source'].get('path')} "
+             f"({manifest['source'].get('n')} items)"]
+    lines.append("models:")
+    for name, spec in manifest.get("models", {}).items():
+        lines.append(_model_line(name, spec))
+    feat = manifest.get("feature", {})
+    lines.append(f"features: grid {feat.get('grid')}, dim {feat.get('dim')}, {feat.get('dtype')}")
+    bank = manifest.get("concept_bank") or {}
+    if bank:
+        n_concepts = (manifest.get("models", {}).get("concepts") or {}).get("n_concepts", "?")
+        lines.append(f"concept bank: {bank.get('file')} ({n_concepts} concepts)")
+    entries = manifest["shards"]
+    state = "complete" if manifest.get("complete") else "INCOMPLETE"
+    lines.append(f"shards: {len(entries)} of {manifest.get('n_shards', '?')} done ({state}), "
+                 f"{sum(e['n'] for e in entries)} samples, {sum(e['n_ok'] for e in entries)} ok")
+
+    counts: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for e in entries:
+        table = sh.read_parquet(out / e["parquet"]).to_pydict()
+        for status, error in zip(table["status"], table["error"]):
+            counts[status] = counts.get(status, 0) + 1
+            if status != "ok" and status not in errors:
+                errors[status] = error or ""
+    lines.append("status: " + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"))
+    for status, error in sorted(errors.items()):
+        lines.append(f"  e.g. {status}: {error[:120]}")
+
+    sample = next((s for e in entries for s in sh.iter_samples(out / e["tar"])), None)
+    if sample is None:
+        lines.append("no ok sample to show")
+        return "\n".join(lines)
+    meta = sample["meta"]
+    lines.append(f"sample {sample['key']} (source id {meta['source_id']}):")
+    members = [k for k in ("meta", "patch", "global", "masks", "jpg") if sample[k] is not None]
+    lines.append(f"  members: {', '.join(members)}")
+    lines.append(f"  size {meta['size']} (original {meta['orig_size']}), grid {meta['grid']}")
+    p, g = sample["patch"], sample["global"]
+    lines.append(f"  patch {list(p.shape)} {p.dtype} (mean |x| {float(np.abs(p.astype(np.float32)).mean()):.3f}), "
+                 f"global {list(g.shape)} {g.dtype}")
+    for caption, concepts in zip(meta["captions"], meta.get("concepts") or []):
+        names = ", ".join(f"{c['name']}#{c['id']}" for c in concepts) or "-"
+        lines.append(f"  caption: {caption!r} -> {names}")
+    if sample["masks"] is not None:
+        areas = sorted((m.get("area", 0) for m in sample["masks"]), reverse=True)
+        lines.append(f"  masks: {len(sample['masks'])} (largest areas {areas[:5]})")
+    if sample["jpg"] is not None:
+        lines.append(f"  jpg: {len(sample['jpg'])} bytes")
+    return "\n".join(lines)

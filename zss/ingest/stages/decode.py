@@ -1,0 +1,197 @@
+"""Decode and resize: encoded bytes -> RGB uint8 at the backbone's input size.
+
+Real corpora hold every kind of image (CMYK JPEGs, 16-bit PNGs, palettes with transparency,
+EXIF-rotated phone photos, decompression bombs, truncated files), so this stage turns each into
+RGB or into a row status, never an exception. The pixel cap is checked on the header, before any
+pixel is decoded. SA-1B masks travel at the original size and are rescaled here to the resized
+image, so every later stage sees masks and image at the same `size`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+from pycocotools import mask as mask_utils
+
+from zss.errors import ZssError
+from zss.formats.rle import encode_mask
+
+MODES = ("square", "short_side")
+
+
+@dataclass
+class DecodeConfig:
+    """How images become backbone inputs.
+
+    `resize`: `square` (img_size x img_size, aspect not kept: one grid for every image, so batches
+    stack) or `short_side` (short side to img_size, aspect kept, both sides rounded to the patch
+    grid; then the `image` column is an object array of per-image arrays).
+    """
+
+    img_size: int = 224
+    resize: str = "square"
+    patch_size: int = 14
+    max_pixels: int = 64_000_000  # header-checked cap against decompression bombs
+    max_long_side: int = 0  # short_side mode: cap the long side too (0 = 2 * img_size)
+    store_jpg: bool = True
+    jpeg_quality: int = 90
+    background: int = 255  # what transparent pixels are composited onto
+
+
+class DecodeError(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _round_to_grid(x: float, patch: int) -> int:
+    return max(patch, int(round(x / patch)) * patch)
+
+
+def target_size(h: int, w: int, cfg: DecodeConfig) -> tuple[int, int]:
+    """(h, w) after resizing, always a multiple of the patch size."""
+    if cfg.resize == "square":
+        side = _round_to_grid(cfg.img_size, cfg.patch_size)
+        return side, side
+    scale = cfg.img_size / min(h, w)
+    long_cap = cfg.max_long_side or 2 * cfg.img_size
+    scale = min(scale, long_cap / max(h, w))
+    return _round_to_grid(h * scale, cfg.patch_size), _round_to_grid(w * scale, cfg.patch_size)
+
+
+def _to_rgb(im: Image.Image, background: int) -> Image.Image:
+    """Any Pillow mode -> RGB: 16/32-bit scaled (not clipped), alpha composited, CMYK/P/L converted."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        im = im.convert("RGBA")
+        canvas = Image.new("RGBA", im.size, (background, background, background, 255))
+        return Image.alpha_composite(canvas, im).convert("RGB")
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def decode_image(data: bytes, cfg: DecodeConfig) -> tuple[np.ndarray, tuple[int, int]]:
+    """Bytes -> (resized RGB uint8 [h, w, 3], original (H, W) after EXIF orientation)."""
+    if not data:
+        raise DecodeError("decode_error", "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > cfg.max_pixels:
+                raise DecodeError("too_large", f"{w}x{h} = {w * h} pixels exceed max_pixels "
+                                               f"{cfg.max_pixels}")
+            if w <= 0 or h <= 0:
+                raise DecodeError("decode_error", f"image has size {w}x{h}")
+            orientation = im.getexif().get(0x0112, 1)
+            th, tw = target_size(h, w, cfg) if orientation < 5 else target_size(w, h, cfg)
+            if im.format == "JPEG":
+                # DCT-domain downscaling: decodes big photos at a fraction of the cost.
+                im.draft("RGB", (tw, th) if orientation < 5 else (th, tw))
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(im, cfg.background)
+            if rgb.size != (tw, th):
+                rgb = rgb.resize((tw, th), Image.BICUBIC)
+            pixels = np.asarray(rgb, dtype=np.uint8)
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DecodeError("too_large", str(exc)) from None
+    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
+        raise DecodeError("decode_error", f"{type(exc).__name__}: {exc}") from None
+    return pixels, ((h, w) if orientation < 5 else (w, h))
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def resize_masks(src_masks: str, orig: tuple[int, int], size: tuple[int, int]) -> str:
+    """SA-1B annotations at `orig` -> the same annotations as COCO RLE at `size` (empty ones dropped)."""
+    anns = json.loads(src_masks)
+    out: list[dict[str, Any]] = []
+    h, w = size
+    for ann in anns:
+        seg = ann["segmentation"]
+        if tuple(seg["size"]) != tuple(orig):
+            raise DecodeError("bad_masks", f"mask size {seg['size']} differs from the image's "
+                                           f"{list(orig)}")
+        rle = dict(seg)
+        if isinstance(rle["counts"], list):
+            rle = mask_utils.frPyObjects(rle, *rle["size"])
+        mask = mask_utils.decode(rle)
+        if (h, w) != tuple(orig):
+            mask = np.asarray(Image.fromarray(mask * 255).resize((w, h), Image.NEAREST)) > 127
+        if not mask.any():
+            continue
+        new = {k: v for k, v in ann.items() if k not in ("point_coords", "crop_box")}
+        new.update(encode_mask(mask))  # segmentation (RLE at `size`), area, bbox
+        out.append(new)
+    return json.dumps(out, sort_keys=True)
+
+
+class DecodeStage:
+    """Batch callable: drops `image_bytes`, adds `image`, `orig_size`, `size`, `jpg`; rescales
+    `src_masks` to `size`. Failed rows get a status/error and zero placeholders."""
+
+    def __init__(self, cfg: DecodeConfig | None = None):
+        self.cfg = cfg or DecodeConfig()
+        if self.cfg.resize not in MODES:
+            raise ZssError(f"decode.resize must be one of {', '.join(MODES)}, got {self.cfg.resize!r}")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["index"])
+        status = np.array(batch["status"], dtype=object)
+        error = np.array(batch["error"], dtype=object)
+        src_masks = np.array(batch.get("src_masks", np.full(n, "", dtype=object)), dtype=object)
+        images: list[np.ndarray] = []
+        orig_size = np.zeros((n, 2), np.int32)
+        size = np.zeros((n, 2), np.int32)
+        jpgs = np.empty(n, dtype=object)
+        placeholder = target_size(self.cfg.img_size, self.cfg.img_size, self.cfg)
+        for i in range(n):
+            image = np.zeros((*placeholder, 3), np.uint8)
+            jpgs[i] = b""
+            if status[i] == "ok":
+                try:
+                    image, orig = decode_image(bytes(batch["image_bytes"][i]), self.cfg)
+                    orig_size[i] = orig
+                    size[i] = image.shape[:2]
+                    if src_masks[i]:
+                        try:
+                            src_masks[i] = resize_masks(src_masks[i], orig, image.shape[:2])
+                        except (ValueError, KeyError, TypeError) as exc:  # JSON the source let through
+                            raise DecodeError("bad_masks", f"{type(exc).__name__}: {exc}") from None
+                    if self.cfg.store_jpg:
+                        jpgs[i] = encode_jpeg(image, self.cfg.jpeg_quality)
+                except DecodeError as exc:
+                    status[i], error[i] = exc.kind, str(exc)
+                    image = np.zeros((*placeholder, 3), np.uint8)
+                    orig_size[i] = size[i] = 0
+            images.append(image)
+        out = {k: v for k, v in batch.items() if k != "image_bytes"}
+        if self.cfg.resize == "square":
+            out["image"] = np.stack(images) if images else np.zeros((0, *placeholder, 3), np.uint8)
+        else:
+            arr = np.empty(n, dtype=object)
+            for i, im in enumerate(images):
+                arr[i] = im
+            out["image"] = arr
+        out.update({"status": status, "error": error, "src_masks": src_masks,
+                    "orig_size": orig_size, "size": size, "jpg": jpgs})
+        return out

@@ -1,0 +1,218 @@
+"""Masks: unlabeled regions for PixelCLIP, as COCO RLE at the resized image `size`.
+
+Modes (what PixelCLIP trains from):
+- `sam`: segment-anything's `SamAutomaticMaskGenerator` (a local checkpoint, `KIND:PATH`);
+- `sa1b`: the source's own SA-1B annotations (decode has rescaled them to `size`; checked here again);
+- `dino-kmeans`: k-means over the image's own frozen patch features (so this stage runs after
+  features), the label grid upsampled (nearest) to `size`, one mask per non-empty cluster;
+- `none`: no masks (`""`).
+
+Every mode is deterministic (fixed point grid, seeded k-means in float64 numpy, canonical JSON), so
+a resumed ingest rewrites byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from zss.errors import BadItem, ZssError
+from zss.formats.rle import check_sa1b_annotations, encode_mask
+
+MODES = ("sam", "sa1b", "dino-kmeans", "none")
+SAM_KEYS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box")
+
+
+@dataclass
+class MaskConfig:
+    """Mask source and its knobs. `sam_checkpoint` is `KIND:PATH` (KIND vit_b|vit_l|vit_h|test_tiny);
+    the AMG defaults are segment-anything's own (tuned for ViT-H)."""
+
+    mode: str = "dino-kmeans"
+    sam_checkpoint: str | None = None
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    min_mask_region_area: int = 0
+    kmeans_k: int = 16
+    kmeans_iters: int = 50
+    seed: int = 0
+    device: str = "auto"
+
+
+
+def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
+    """Spherical k-means labels of the rows of `x` [N, D]: seeded k-means++ init, Lloyd steps.
+
+    Done in float64 numpy on one image's few hundred patches: cheap, and the same bits on every run
+    (a multi-threaded float32 k-means is not guaranteed to be).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    n = len(x)
+    k = max(1, min(k, n))
+    rng = np.random.default_rng(seed)
+    centres = [x[rng.integers(n)]]
+    d2 = np.full(n, np.inf)
+    for _ in range(1, k):
+        d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
+        total = d2.sum()
+        if total <= 0:  # fewer distinct points than k: stop adding duplicates
+            break
+        centres.append(x[rng.choice(n, p=d2 / total)])
+    c = np.stack(centres)
+    labels = np.full(n, -1)
+    for _ in range(iters):
+        new = np.argmax(x @ c.T, axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for j in range(len(c)):
+            members = x[labels == j]
+            if len(members):
+                m = members.sum(0)
+                c[j] = m / max(np.linalg.norm(m), 1e-12)
+    return labels
+
+
+def upsample_labels(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upsampling of a [Hp, Wp] label grid to [h, w] (patch centres' labels)."""
+    hp, wp = grid.shape
+    h, w = size
+    rows = np.minimum((np.arange(h) * hp) // h, hp - 1)
+    cols = np.minimum((np.arange(w) * wp) // w, wp - 1)
+    return grid[rows[:, None], cols[None, :]]
+
+
+def kmeans_masks(patch: np.ndarray, size: tuple[int, int], k: int, seed: int,
+                 iters: int = 50) -> list[dict[str, Any]]:
+    """One annotation per non-empty cluster of an image's patch grid, clusters numbered by first
+    appearance in raster order; `score` = mean cosine of the cluster's patches to its centre."""
+    hp, wp, d = patch.shape
+    x = patch.reshape(-1, d).astype(np.float64)
+    labels = kmeans(x, k, seed, iters)
+    _, first = np.unique(labels, return_index=True)
+    order = labels[np.sort(first)]
+    remap = np.zeros(labels.max() + 1, dtype=np.int64)
+    remap[order] = np.arange(len(order))
+    labels = remap[labels]
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    full = upsample_labels(labels.reshape(hp, wp), size)
+    anns = []
+    for j in range(len(order)):
+        mask = full == j
+        if not mask.any():
+            continue
+        members = unit[labels == j]
+        centre = members.mean(0)
+        centre /= max(np.linalg.norm(centre), 1e-12)
+        ann = encode_mask(mask)
+        ann.update({"cluster": j, "score": round(float((members @ centre).mean()), 6)})
+        anns.append(ann)
+    return anns
+
+
+def _json(anns: list[dict[str, Any]]) -> str:
+    return json.dumps(anns, sort_keys=True)
+
+
+class MaskStage:
+    """Batch callable adding `masks` (JSON list of COCO-RLE annotations at `size`, or `""`)."""
+
+    def __init__(self, cfg: MaskConfig | None = None):
+        self.cfg = cfg or MaskConfig()
+        if self.cfg.mode not in MODES:
+            raise ZssError(f"masks mode must be one of {', '.join(MODES)}, got {self.cfg.mode!r}")
+        if self.cfg.mode == "dino-kmeans" and self.cfg.kmeans_k < 1:
+            raise ZssError(f"kmeans_k must be at least 1, got {self.cfg.kmeans_k}")
+        self.generator = None
+        self.sam_info: dict[str, Any] = {}
+        if self.cfg.mode == "sam":
+            self._load_sam()
+
+    def _load_sam(self) -> None:
+        from segment_anything import SamAutomaticMaskGenerator
+
+        from zss.models.sam import load_sam, parse_sam_spec, sam_spec
+        from zss.utils.device import default_device
+
+        if not self.cfg.sam_checkpoint:
+            raise ZssError("masks mode 'sam' needs --sam-checkpoint KIND:PATH (e.g. vit_h:sam_vit_h_4b8939.pth)")
+        kind, path = parse_sam_spec(self.cfg.sam_checkpoint)
+        sam = load_sam(kind, path, default_device(self.cfg.device))
+        self.generator = SamAutomaticMaskGenerator(
+            sam, points_per_side=self.cfg.points_per_side, points_per_batch=self.cfg.points_per_batch,
+            pred_iou_thresh=self.cfg.pred_iou_thresh, stability_score_thresh=self.cfg.stability_score_thresh,
+            min_mask_region_area=self.cfg.min_mask_region_area, output_mode="coco_rle")
+        self.sam_info = sam_spec(kind, path)
+
+    def describe(self) -> dict[str, Any]:
+        """Mode, model and knobs, for the manifest."""
+        c = self.cfg
+        info: dict[str, Any] = {"mode": c.mode}
+        if c.mode == "sam":
+            info.update(self.sam_info)
+            info.update(points_per_side=c.points_per_side, pred_iou_thresh=c.pred_iou_thresh,
+                        stability_score_thresh=c.stability_score_thresh,
+                        min_mask_region_area=c.min_mask_region_area)
+        elif c.mode == "dino-kmeans":
+            info.update(k=c.kmeans_k, seed=c.seed, iters=c.kmeans_iters, features="patch")
+        return info
+
+    def _sam(self, image: np.ndarray) -> str:
+        anns = self.generator.generate(np.ascontiguousarray(image))
+        return _json([{k: a[k] for k in SAM_KEYS} for a in anns])
+
+    def _sa1b(self, src: str, size: tuple[int, int]) -> str:
+        from zss.ingest.stages.decode import DecodeError, resize_masks
+
+        if not src:
+            return "[]"
+        try:
+            anns = check_sa1b_annotations({"annotations": json.loads(src)})
+            sizes = {tuple(a["segmentation"]["size"]) for a in anns}
+            if len(sizes) > 1:
+                raise BadItem("bad_masks", f"masks of one image have different sizes {sorted(sizes)}")
+            if sizes and sizes != {size}:  # decode did not rescale them (e.g. masks added later)
+                return resize_masks(src, sizes.pop(), size)
+        except DecodeError as exc:
+            raise BadItem("bad_masks", str(exc)) from None
+        except ValueError as exc:
+            raise BadItem("bad_masks", f"masks JSON does not parse: {exc}") from None
+        return _json(anns)
+
+    def _kmeans(self, patch: np.ndarray, size: tuple[int, int]) -> str:
+        return _json(kmeans_masks(np.asarray(patch), size, self.cfg.kmeans_k, self.cfg.seed,
+                                  self.cfg.kmeans_iters))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["status"])
+        status = np.array(batch["status"], dtype=object)
+        error = np.array(batch["error"], dtype=object)
+        masks = np.array([""] * n, dtype=object)
+        mode = self.cfg.mode
+        if mode == "dino-kmeans" and "patch" not in batch:
+            raise ZssError("dino-kmeans masks need the patch features: run the features stage first")
+        for i in range(n):
+            if mode == "none" or status[i] != "ok":
+                continue
+            size = (int(batch["size"][i][0]), int(batch["size"][i][1]))
+            try:
+                if mode == "sam":
+                    masks[i] = self._sam(batch["image"][i])
+                elif mode == "sa1b":
+                    masks[i] = self._sa1b(str(batch.get("src_masks", [""] * n)[i] or ""), size)
+                else:
+                    masks[i] = self._kmeans(batch["patch"][i], size)
+            except BadItem as exc:  # a per-row problem of the input masks
+                status[i], error[i] = exc.kind, str(exc)
+            except Exception as exc:  # a model failure costs its row, not the job
+                status[i], error[i] = "model_error", f"masks ({mode}): {type(exc).__name__}: {exc}"[:500]
+        out = dict(batch)
+        out.update({"masks": masks, "status": status, "error": error})
+        return out

@@ -1,0 +1,122 @@
+"""The PixelCLIP network: student, EMA teacher, learnable prompts and mask decoder in one module.
+
+Everything trainable runs inside `forward`, so DDP's gradient hooks see it. One forward step:
+
+1. teacher (no grad) on the weak view -> dense features -> each mask's mean feature;
+2. cosine to the k prompt embeddings × `cluster_scale` -> Sinkhorn-Knopp -> hard cluster per mask;
+3. masks of a cluster merge into its target map; covered pixels = union of all masks;
+4. student on the strong view -> per-cluster cosine maps -> decoder -> logits at mask resolution;
+5. BCE over covered pixels, all k clusters.
+
+Two modes share steps 2–5: **full** (student = the CLIP image tower on images; teacher = EMA copy
+of that tower) and **cached** (student = a residual adapter on cached frozen features; teacher =
+EMA copy of the adapter).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zss.errors import ZssError
+from zss.models.clip_dense import DenseCLIP, visual_dense
+from zss.recipes.pixelclip.adapter import FeatureAdapter
+from zss.recipes.pixelclip.decoder import ClusterMaskDecoder
+from zss.recipes.pixelclip.ema import ema_update, make_teacher
+from zss.recipes.pixelclip.losses import masked_bce
+from zss.recipes.pixelclip.prompts import LearnablePrompts
+from zss.recipes.pixelclip.sinkhorn import sinkhorn_assign
+from zss.recipes.pixelclip.targets import covered_pixels, merge_cluster_targets, pool_mask_features
+
+MODES = ("full", "cached")
+
+
+def encoder_trainable(name: str, kind: str) -> bool:
+    """Which image-tower parameters the full mode trains: ViT attention + positional; ConvNeXt all."""
+    if kind == "vit":
+        return ".attn." in f".{name}" or "positional_embedding" in name
+    return True
+
+
+class PixelCLIPNet(nn.Module):
+    def __init__(self, clip: DenseCLIP, mode: str, k: int = 64, template: str | None = None,
+                 prompt_seed: int = 0, mask_size: int = 256, cluster_scale: float = 20.0,
+                 sinkhorn_iters: int = 3, momentum: float = 0.999, adapter_hidden: int = 256,
+                 decoder_hidden: int = 32, decoder_guide: int = 16):
+        super().__init__()
+        if mode not in MODES:
+            raise ZssError(f"PixelCLIP mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self.clip = clip
+        self.cluster_scale = cluster_scale
+        self.sinkhorn_iters = sinkhorn_iters
+        self.momentum = momentum
+        for p in clip.parameters():
+            p.requires_grad_(False)
+        kwargs = {"template": template} if template else {}
+        self.prompts = LearnablePrompts(clip, k=k, seed=prompt_seed, **kwargs)
+        self.decoder = ClusterMaskDecoder(clip.embed_dim, out_size=mask_size, guide_dim=decoder_guide,
+                                          hidden=decoder_hidden)
+        if mode == "cached":
+            self.adapter = FeatureAdapter(clip.embed_dim, adapter_hidden)
+            self.teacher = make_teacher(self.adapter)
+        else:
+            for name, p in clip.model.visual.named_parameters():
+                p.requires_grad_(encoder_trainable(name, clip.kind))
+            self.teacher = make_teacher(clip.model.visual)
+
+    # ------------------------------------------------------------------ pieces
+    def student_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.mode == "cached":
+            return self.adapter(batch["patch_strong"])
+        feats, _ = self.clip.dense(batch["strong"], with_global=False)
+        return feats
+
+    @torch.no_grad()
+    def teacher_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.mode == "cached":
+            return self.teacher(batch["patch"])
+        feats, _ = visual_dense(self.teacher, self.clip.normalize(batch["weak"]), with_global=False)
+        return feats
+
+    @torch.no_grad()
+    def assign(self, teacher_feats: torch.Tensor, text: torch.Tensor, masks: torch.Tensor,
+               owner: torch.Tensor) -> torch.Tensor:
+        """Hard cluster id per mask: Sinkhorn over cos(mask mean teacher feature, prompt) × scale."""
+        mask_feats = F.normalize(pool_mask_features(teacher_feats.float(), masks, owner), dim=-1)
+        return sinkhorn_assign(mask_feats @ text.detach().float().t() * self.cluster_scale,
+                               self.sinkhorn_iters)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        masks, owner = batch["masks"], batch["owner"]
+        bsz = int(batch["n_images"])
+        text = self.prompts(self.clip)  # [K, C], grad to the prompt context only
+        k = text.shape[0]
+        t_feats = self.teacher_features(batch)
+        assign = self.assign(t_feats, text, masks, owner)
+        targets = merge_cluster_targets(masks, owner, assign, bsz, k)
+        covered = covered_pixels(masks, owner, bsz)
+        s_feats = self.student_features(batch)
+        cos = torch.einsum("bhwc,kc->bkhw", F.normalize(s_feats, dim=-1), text)
+        logits = self.decoder(cos, s_feats)
+        loss = masked_bce(logits, targets, covered)
+        logs = {"n_masks": float(len(masks)), "clusters_used": float(torch.unique(assign).numel())}
+        return loss, logs
+
+    # ------------------------------------------------------------------ training hooks
+    def student_module(self) -> nn.Module:
+        return self.adapter if self.mode == "cached" else self.clip.model.visual
+
+    @torch.no_grad()
+    def update_teacher(self) -> None:
+        ema_update(self.teacher, self.student_module(), self.momentum)
+
+    def train(self, mode: bool = True) -> "PixelCLIPNet":
+        super().train(mode)
+        self.teacher.eval()
+        if self.mode == "cached":
+            self.clip.eval()
+        return self

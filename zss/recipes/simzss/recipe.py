@@ -1,0 +1,174 @@
+"""SimZSS on cached features: only the text tower (and the logit scale) learns.
+
+A batch carries each image's cached patch grid (and CLS token), one caption sampled per image
+and that caption's concept occurrences (concept id + token span). The loss is the global
+image–caption InfoNCE plus λ times the concept-local loss of `zss.recipes.simzss.losses`. Under DDP both
+terms see the whole gathered batch: the InfoNCE over every process's pairs, the concept bank over
+every process's occurrences (each occurrence still attends over its own image only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from zss.errors import ZssError
+from zss.recipes.simzss.text_tower import TextConfig, build_text_tower
+from zss.models.tokenizer import tokenize
+from zss.trainer import distributed as D
+from zss.trainer.data import load_npy
+from zss.recipes.simzss.losses import (attention_pool, concept_bank, global_infonce, local_logits, local_targets,
+                                occurrence_embeddings)
+from zss.trainer.recipe import Recipe
+
+
+@dataclass
+class SimZSSConfig:
+    """SimZSS settings (paper defaults). `global_token`: `cls` (the cached CLS, for DINOv2) or
+    `mean` (mean of the cached patch tokens — what learns on random-init demo backbones)."""
+
+    text: TextConfig = field(default_factory=TextConfig)
+    global_token: str = "cls"
+    local_weight: float = 0.05
+    local_temperature: float = 0.1
+    local_scale: float = 1 / 0.07
+    local_target: str = "own"          # own | argmax (the authors' released code)
+    logit_scale_init: float = 1 / 0.07
+    logit_scale_max: float = 100.0
+    # How inference embeds class names: `concept` (their own tokens, as the local loss trains) or
+    # `eot` (the prompt's end-of-text token, as the global loss trains). Recorded in config.json.
+    text_pooling: str = "concept"
+
+
+class SimZSSModel(nn.Module):
+    """The trainable part: the text tower and the global loss's logit scale (log-parameterised)."""
+
+    def __init__(self, text_cfg: TextConfig, out_dim: int, logit_scale_init: float, logit_scale_max: float):
+        super().__init__()
+        self.tower = build_text_tower(text_cfg, out_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
+        self.logit_scale_max = logit_scale_max
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ids [B,L] -> (token embeddings [B,L,D], end-of-text [B,D], logit scale (capped))."""
+        tokens, eot = self.tower(ids)
+        return tokens, eot, self.logit_scale.exp().clamp(max=self.logit_scale_max)
+
+
+class SimZSSRecipe(Recipe):
+    name = "simzss"
+    config_cls = SimZSSConfig
+    members = ("json", "patch.npy", "global.npy")
+
+    def __init__(self, cfg: SimZSSConfig, shards: Path, train_cfg: Any) -> None:
+        super().__init__(cfg, shards, train_cfg)
+        if cfg.global_token not in ("cls", "mean"):
+            raise ZssError(f"global_token must be cls or mean, got {cfg.global_token!r}")
+        if cfg.local_target not in ("own", "argmax"):
+            raise ZssError(f"local_target must be own or argmax, got {cfg.local_target!r}")
+        if cfg.text_pooling not in ("concept", "eot"):
+            raise ZssError(f"text_pooling must be concept or eot, got {cfg.text_pooling!r}")
+        feats = self.manifest.get("models", {}).get("features")
+        if not feats:
+            raise ZssError(f"{shards}/manifest.json records no feature backbone (models.features)")
+        self.backbone = feats
+        self.dim = int(self.manifest.get("feature", {}).get("dim") or feats["embed_dim"])
+        self.model: SimZSSModel | None = None
+
+    # -- model ----------------------------------------------------------------------------------
+    def build_model(self) -> SimZSSModel:
+        self.model = SimZSSModel(self.cfg.text, self.dim, self.cfg.logit_scale_init, self.cfg.logit_scale_max)
+        self.cfg.text = self.model.tower.cfg  # sizes from an OpenCLIP init are the ones recorded
+        return self.model
+
+    # -- data -----------------------------------------------------------------------------------
+    def decode_sample(self, raw: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
+        meta = json.loads(raw["json"])
+        captions = meta.get("captions") or []
+        if not captions or "patch.npy" not in raw:
+            return None
+        i = rng.randrange(len(captions))
+        concepts = (meta.get("concepts") or [[]] * len(captions))[i] or []
+        ctx = self.cfg.text.context_length
+        # The end-of-text token takes the last position when a caption is truncated.
+        spans = [(int(c["id"]), int(c["token_span"][0]), int(c["token_span"][1])) for c in concepts
+                 if c.get("token_span") and 1 <= c["token_span"][0] < c["token_span"][1] <= ctx - 1]
+        sample = {"key": raw["__key__"], "ids": tokenize([captions[i]], ctx)[0],
+                  "patch": torch.from_numpy(load_npy(raw["patch.npy"]))}
+        if self.cfg.global_token == "cls":
+            if "global.npy" not in raw:
+                raise ZssError(f"sample {raw['__key__']} has no global.npy; use global_token=mean")
+            sample["global"] = torch.from_numpy(load_npy(raw["global.npy"]))
+        sample["spans"] = spans
+        return sample
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch: dict[str, Any] = {"ids": torch.stack([s["ids"] for s in samples]),
+                                 "patch": torch.stack([s["patch"] for s in samples])}
+        if self.cfg.global_token == "cls":
+            batch["global"] = torch.stack([s["global"] for s in samples])
+        occ = [(b, *sp) for b, s in enumerate(samples) for sp in s["spans"]]
+        t = torch.tensor(occ, dtype=torch.long).reshape(-1, 4)
+        batch.update(occ_batch=t[:, 0], occ_ids=t[:, 1], occ_start=t[:, 2], occ_end=t[:, 3])
+        return batch
+
+    # -- loss -----------------------------------------------------------------------------------
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        tokens, eot, scale = model(batch["ids"])
+        patches = batch["patch"].flatten(1, 2)                      # [B,P,D]
+        image = batch["global"] if self.cfg.global_token == "cls" else patches.mean(dim=1)
+        lg = global_infonce(D.all_gather_with_grad(image), D.all_gather_with_grad(eot.float()), scale)
+        ll = self._local(tokens, patches, batch)
+        total = lg + self.cfg.local_weight * ll
+        return total, {"loss_global": lg.detach(), "loss_local": ll.detach(),
+                       "logit_scale": scale.detach()}
+
+    def _local(self, tokens: torch.Tensor, patches: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Concept-local loss with the bank over the gathered batch.
+
+        Returns world · (sum of this process's cross-entropies) / (occurrences in all processes),
+        whose process average is the mean over the whole batch (see zss.trainer.distributed).
+        """
+        occ = occurrence_embeddings(tokens, batch["occ_batch"], batch["occ_start"], batch["occ_end"])
+        occ_all = D.all_gather_with_grad(occ)
+        ids_all = D.all_gather_with_grad(batch["occ_ids"])
+        if ids_all.numel() == 0:
+            return tokens.sum() * 0.0
+        bank, _, index_all = concept_bank(occ_all, ids_all)
+        n = occ.shape[0]
+        offset = D.gather_offset(n, occ.device)
+        index = index_all[offset: offset + n]
+        if n == 0:
+            return bank.sum() * 0.0
+        visual = attention_pool(bank[index], patches, batch["occ_batch"], self.cfg.local_temperature)
+        logits = local_logits(visual, bank, self.cfg.local_scale)
+        ce = F.cross_entropy(logits, local_targets(logits, index, self.cfg.local_target), reduction="sum")
+        return ce * D.world_size() / ids_all.numel()
+
+    # -- export ---------------------------------------------------------------------------------
+    def export(self, model: nn.Module, out_dir: Path) -> None:
+        assert isinstance(model, SimZSSModel)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.tower.state_dict().items()}
+        save_file(state, str(out_dir / "model.safetensors"), metadata={"kind": "simzss"})
+        bank = self.concept_bank_file()
+        if bank is not None:
+            shutil.copyfile(bank, out_dir / "concepts.json")
+        config = {"kind": "simzss", "schema": 1, "backbone": self.backbone,
+                  "feature": self.manifest.get("feature", {}), "text": asdict(self.cfg.text),
+                  "embed_dim": self.dim, "tokenizer": "clip-bpe", "global": self.cfg.global_token,
+                  "text_pooling": self.cfg.text_pooling,
+                  "logit_scale": float(model.logit_scale.detach().exp().clamp(max=model.logit_scale_max)),
+                  "trained_on": {"shards": str(self.shards.resolve()),
+                                 "concept_bank": self.manifest.get("concept_bank", {})}}
+        (out_dir / "config.json").write_text(json.dumps(config, indent=2))

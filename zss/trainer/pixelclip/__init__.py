@@ -1,8 +1,0 @@
-"""PixelCLIP building blocks (Shin et al., NeurIPS 2024), each testable on its own.
-
-prompts (learnable class prompts through the frozen text tower), sinkhorn (equipartitioned online
-clustering), targets (cluster-merged binary masks), decoder (cosine maps -> mask logits), ema
-(momentum teacher), augment (weak/strong views of one crop), losses (BCE over covered pixels),
-model (the full-image and cached-feature student/teacher modules). The recipe that wires them into
-the shared training loop is `zss.trainer.recipes.pixelclip`.
-"""
