@@ -23,6 +23,21 @@ app.add_typer(concepts_app, name="concepts")
 app.add_typer(prompts_app, name="prompts")
 
 
+@app.callback()
+def _global_options(verbose: int = typer.Option(0, "-v", "--verbose", count=True,
+                                                help="More log detail (debug messages)."),
+                    quiet: bool = typer.Option(False, "-q", "--quiet",
+                                               help="Only warnings and errors: no progress bar or lines."),
+                    ) -> None:
+    """Open-vocabulary semantic segmentation without dense labels.
+
+    Progress: a bar on a terminal; plain log lines (every 5 % or 30 s) when stderr is a file.
+    """
+    from zss.utils.logs import setup_logging
+
+    setup_logging(verbose=verbose, quiet=quiet)
+
+
 @app.command()
 def synth(out: Path = typer.Argument(..., help="Output folder of the synthetic world."),
           n_images: int = typer.Option(64, "--n-images", min=1, help="Training images."),
@@ -162,7 +177,8 @@ def prompts_explain(run: Path = typer.Argument(..., help="PixelCLIP run director
 @app.command()
 def demo(out: Path = typer.Option(Path("demo_out"), "--out"),
          steps: int = typer.Option(300, "--steps", min=1),
-         n_images: int = typer.Option(160, "--n-images", min=8)) -> None:
+         n_images: int = typer.Option(160, "--n-images", min=1,
+                                       help="Training images (at least the demo's batch size, 64).")) -> None:
     """synth -> ingest -> train simzss -> eval -> segment, on CPU, offline, in minutes."""
     from zss.commands.demo import run_demo
 
@@ -172,7 +188,7 @@ def demo(out: Path = typer.Option(Path("demo_out"), "--out"),
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one line on stderr and exit 2 for user errors."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # typer returns 130 on Ctrl-C
     except ZssError as exc:
         print(f"zss: error: {exc}", file=sys.stderr)
         return 2
@@ -191,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"zss: error: {exc.format_message()}", file=sys.stderr)
             return int(exc.exit_code or 2)
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def _err(capsys, argv: list[str]) -> str:
 def test_ingest_user_errors(capsys, world, ingest_kwargs, ingested_shards, tmp_path):
     src, ckpt = str(world), ingest_kwargs["features"].split(":", 1)[1]
     out = str(tmp_path / "out")
-    assert "--mode must be one of" in _err(capsys, ["ingest", src, out, "--mode", "sideways"])
+    assert "config mode must be incremental or overwrite" in _err(capsys, ["ingest", src, out, "--mode", "sideways"])
     assert "unknown config key" in _err(capsys, ["ingest", src, out, "--set", "decode.colour=1"])
     assert "source not found" in _err(capsys, ["ingest", str(tmp_path / "nowhere"), out])
     assert "unknown source kind" in _err(capsys, ["ingest", "ftp:/x", out])

@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from zss.errors import ZssError
 from zss.paths import MANIFESTS
 
 BACKBONE = "vit_small_patch14_dinov2"
@@ -25,6 +26,18 @@ def _miou(results_dir: Path) -> float:
     return float(data["benchmarks"]["synth"]["mIoU"])
 
 
+def check_demo_size(n_images: int, config: Path) -> None:
+    """The demo trains on every ingested image with one data reader: it needs at least one full
+    batch of the demo config's `batch_size` (checked before any work starts)."""
+    from zss.commands.train import resolve_config
+
+    _, cfg, _ = resolve_config("simzss", config)
+    need = cfg.batch_size
+    if n_images < need:
+        raise ZssError(f"--n-images {n_images} is too few: the demo trains with batches of {need} "
+                       f"images ({config.name}), give --n-images {need} or more")
+
+
 def run_demo(out: Path, steps: int = 300, n_images: int = 160, img_size: int = 224) -> str:
     """Run every stage into `out`; return a summary with where the overlay and results are."""
     from zss.eval.evaluate import run_eval
@@ -33,8 +46,10 @@ def run_demo(out: Path, steps: int = 300, n_images: int = 160, img_size: int = 2
     from zss.models.random_init import save_random_timm
     from zss.ingest.runner import run_ingest
     from zss.synth.world import make_world
-    from zss.commands.train import run_training
+    from zss.commands.train import export_untrained, run_training
 
+    config = MANIFESTS / "train" / "simzss-demo.yaml"
+    check_demo_size(n_images, config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -63,9 +78,7 @@ def run_demo(out: Path, steps: int = 300, n_images: int = 160, img_size: int = 2
                      mode="overwrite", limit=None, store_images=True, overrides=[]), flush=True)
     lap("ingest")
 
-    config = MANIFESTS / "train" / "simzss-demo.yaml"
-    print(run_training("simzss", shards, out / "run_untrained", config=config, steps=1,
-                       overrides=["lr=0"]), flush=True)
+    print(export_untrained("simzss", shards, out / "run_untrained" / "model", config=config), flush=True)
     print(run_training("simzss", shards, out / "run", config=config, steps=steps), flush=True)
     lap("train")
 

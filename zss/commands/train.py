@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
-import yaml
+from typing import Any, Optional
 
 from zss.errors import ZssError
 from zss.trainer.config import TrainConfig
 from zss.utils.config import from_dict, load_config, to_dict
 
 
-def _given_keys(config: Optional[Path], overrides: list[str]) -> set[str]:
-    """Top-level loop keys the user set in the YAML file or with --set (recipe defaults yield to them)."""
-    keys = {o.split("=", 1)[0].split(".")[0] for o in overrides}
-    if config is not None and Path(config).is_file():
-        data = yaml.safe_load(Path(config).read_text()) or {}
-        keys |= set(data) if isinstance(data, dict) else set()
-    return keys
+def resolve_config(recipe: str, config: Optional[Path] = None, steps: Optional[int] = None,
+                   epochs: Optional[float] = None, overrides: Optional[list[str]] = None
+                   ) -> tuple[type, TrainConfig, Any]:
+    """(recipe class, loop config, recipe config), every value typed and range-checked.
+
+    Precedence: TrainConfig defaults < the recipe's `loop_defaults` < YAML `config` < CLI options
+    (`--steps` / `--epochs`; giving one clears the other) < `--set key=value`.
+    """
+    from zss.recipes import get_recipe
+
+    cls = get_recipe(recipe)
+    cli: list[str] = []
+    if steps is not None:
+        cli = [f"steps={int(steps)}", "epochs=null"]
+    elif epochs is not None:
+        cli = ["steps=null", f"epochs={float(epochs)!r}"]
+    cfg = load_config(TrainConfig, config, overrides=cli + list(overrides or []),
+                      defaults=dict(cls.loop_defaults))
+    recipe_cfg = from_dict(cls.config_cls, cfg.recipe, prefix="recipe.")
+    cfg.recipe = to_dict(recipe_cfg)
+    return cls, cfg, recipe_cfg
+
+
+def _check_shards(shards: Path) -> None:
+    if not (shards / "manifest.json").is_file():
+        raise ZssError(f"{shards} is not a shard folder (no manifest.json); run `zss ingest` first")
 
 
 def run_training(recipe: str, shards: Path, run_dir: Path, config: Optional[Path] = None,
@@ -26,31 +43,33 @@ def run_training(recipe: str, shards: Path, run_dir: Path, config: Optional[Path
                  overrides: Optional[list[str]] = None) -> str:
     """Train `recipe` on `shards` into `run_dir`; returns a one-line summary for the CLI.
 
-    Precedence: defaults < YAML `config` < `--set key=value` < `--steps/--epochs`. On
+    The config is resolved and checked (`resolve_config`) before anything is read or written. On
     `--resume` without `--config`, the run's own `config.yaml` is reused so the run continues
     with the settings it started with.
     """
     from zss.trainer.loop import train
-    from zss.recipes import get_recipe
 
-    cls = get_recipe(recipe)
     shards, run_dir = Path(shards), Path(run_dir)
-    if not (shards / "manifest.json").is_file():
-        raise ZssError(f"{shards} is not a shard folder (no manifest.json); run `zss ingest` first")
     if config is None and resume and (run_dir / "config.yaml").is_file():
         config = run_dir / "config.yaml"
-    cfg = load_config(TrainConfig, config, overrides=overrides)
-    given = _given_keys(config, overrides or [])
-    for key, value in cls.loop_defaults.items():
-        if key not in given:
-            setattr(cfg, key, value)
-    if steps is not None:
-        cfg.steps, cfg.epochs = steps, None
-    elif epochs is not None:
-        cfg.steps, cfg.epochs = None, epochs
-    recipe_cfg = from_dict(cls.config_cls, cfg.recipe)
-    cfg.recipe = to_dict(recipe_cfg)
+    cls, cfg, recipe_cfg = resolve_config(recipe, config, steps, epochs, overrides)
+    _check_shards(shards)
     resolved = to_dict(cfg)
     rec = cls(recipe_cfg, shards, cfg)
     out = train(rec, cfg, run_dir, resume=resume, resolved_config=resolved)
     return f"trained {recipe} on {shards} -> model directory {out}"
+
+
+def export_untrained(recipe: str, shards: Path, out: Path, config: Optional[Path] = None,
+                     overrides: Optional[list[str]] = None) -> str:
+    """Write the model directory of `recipe` as the loop would build it before its first step
+    (same seed, same config): the untrained baseline the demo scores against."""
+    import torch
+
+    shards = Path(shards)
+    cls, cfg, recipe_cfg = resolve_config(recipe, config, overrides=overrides)
+    _check_shards(shards)
+    rec = cls(recipe_cfg, shards, cfg)
+    torch.manual_seed(cfg.seed)
+    rec.export(rec.build_model(), Path(out))
+    return f"untrained {recipe} model directory {out}"

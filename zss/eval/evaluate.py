@@ -67,7 +67,7 @@ def evaluate_benchmark(model: torch.nn.Module, bench: Benchmark, data_root: Path
     metric = SegMetric(len(vocab), reduce_zero=bench.reduce_zero_label)
     start = time.perf_counter()
     with progress_bar() as bar:
-        task = bar.add_task(bench.name, total=len(samples), info="")
+        task = bar.add_task(bench.name, total=len(samples), info="", unit="images")
         for sample in samples:
             image, label = load_image(sample.image), load_label(sample.label)
             pred = predictor.predict(image, out_size=label.shape)

@@ -20,7 +20,7 @@ from zss.ingest.stages.concepts import ConceptConfig
 from zss.ingest.stages.decode import DecodeConfig
 from zss.ingest.stages.features import FeatureConfig
 from zss.ingest.stages.masks import MaskConfig
-from zss.utils.config import load_config, to_dict
+from zss.utils.config import load_config, setting, to_dict, validate
 
 MODES = ("incremental", "overwrite")
 PRESET_DIR = MANIFESTS / "presets"
@@ -35,14 +35,14 @@ class IngestConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     masks: MaskConfig = field(default_factory=MaskConfig)
     concepts: ConceptConfig = field(default_factory=ConceptConfig)
-    shard_size: int = 256
-    batch_size: int = 16
-    workers: int = 2  # model actors (local Ray: also the CPU count given to ray.init)
-    threads_per_worker: int = 0  # torch threads per model actor (0 = CPUs / workers, at least 1)
-    mode: str = "incremental"
+    shard_size: int = setting(256, ge=1, le=10_000)
+    batch_size: int = setting(16, ge=1)
+    workers: int = setting(2, ge=1)  # model actors (local Ray: also the CPU count given to ray.init)
+    threads_per_worker: int = setting(0, ge=0)  # torch threads per model actor (0 = CPUs / workers, at least 1)
+    mode: str = setting("incremental", choices=MODES)
     address: str | None = None
     store_images: bool = True
-    limit: int | None = None
+    limit: int | None = setting(None, ge=1)
 
 
 def resolve_preset(preset: str | Path | None) -> Path | None:
@@ -103,15 +103,9 @@ def build_config(preset: str | Path | None = None, overrides: list[str] | None =
 
 
 def finalize(cfg: IngestConfig) -> IngestConfig:
-    """Check ranges and tie the stage configs together (one img_size, the backbone's patch)."""
-    if cfg.mode not in MODES:
-        raise ZssError(f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
-    if not 1 <= cfg.shard_size <= 10_000:
-        raise ZssError(f"shard_size must be in 1..10000, got {cfg.shard_size}")
-    if cfg.batch_size < 1 or cfg.workers < 1:
-        raise ZssError("batch_size and workers must be at least 1")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ZssError(f"limit must be at least 1, got {cfg.limit}")
+    """Check every field against its declared range (again: callers may build `cfg` by hand) and
+    tie the stage configs together (one img_size, the backbone's patch)."""
+    validate(cfg)
     cfg.features.img_size = cfg.decode.img_size
     cfg.decode.patch_size = patch_size_of(cfg.features.name) or cfg.decode.patch_size
     cfg.decode.store_jpg = cfg.store_images

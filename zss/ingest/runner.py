@@ -306,7 +306,7 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
     # rates that do not depend on how Ray Data batches results on their way back to the driver
     arrivals: list[tuple[float, int, int]] = []
     with progress_bar(None if progress is None else not progress) as bar:
-        task = bar.add_task("ingest", total=total, info="")
+        task = bar.add_task("ingest", total=total, info="", unit="samples")
         for row in ds.iter_rows():
             if first is None:
                 first = time.perf_counter()

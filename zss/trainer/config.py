@@ -1,6 +1,7 @@
 """The training configuration: the loop's knobs plus one recipe-specific section.
 
-The loop's fields are shared by every recipe; `recipe` holds the recipe's own dataclass fields as a
+Each field declares its allowed range (`setting`), checked by `zss.utils.config.from_dict`
+for YAML, CLI options and `--set` alike. The loop's fields are shared by every recipe; `recipe` holds the recipe's own dataclass fields as a
 mapping so one YAML file (and `--set recipe.key=value`) configures both. `zss.commands.train` parses the
 section into the recipe's `config_cls` and writes the fully resolved config to `RUN/config.yaml`.
 """
@@ -10,30 +11,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from zss.utils.config import setting
+
 
 @dataclass
 class TrainConfig:
     """Loop settings (optimiser, schedule, data stream, logging, checkpoints)."""
 
-    seed: int = 0
-    steps: Optional[int] = None            # optimizer steps; wins over `epochs`
-    epochs: Optional[float] = None         # passes over the shards when `steps` is unset
-    batch_size: int = 64                   # per process, per micro-step
-    accum_steps: int = 1                   # micro-steps per optimizer step
-    lr: float = 5e-4
-    weight_decay: float = 0.2              # none on gains, biases, logit scales (see Recipe)
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    warmup: float = 0.05                   # fraction of the optimizer steps, linear from 0
-    min_lr_ratio: float = 0.0              # cosine floor as a fraction of `lr`
-    grad_clip: float = 0.0                 # max global grad norm; 0 = off
+    seed: int = setting(0, ge=0)
+    steps: Optional[int] = setting(None, ge=1)          # optimizer steps; wins over `epochs`
+    epochs: Optional[float] = setting(None, gt=0)       # passes over the shards when `steps` is unset
+    batch_size: int = setting(64, ge=1)                 # per process, per micro-step
+    accum_steps: int = setting(1, ge=1)                 # micro-steps per optimizer step
+    lr: float = setting(5e-4, gt=0)
+    weight_decay: float = setting(0.2, ge=0)            # none on gains, biases, logit scales (see Recipe)
+    beta1: float = setting(0.9, ge=0, lt=1)
+    beta2: float = setting(0.98, ge=0, lt=1)
+    eps: float = setting(1e-6, gt=0)
+    warmup: float = setting(0.05, ge=0, lt=1)                 # fraction of the optimizer steps, linear from 0
+    min_lr_ratio: float = setting(0.0, ge=0, le=1)            # cosine floor as a fraction of `lr`
+    grad_clip: float = setting(0.0, ge=0)               # max global grad norm; 0 = off
     amp: bool = True                       # mixed precision, CUDA only (no effect on CPU)
     device: str = "auto"                   # auto = CUDA when present
-    num_workers: int = 0                   # data-loader worker processes per training process
-    shuffle_buffer: int = 1000             # samples held by each reader's shuffling buffer
-    log_every: int = 10                    # optimizer steps between metrics rows
-    ckpt_every: int = 500                  # optimizer steps between checkpoints (and at the end)
-    keep_checkpoints: int = 3              # newest checkpoints kept on disk; 0 = keep all
+    num_workers: int = setting(0, ge=0)                 # data-loader worker processes per training process
+    shuffle_buffer: int = setting(1000, ge=1)           # samples held by each reader's shuffling buffer
+    log_every: int = setting(10, ge=1)                  # optimizer steps between metrics rows
+    ckpt_every: int = setting(500, ge=1)                # optimizer steps between checkpoints (and at the end)
+    keep_checkpoints: int = setting(3, ge=0)            # newest checkpoints kept on disk; 0 = keep all
     tensorboard: bool = True
     recipe: dict[str, Any] = field(default_factory=dict)  # the recipe's own config_cls fields

@@ -191,7 +191,8 @@ def train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool = False,
     t_last, s_last = time.perf_counter(), step
     t_step, rate = t_last, None
     with bar:
-        task = bar.add_task(f"train {recipe.name}", total=n_steps, completed=step, info="")
+        task = bar.add_task(f"train {recipe.name}", total=n_steps, completed=step, info="", unit="steps",
+                            samples_per_unit=cfg.batch_size * cfg.accum_steps * info.world_size)
         while step < n_steps:
             lr = lr_at(step, n_steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
             for g in opt.param_groups:

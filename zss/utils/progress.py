@@ -1,17 +1,152 @@
-"""One progress bar style for every long-running command."""
+"""One progress display for every long-running command (ingest, train, eval, segment).
+
+On a terminal it is a rich progress bar. When stderr is not a terminal (a Slurm or Ray job, `zss
+train ... > log 2>&1`) the same updates become plain log lines through `logging` at a steady pace:
+the first update, then every 5 % of the total or every 30 s (`ZSS_PROGRESS_SECONDS`), whichever
+comes first, and the last one, each with done/total, the task's own info (loss, mIoU, ...), the rate
+and the ETA. The CLI configures the `zss` logger once (`-v` / `-q`); `-q` silences both forms.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+log = logging.getLogger(__name__)
 
-def progress_bar(disable: bool | None = None) -> Progress:
-    """A rich Progress; silent when stderr is not a terminal unless asked otherwise."""
-    if disable is None:
-        disable = not sys.stderr.isatty()
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    disable=disable, transient=False)
+EVERY_SECONDS = 30.0     # plain lines: at most this long between two lines while work goes on
+EVERY_FRACTION = 0.05    # ... and one line per this share of the total
+
+
+def _every_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get("ZSS_PROGRESS_SECONDS", EVERY_SECONDS)))
+    except ValueError:
+        return EVERY_SECONDS
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+@dataclass
+class _Task:
+    description: str
+    total: float | None
+    completed: float
+    unit: str = "items"                    # what `completed` counts (steps, samples, images)
+    samples_per_unit: float | None = None  # e.g. the global batch when one unit is one step
+    info: str = ""
+    start_completed: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    logged_completed: float | None = None
+    logged_at: float = 0.0
+
+
+def progress_line(task: _Task, now: float) -> str:
+    """`DESC: DONE/TOTAL UNIT (PCT%) | INFO | RATE | elapsed | ETA` for a log file."""
+    elapsed = now - task.started
+    done = task.completed - task.start_completed
+    rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
+    total = f"/{task.total:g}" if task.total else ""
+    pct = f" ({100.0 * task.completed / task.total:.0f}%)" if task.total else ""
+    parts = [f"{task.description}: {task.completed:g}{total} {task.unit}{pct}"]
+    if task.info:
+        parts.append(task.info)
+    if task.samples_per_unit:
+        parts.append(f"{rate * task.samples_per_unit:.1f} samples/s")
+    else:
+        parts.append(f"{rate:.2f} {task.unit}/s")
+    parts.append(f"elapsed {_clock(elapsed)}")
+    if task.total:
+        remaining = max(0.0, task.total - task.completed)
+        parts.append(f"ETA {_clock(remaining / rate) if rate > 0 else '?'}")
+    return " | ".join(parts)
+
+
+class ProgressDisplay:
+    """The subset of `rich.progress.Progress` the commands use (`with`, `add_task`, `update`),
+    drawn as a rich bar on a terminal or logged as plain lines otherwise."""
+
+    def __init__(self, disable: bool | None = None, every_seconds: float | None = None,
+                 every_fraction: float = EVERY_FRACTION) -> None:
+        quiet = logging.getLogger("zss").level > logging.INFO  # `zss -q`
+        tty = sys.stderr.isatty()
+        if disable is None:
+            rich_on, plain_on = tty and not quiet, not tty
+        else:
+            rich_on, plain_on = not disable and not quiet, False
+        self.plain = plain_on
+        self.every_seconds = _every_seconds() if every_seconds is None else every_seconds
+        self.every_fraction = every_fraction
+        self.tasks: dict[int, _Task] = {}
+        self._rich = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                              disable=not rich_on, transient=False)
+
+    def __enter__(self) -> "ProgressDisplay":
+        self._rich.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._rich.__exit__(*exc)
+        if self.plain and exc[0] is None:
+            for task in self.tasks.values():
+                if task.logged_completed != task.completed:
+                    self._emit(task, time.monotonic())
+
+    def add_task(self, description: str, total: float | None = None, completed: float = 0,
+                 info: str = "", unit: str = "items", samples_per_unit: float | None = None,
+                 **fields: Any) -> int:
+        tid = self._rich.add_task(description, total=total, completed=completed, info=info, **fields)
+        self.tasks[tid] = _Task(description, total, completed, unit, samples_per_unit, info,
+                                start_completed=completed)
+        return tid
+
+    def update(self, task_id: int, advance: float | None = None, completed: float | None = None,
+               info: str | None = None, **fields: Any) -> None:
+        if info is not None:
+            fields["info"] = info
+        self._rich.update(task_id, advance=advance, completed=completed, **fields)
+        task = self.tasks[task_id]
+        if completed is not None:
+            task.completed = completed
+        if advance is not None:
+            task.completed += advance
+        if info is not None:
+            task.info = info
+        if self.plain:
+            now = time.monotonic()
+            if self._due(task, now):
+                self._emit(task, now)
+
+    def _due(self, task: _Task, now: float) -> bool:
+        if task.logged_completed is None or (task.total and task.completed >= task.total):
+            return True
+        if now - task.logged_at >= self.every_seconds:
+            return True
+        if task.total:
+            step = max(1.0, math.ceil(task.total * self.every_fraction))
+            return task.completed - task.logged_completed >= step
+        return False
+
+    def _emit(self, task: _Task, now: float) -> None:
+        log.info(progress_line(task, now))
+        task.logged_completed, task.logged_at = task.completed, now
+
+
+def progress_bar(disable: bool | None = None) -> ProgressDisplay:
+    """The progress display: a rich bar on a terminal, plain log lines when stderr is not one
+    (`disable=None`); `disable=True` shows nothing (e.g. non-zero ranks), `False` forces the bar."""
+    return ProgressDisplay(disable=disable)

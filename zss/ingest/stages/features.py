@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from zss.utils.device import autocast, default_device
+from zss.utils.config import setting
 
 
 @dataclass
@@ -24,8 +25,8 @@ class FeatureConfig:
 
     name: str = "vit_small_patch14_dinov2"
     checkpoint: str | None = None
-    img_size: int = 224
-    batch_size: int = 16
+    img_size: int = setting(224, ge=1)
+    batch_size: int = setting(16, ge=1)
     device: str = "auto"
     amp: bool = True
 

@@ -22,6 +22,7 @@ from pycocotools import mask as mask_utils
 
 from zss.errors import BadItem, ZssError
 from zss.formats.rle import check_sa1b_annotations, encode_mask
+from zss.utils.config import setting
 
 MODES = ("sam", "sa1b", "dino-kmeans", "none")
 SAM_KEYS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box")
@@ -34,13 +35,13 @@ class MaskConfig:
 
     mode: str = "dino-kmeans"
     sam_checkpoint: str | None = None
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    min_mask_region_area: int = 0
-    kmeans_k: int = 16
-    kmeans_iters: int = 50
+    points_per_side: int = setting(32, ge=1)
+    points_per_batch: int = setting(64, ge=1)
+    pred_iou_thresh: float = setting(0.88, ge=0, le=1)
+    stability_score_thresh: float = setting(0.95, ge=0, le=1)
+    min_mask_region_area: int = setting(0, ge=0)
+    kmeans_k: int = setting(16, ge=1)
+    kmeans_iters: int = setting(50, ge=1)
     seed: int = 0
     device: str = "auto"
 

@@ -35,6 +35,7 @@ from zss.recipes.pixelclip.model import MODES, PixelCLIPNet
 from zss.recipes.pixelclip.prompts import DEFAULT_TEMPLATE
 from zss.recipes.pixelclip.targets import decode_rle_masks
 from zss.trainer.recipe import Recipe, default_no_decay
+from zss.utils.config import setting
 
 OPEN_CLIP_PREFIX = LEGACY_OPENCLIP  # how shard manifests name an OpenCLIP feature backbone
 
@@ -45,25 +46,25 @@ class PixelCLIPConfig:
 
     mode: str = "cached"                 # cached | full
     clip: str = ""                       # ARCH[:CKPT]; full mode needs it, cached defaults to the manifest's
-    k: int = 64                          # learnable prompts = clusters
+    k: int = setting(64, ge=1)           # learnable prompts = clusters
     template: str = DEFAULT_TEMPLATE     # each "{}" is one learned context token
     prompt_seed: int = 0
-    cluster_scale: float = 20.0          # cosine × scale before Sinkhorn (1 / SwAV's epsilon)
-    sinkhorn_iters: int = 3
-    momentum: float = 0.999              # EMA teacher
-    mask_size: int = 256                 # target / logit resolution
-    img_size: int = 224                  # full mode: student input side
-    crop_min_scale: float = 0.5          # full mode: shared random-resized crop
-    max_masks: int = 32                  # per image, largest first
-    min_mask_frac: float = 0.001         # drop masks smaller than this fraction of the image
-    lr_encoder: float = 0.01             # lr multiplier of the image tower (full mode)
-    lr_prompts: float = 10.0             # lr multiplier of the prompt context vectors
-    lr_head: float = 1.0                 # lr multiplier of the decoder and (cached) adapter
-    adapter_hidden: int = 256            # cached mode
-    feature_drop: float = 0.2            # cached mode strong view: dropped tokens
-    feature_noise: float = 0.1           # cached mode strong view: noise relative to feature RMS
-    decoder_hidden: int = 32
-    decoder_guide: int = 16
+    cluster_scale: float = setting(20.0, gt=0)  # cosine × scale before Sinkhorn (1 / SwAV's epsilon)
+    sinkhorn_iters: int = setting(3, ge=1)
+    momentum: float = setting(0.999, ge=0, le=1)  # EMA teacher
+    mask_size: int = setting(256, ge=1)  # target / logit resolution
+    img_size: int = setting(224, ge=1)   # full mode: student input side
+    crop_min_scale: float = setting(0.5, gt=0, le=1)  # full mode: shared random-resized crop
+    max_masks: int = setting(32, ge=1)   # per image, largest first
+    min_mask_frac: float = setting(0.001, ge=0, le=1)  # drop masks smaller than this fraction of the image
+    lr_encoder: float = setting(0.01, ge=0)  # lr multiplier of the image tower (full mode)
+    lr_prompts: float = setting(10.0, ge=0)  # lr multiplier of the prompt context vectors
+    lr_head: float = setting(1.0, ge=0)  # lr multiplier of the decoder and (cached) adapter
+    adapter_hidden: int = setting(256, ge=1)  # cached mode
+    feature_drop: float = setting(0.2, ge=0, lt=1)  # cached mode strong view: dropped tokens
+    feature_noise: float = setting(0.1, ge=0)  # cached mode strong view: noise relative to feature RMS
+    decoder_hidden: int = setting(32, ge=1)
+    decoder_guide: int = setting(16, ge=1)
 
 
 def _same_grid(grids: list[torch.Tensor]) -> list[torch.Tensor]:

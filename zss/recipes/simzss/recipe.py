@@ -30,6 +30,7 @@ from zss.trainer.data import load_npy
 from zss.recipes.simzss.losses import (attention_pool, concept_bank, global_infonce, local_logits, local_targets,
                                 occurrence_embeddings)
 from zss.trainer.recipe import Recipe
+from zss.utils.config import setting
 
 
 @dataclass
@@ -38,16 +39,16 @@ class SimZSSConfig:
     `mean` (mean of the cached patch tokens — what learns on random-init demo backbones)."""
 
     text: TextConfig = field(default_factory=TextConfig)
-    global_token: str = "cls"
-    local_weight: float = 0.05
-    local_temperature: float = 0.1
-    local_scale: float = 1 / 0.07
-    local_target: str = "own"          # own | argmax (the authors' released code)
-    logit_scale_init: float = 1 / 0.07
-    logit_scale_max: float = 100.0
+    global_token: str = setting("cls", choices=("cls", "mean"))
+    local_weight: float = setting(0.05, ge=0)
+    local_temperature: float = setting(0.1, gt=0)
+    local_scale: float = setting(1 / 0.07, gt=0)
+    local_target: str = setting("own", choices=("own", "argmax"))  # own | argmax (the authors' released code)
+    logit_scale_init: float = setting(1 / 0.07, gt=0)
+    logit_scale_max: float = setting(100.0, gt=0)
     # How inference embeds class names: `concept` (their own tokens, as the local loss trains) or
     # `eot` (the prompt's end-of-text token, as the global loss trains). Recorded in config.json.
-    text_pooling: str = "concept"
+    text_pooling: str = setting("concept", choices=("concept", "eot"))
 
 
 class SimZSSModel(nn.Module):

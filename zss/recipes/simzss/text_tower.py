@@ -29,6 +29,7 @@ from open_clip.transformer import QuickGELU, TextTransformer
 from torch import nn
 
 from zss.errors import ZssError
+from zss.utils.config import setting
 from zss.models import tokenizer as bpe
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,12 @@ CLIP_BPE_VOCAB = 49408
 class TextConfig:
     """Text tower sizes (paper: 512 wide, 8 heads, 12 layers, context 77) and optional init."""
 
-    width: int = 512
-    heads: int = 8
-    layers: int = 12
-    context_length: int = 77
-    vocab_size: int = CLIP_BPE_VOCAB
-    mlp_ratio: float = 4.0
+    width: int = setting(512, ge=1)
+    heads: int = setting(8, ge=1)
+    layers: int = setting(12, ge=1)
+    context_length: int = setting(77, ge=1)
+    vocab_size: int = setting(CLIP_BPE_VOCAB, ge=1)
+    mlp_ratio: float = setting(4.0, gt=0)
     ls_init_value: Optional[float] = None
     quick_gelu: bool = False
     init: Optional[str] = None  # "ARCH:FILE" or "ARCH:TAG" of an OpenCLIP model; None = scratch
