@@ -67,3 +67,9 @@ def test_eval_set_value(capsys, tmp_path):
     line = _one_line(capsys, ["eval", "openclip:ViT-B-16:/nowhere.safetensors", "--benchmark", "voc21",
                               "--data-root", str(tmp_path), "--set", "batch_size=many"])
     assert "config batch_size must be an integer" in line and "'many'" in line
+
+
+def test_segment_set_value(capsys, tmp_path):
+    line = _one_line(capsys, ["segment", "openclip:ViT-B-16:/nowhere.safetensors", str(tmp_path), "--vocab", "a,b",
+                              "--set", "mode=tiles"])
+    assert line == "zss: error: config mode must be slide or whole, got 'tiles'"

@@ -27,6 +27,7 @@ from zss.errors import ZssError
 from zss.eval.pamr import pamr
 from zss.eval.templates import embed_words, get_templates
 from zss.formats.vocab import Vocabulary
+from zss.utils.config import setting
 from zss.utils.device import autocast
 
 
@@ -35,17 +36,17 @@ class InferenceConfig:
     """One evaluation protocol. `short_side: null` and `crop: 0` = the model's default input size;
     `short_side: 0` keeps the image size; `stride: 0` = crop / 2."""
 
-    short_side: Optional[int] = 336
-    max_long_side: int = 2048
-    mode: str = "slide"            # slide | whole
-    crop: int = 224
-    stride: int = 112
-    batch_size: int = 16           # windows per forward pass
-    logit_scale: float = 40.0
-    prob_thd: float = 0.0          # > 0: low-confidence pixels -> background class
+    short_side: Optional[int] = setting(336, ge=0)
+    max_long_side: int = setting(2048, ge=1)
+    mode: str = setting("slide", choices=("slide", "whole"))  # slide | whole
+    crop: int = setting(224, ge=0)
+    stride: int = setting(112, ge=0)
+    batch_size: int = setting(16, ge=1)  # windows per forward pass
+    logit_scale: float = setting(40.0, gt=0)
+    prob_thd: float = setting(0.0, ge=0, le=1)  # > 0: low-confidence pixels -> background class
     background_words: bool = True  # False: background only through prob_thd
     templates: str = "imagenet80"
-    pamr_steps: int = 0
+    pamr_steps: int = setting(0, ge=0)
     pamr_dilations: list[int] = field(default_factory=lambda: [8, 16])
     fp16: bool = True              # autocast on CUDA only
 
