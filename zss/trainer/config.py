@@ -1,9 +1,10 @@
 """The training configuration: the loop's knobs plus one recipe-specific section.
 
-Each field declares its allowed range (`setting`), checked by `zss.utils.config.from_dict`
-for YAML, CLI options and `--set` alike. The loop's fields are shared by every recipe; `recipe` holds the recipe's own dataclass fields as a
-mapping so one YAML file (and `--set recipe.key=value`) configures both. `zss.commands.train` parses the
-section into the recipe's `config_cls` and writes the fully resolved config to `RUN/config.yaml`.
+The loop's fields are shared by every recipe; `recipe` holds the recipe's own dataclass fields as a
+mapping so one YAML file (and `--set recipe.key=value`) configures both. Each field declares its
+allowed range (`setting`), checked by `zss.utils.config.from_dict` for YAML, CLI options and
+`--set` alike. `zss.commands.train` parses the section into the recipe's `config_cls` and writes the
+fully resolved config to `RUN/config.yaml`.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ class TrainConfig:
     beta1: float = setting(0.9, ge=0, lt=1)
     beta2: float = setting(0.98, ge=0, lt=1)
     eps: float = setting(1e-6, gt=0)
-    warmup: float = setting(0.05, ge=0, lt=1)                 # fraction of the optimizer steps, linear from 0
-    min_lr_ratio: float = setting(0.0, ge=0, le=1)            # cosine floor as a fraction of `lr`
+    warmup: float = setting(0.05, ge=0, lt=1)           # fraction of the optimizer steps, linear from 0
+    min_lr_ratio: float = setting(0.0, ge=0, le=1)      # cosine floor as a fraction of `lr`
     grad_clip: float = setting(0.0, ge=0)               # max global grad norm; 0 = off
-    amp: bool = True                       # mixed precision, CUDA only (no effect on CPU)
-    device: str = "auto"                   # auto = CUDA when present
+    amp: bool = True                                    # mixed precision, CUDA only (no effect on CPU)
+    device: str = "auto"                                # auto = CUDA when present
     num_workers: int = setting(0, ge=0)                 # data-loader worker processes per training process
     shuffle_buffer: int = setting(1000, ge=1)           # samples held by each reader's shuffling buffer
     log_every: int = setting(10, ge=1)                  # optimizer steps between metrics rows
