@@ -36,11 +36,9 @@ def write_model_dir(net: nn.Module, out_dir: Path, default_size: int, source: di
     clip: DenseCLIP = net.clip
     state = {k: v.detach().cpu().contiguous() for k, v in clip.model.state_dict().items()}
     save_file(state, str(out_dir / "model.safetensors"), metadata={"kind": "pixelclip"})
-    adapter_cfg = None
-    if net.mode == "cached":
-        save_file({k: v.detach().cpu().contiguous() for k, v in net.adapter.state_dict().items()},
-                  str(out_dir / "adapter.safetensors"))
-        adapter_cfg = {"dim": net.adapter.dim, "hidden": net.adapter.hidden}
+    adapter_state, adapter_cfg = net.impl.extra_state(net)
+    if adapter_state is not None:
+        save_file(adapter_state, str(out_dir / "adapter.safetensors"))
     with torch.no_grad():
         embeddings = net.prompts(clip).float().cpu()
     save_file({"ctx": net.prompts.ctx.detach().float().cpu().contiguous(), "embeddings": embeddings.contiguous()},
