@@ -119,7 +119,7 @@ class PixelCLIPRecipe(Recipe):
             raise ZssError(f"pixelclip sinkhorn_start must be exp or softmax, got {cfg.sinkhorn_start!r}")
         masks = (self.manifest.get("models", {}).get("masks") or {}).get("mode", "none")
         if masks == "none":
-            raise ZssError(f"{shards} has no masks: ingest with --masks sam|sa1b|dino-kmeans for pixelclip")
+            raise ZssError(f"{shards} has no masks: ingest with --masks sam|sa1b|dino|feature-kmeans for pixelclip")
         self.arch, self.checkpoint = self._clip_source()
         self.members = self.impl.members
         self.strong = cfg.strong_aug()
