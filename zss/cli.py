@@ -21,6 +21,8 @@ concepts_app = typer.Typer(no_args_is_help=True, help="Build and query the faiss
 prompts_app = typer.Typer(no_args_is_help=True, help="Inspect PixelCLIP's learned prompts.")
 app.add_typer(concepts_app, name="concepts")
 app.add_typer(prompts_app, name="prompts")
+import_app = typer.Typer(no_args_is_help=True, help="Import checkpoints released by a method's authors.")
+app.add_typer(import_app, name="import")
 
 
 @app.callback()
@@ -172,6 +174,19 @@ def prompts_explain(run: Path = typer.Argument(..., help="PixelCLIP run director
     from zss.recipes.pixelclip.explain import explain_prompts
 
     typer.echo(explain_prompts(run_dir=run, k=k, out=out))
+
+
+@import_app.command("pixelclip")
+def import_pixelclip(ckpt: Path = typer.Argument(..., help="Released PixelCLIP checkpoint (detectron2 .pth)."),
+                     out: Path = typer.Argument(..., help="Output zss model directory."),
+                     arch: Optional[str] = typer.Option(None, "--arch", help="OpenCLIP arch (default: "
+                                                        "ViT-B-16-quickgelu or convnext_base_w_320, detected)."),
+                     img_size: Optional[int] = typer.Option(None, "--img-size", help="Inference side "
+                                                            "(default 320 ViT-B, 640 ConvNeXt-B).")) -> None:
+    """Map a PixelCLIP release checkpoint into a model directory for `zss eval` and `zss segment`."""
+    from zss.commands.import_pixelclip import import_pixelclip as run
+
+    typer.echo(run(ckpt, out, arch=arch, img_size=img_size))
 
 
 @app.command()

@@ -56,6 +56,51 @@ def _model_name(arch: str) -> str:
     return name
 
 
+OPENAI_MARKERS = ("input_resolution", "context_length", "vocab_size")  # extra entries of OpenAI's state dicts
+
+
+def _file_keys_and_meta(path: str) -> tuple[set[str], dict[str, str]]:
+    """State-dict key names and (safetensors) metadata of a checkpoint file, without loading tensors
+    (safetensors) or through a memory map (torch files, weights_only)."""
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return set(f.keys()), dict(f.metadata() or {})
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a plain state dict (e.g. a TorchScript archive): open_clip reports it
+        return set(), {}
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    return (set(obj) if isinstance(obj, dict) else set()), {}
+
+
+def is_openai_weights(pretrained: str) -> bool:
+    """True for the `openai` tag, OpenAI's own state dicts (they carry `input_resolution` & co.) and
+    safetensors files whose metadata says `weights: openai` (what `zss import pixelclip` writes)."""
+    if pretrained == "openai":
+        return True
+    if not Path(pretrained).is_file():
+        return False
+    keys, meta = _file_keys_and_meta(pretrained)
+    return meta.get("weights") == "openai" or any(m in keys for m in OPENAI_MARKERS)
+
+
+def check_activation(arch: str, pretrained: str) -> None:
+    """OpenAI's CLIP weights were trained with QuickGELU: refuse them for a GELU architecture (the
+    model would load without error and compute wrong features)."""
+    name = _model_name(arch)
+    if not is_openai_weights(pretrained):
+        return
+    if (open_clip.get_model_config(name) or {}).get("quick_gelu", False):
+        return
+    right = f"{name}-quickgelu"
+    hint = right if right in open_clip.list_models() else "an architecture with quick_gelu: true"
+    raise ZssError(f"{pretrained!r} holds OpenAI CLIP weights (QuickGELU) but {arch} uses GELU: "
+                   f"load them as {hint}")
+
+
 def create_openclip(arch: str, pretrained: str | None, device: str | torch.device = "cpu") -> nn.Module:
     """An open_clip CLIP model from an architecture name and a hub tag or local checkpoint path.
 
@@ -73,13 +118,28 @@ def create_openclip(arch: str, pretrained: str | None, device: str | torch.devic
     if not is_tag and not Path(pretrained).is_file():
         raise ZssError(f"OpenCLIP checkpoint {pretrained!r} for {arch} is neither a known tag "
                        f"({', '.join(tags) or 'none'}) nor a file")
+    check_activation(arch, pretrained)
     try:
-        model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+        if not is_tag and any(m in _file_keys_and_meta(pretrained)[0] for m in OPENAI_MARKERS):
+            model = _load_openai_state_dict(name, pretrained, device)
+        else:
+            model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
     except (RuntimeError, OSError, ValueError) as exc:
         hint = " (no internet? pass a local checkpoint file instead)" if is_tag else ""
         raise ZssError(f"could not load OpenCLIP {arch} weights {pretrained!r}{hint}: "
                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     return model.eval()
+
+
+def _load_openai_state_dict(name: str, path: str, device: str | torch.device) -> nn.Module:
+    """An OpenAI state dict file: its three non-tensor-weight entries dropped, the rest loaded strictly."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    state = {k: v for k, v in state.items() if k not in OPENAI_MARKERS}
+    model = open_clip.create_model(name, pretrained=None)
+    model.load_state_dict(state, strict=True)
+    return model.to(device)
 
 
 def save_random_openclip(arch: str, path: str | Path, seed: int = 0) -> Path:

@@ -9,7 +9,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from zss.errors import ZssError
-from zss.ingest.stages.masks import MaskConfig, MaskStage, kmeans_masks, upsample_labels
+from zss.ingest.stages.masks import MaskConfig, MaskStage, kmeans, kmeans_masks, upsample_labels
 
 
 def _decode(ann):
@@ -112,3 +112,47 @@ def test_tiny_sam_produces_valid_rles(sam_ckpt):
         assert {"bbox", "predicted_iou", "stability_score", "point_coords", "crop_box"} <= a.keys()
     assert stage(batch)["masks"][0] == out["masks"][0]
     assert stage.describe()["kind"] == "test_tiny" and stage.describe()["mode"] == "sam"
+
+
+def test_euclidean_kmeans_splits_what_spherical_merges():
+    # same direction, different lengths: one cluster by angle, two by distance
+    x = np.array([[1.0, 0.0], [1.1, 0.0], [10.0, 0.0], [10.5, 0.0]])
+    assert len(set(kmeans(x, 2, seed=0).tolist())) == 1
+    labels = kmeans(x, 2, seed=0, spherical=False)
+    assert labels[0] == labels[1] and labels[2] == labels[3] and labels[0] != labels[2]
+
+
+def test_feature_kmeans_is_the_old_dino_kmeans():
+    rng = np.random.default_rng(2)
+    batch = _batch(["ok"], [32, 32], patch=rng.normal(size=(1, 4, 4, 16)).astype(np.float16))
+    new = MaskStage(MaskConfig(mode="feature-kmeans", kmeans_k=4))
+    old = MaskStage(MaskConfig(mode="dino-kmeans", kmeans_k=4))
+    assert new(batch)["masks"][0] == old(batch)["masks"][0]
+    assert old.describe()["method"] == "feature-kmeans" and old.describe()["metric"] == "cosine"
+
+
+def test_dino_masks_run_their_own_backbone(tmp_path):
+    from zss.models.random_init import save_random_timm
+
+    ckpt = save_random_timm("vit_small_patch16_224.dino", tmp_path / "dino.safetensors", img_size=64, seed=0)
+    stage = MaskStage(MaskConfig(mode="dino", dino_checkpoint=str(ckpt), dino_img_size=64, kmeans_k=4))
+    assert stage.dino.patch_size == 16 and stage.describe()["metric"] == "euclidean"
+    rng = np.random.default_rng(0)
+    image = np.zeros((2, 48, 48, 3), np.uint8)
+    image[0, :, :24] = [200, 30, 30]
+    image[0, :, 24:] = [20, 20, 220]
+    image[1] = rng.integers(0, 255, (48, 48, 3))
+    batch = _batch(["ok", "ok"], [48, 48], image=image)  # no patch column: its own features
+    out = stage(batch)
+    assert list(out["status"]) == ["ok", "ok"]
+    again = MaskStage(MaskConfig(mode="dino", dino_checkpoint=str(ckpt), dino_img_size=64, kmeans_k=4))(
+        {**batch, "patch": rng.normal(size=(2, 3, 3, 8)).astype(np.float16)})
+    assert list(out["masks"]) == list(again["masks"])  # deterministic, and the feature column is not read
+    for i in range(2):
+        anns = json.loads(out["masks"][i])
+        assert 1 <= len(anns) <= 4
+        cover = sum(_decode(a).astype(int) for a in anns)
+        assert cover.shape == (48, 48) and (cover == 1).all()
+    assert out["masks"][0] != out["masks"][1]
+    with pytest.raises(ZssError, match="dino_checkpoint"):
+        MaskStage(MaskConfig(mode="dino"))

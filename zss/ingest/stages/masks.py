@@ -3,8 +3,12 @@
 Modes (what PixelCLIP trains from):
 - `sam`: segment-anything's `SamAutomaticMaskGenerator` (a local checkpoint, `KIND:PATH`);
 - `sa1b`: the source's own SA-1B annotations (decode has rescaled them to `size`; checked here again);
-- `dino-kmeans`: k-means over the image's own frozen patch features (so this stage runs after
-  features), the label grid upsampled (nearest) to `size`, one mask per non-empty cluster;
+- `feature-kmeans` (old name `dino-kmeans`, still accepted): spherical k-means over the image's
+  patch features from the ingest's *feature backbone* (so this stage runs after features; a CLIP in
+  cached PixelCLIP runs), the label grid upsampled (nearest) to `size`, one mask per cluster;
+- `dino`: as PixelCLIP's release: the stage runs its *own* backbone (default DINO ViT-S/16, a timm
+  name + local checkpoint) on the stored image resized to `dino_img_size`², then Euclidean k-means
+  (k = `kmeans_k`, 16) of its last-layer patch tokens, upsampled (nearest) to `size`;
 - `none`: no masks (`""`).
 
 Every mode is deterministic (fixed point grid, seeded k-means in float64 numpy, canonical JSON), so
@@ -24,7 +28,9 @@ from zss.errors import BadItem, ZssError
 from zss.formats.rle import check_sa1b_annotations, encode_mask
 from zss.utils.config import setting
 
-MODES = ("sam", "sa1b", "dino-kmeans", "none")
+MODES = ("sam", "sa1b", "feature-kmeans", "dino-kmeans", "dino", "none")
+ALIASES = {"dino-kmeans": "feature-kmeans"}  # old name: the features were the ingest backbone's
+DINO_DEFAULT = "vit_small_patch16_224.dino"
 SAM_KEYS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box")
 
 
@@ -42,19 +48,24 @@ class MaskConfig:
     min_mask_region_area: int = setting(0, ge=0)
     kmeans_k: int = setting(16, ge=1)
     kmeans_iters: int = setting(50, ge=1)
+    dino_model: str = DINO_DEFAULT   # `dino` mode: timm name of the mask backbone
+    dino_checkpoint: str | None = None  # `dino` mode: its local weights (required: no downloads)
+    dino_img_size: int = setting(640, ge=14)       # `dino` mode: square input side (the release's 640 crop -> 40x40)
     seed: int = 0
     device: str = "auto"
 
 
 
-def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
-    """Spherical k-means labels of the rows of `x` [N, D]: seeded k-means++ init, Lloyd steps.
+def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50, spherical: bool = True) -> np.ndarray:
+    """k-means labels of the rows of `x` [N, D]: seeded k-means++ init, Lloyd steps. Spherical
+    (unit rows, cosine assignment, renormalised centres) or, `spherical=False`, Euclidean.
 
     Done in float64 numpy on one image's few hundred patches: cheap, and the same bits on every run
     (a multi-threaded float32 k-means is not guaranteed to be).
     """
     x = np.asarray(x, dtype=np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    if spherical:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     n = len(x)
     k = max(1, min(k, n))
     rng = np.random.default_rng(seed)
@@ -69,7 +80,10 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
     c = np.stack(centres)
     labels = np.full(n, -1)
     for _ in range(iters):
-        new = np.argmax(x @ c.T, axis=1)
+        if spherical:
+            new = np.argmax(x @ c.T, axis=1)
+        else:
+            new = np.argmin((x ** 2).sum(1, keepdims=True) - 2 * x @ c.T + (c ** 2).sum(1)[None], axis=1)
         if np.array_equal(new, labels):
             break
         labels = new
@@ -77,7 +91,7 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
             members = x[labels == j]
             if len(members):
                 m = members.sum(0)
-                c[j] = m / max(np.linalg.norm(m), 1e-12)
+                c[j] = m / max(np.linalg.norm(m), 1e-12) if spherical else members.mean(0)
     return labels
 
 
@@ -91,12 +105,12 @@ def upsample_labels(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def kmeans_masks(patch: np.ndarray, size: tuple[int, int], k: int, seed: int,
-                 iters: int = 50) -> list[dict[str, Any]]:
+                 iters: int = 50, spherical: bool = True) -> list[dict[str, Any]]:
     """One annotation per non-empty cluster of an image's patch grid, clusters numbered by first
     appearance in raster order; `score` = mean cosine of the cluster's patches to its centre."""
     hp, wp, d = patch.shape
     x = patch.reshape(-1, d).astype(np.float64)
-    labels = kmeans(x, k, seed, iters)
+    labels = kmeans(x, k, seed, iters, spherical)
     _, first = np.unique(labels, return_index=True)
     order = labels[np.sort(first)]
     remap = np.zeros(labels.max() + 1, dtype=np.int64)
@@ -129,12 +143,26 @@ class MaskStage:
         self.cfg = cfg or MaskConfig()
         if self.cfg.mode not in MODES:
             raise ZssError(f"masks mode must be one of {', '.join(MODES)}, got {self.cfg.mode!r}")
-        if self.cfg.mode == "dino-kmeans" and self.cfg.kmeans_k < 1:
+        self.method = ALIASES.get(self.cfg.mode, self.cfg.mode)
+        if self.method in ("feature-kmeans", "dino") and self.cfg.kmeans_k < 1:
             raise ZssError(f"kmeans_k must be at least 1, got {self.cfg.kmeans_k}")
         self.generator = None
+        self.dino = None
         self.sam_info: dict[str, Any] = {}
-        if self.cfg.mode == "sam":
+        if self.method == "sam":
             self._load_sam()
+        elif self.method == "dino":
+            self._load_dino()
+
+    def _load_dino(self) -> None:
+        from zss.models.backbone import load_backbone
+
+        if not self.cfg.dino_checkpoint:
+            raise ZssError(f"masks mode 'dino' needs masks.dino_checkpoint=PATH (local weights of "
+                           f"{self.cfg.dino_model})")
+        if self.cfg.dino_img_size < 16:
+            raise ZssError(f"masks.dino_img_size must be at least 16, got {self.cfg.dino_img_size}")
+        self.dino = load_backbone(self.cfg.dino_model, self.cfg.dino_checkpoint, self.cfg.dino_img_size)
 
     def _load_sam(self) -> None:
         from segment_anything import SamAutomaticMaskGenerator
@@ -161,9 +189,25 @@ class MaskStage:
             info.update(points_per_side=c.points_per_side, pred_iou_thresh=c.pred_iou_thresh,
                         stability_score_thresh=c.stability_score_thresh,
                         min_mask_region_area=c.min_mask_region_area)
-        elif c.mode == "dino-kmeans":
-            info.update(k=c.kmeans_k, seed=c.seed, iters=c.kmeans_iters, features="patch")
+        elif self.method == "feature-kmeans":
+            info.update(method="feature-kmeans", k=c.kmeans_k, seed=c.seed, iters=c.kmeans_iters,
+                        features="patch", metric="cosine")
+        elif self.method == "dino":
+            info.update(method="dino", k=c.kmeans_k, seed=c.seed, iters=c.kmeans_iters, metric="euclidean",
+                        backbone=self.dino.spec if self.dino is not None else None)
         return info
+
+    def _dino(self, image: np.ndarray, size: tuple[int, int]) -> str:
+        import torch
+        import torch.nn.functional as F
+
+        side = self.cfg.dino_img_size
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        with torch.no_grad():
+            patch, _ = self.dino(x)
+        return _json(kmeans_masks(patch[0].float().numpy(), size, self.cfg.kmeans_k, self.cfg.seed,
+                                  self.cfg.kmeans_iters, spherical=False))
 
     def _sam(self, image: np.ndarray) -> str:
         anns = self.generator.generate(np.ascontiguousarray(image))
@@ -196,9 +240,9 @@ class MaskStage:
         status = np.array(batch["status"], dtype=object)
         error = np.array(batch["error"], dtype=object)
         masks = np.array([""] * n, dtype=object)
-        mode = self.cfg.mode
-        if mode == "dino-kmeans" and "patch" not in batch:
-            raise ZssError("dino-kmeans masks need the patch features: run the features stage first")
+        mode = self.method
+        if mode == "feature-kmeans" and "patch" not in batch:
+            raise ZssError(f"{self.cfg.mode} masks need the patch features: run the features stage first")
         for i in range(n):
             if mode == "none" or status[i] != "ok":
                 continue
@@ -208,6 +252,8 @@ class MaskStage:
                     masks[i] = self._sam(batch["image"][i])
                 elif mode == "sa1b":
                     masks[i] = self._sa1b(str(batch.get("src_masks", [""] * n)[i] or ""), size)
+                elif mode == "dino":
+                    masks[i] = self._dino(batch["image"][i], size)
                 else:
                     masks[i] = self._kmeans(batch["patch"][i], size)
             except BadItem as exc:  # a per-row problem of the input masks

@@ -68,10 +68,16 @@ class StrongAug:
     blur_sigma_max: float = 2.0
     cutout_p: float = 0.5
     cutout_max_frac: float = 0.4
+    cutout_min_frac: float = 0.1
+    cutout_fill: float = 0.5        # grey; the release fills black (0.0)
 
 
-def strong_view(img: torch.Tensor, rng: random.Random, cfg: StrongAug = StrongAug()) -> torch.Tensor:
-    """float [3, S, S] in [0, 1] -> a photometrically distorted copy (same geometry)."""
+def strong_view(img: torch.Tensor, rng: random.Random, cfg: StrongAug = StrongAug(),
+                return_cutout: bool = False):
+    """float [3, S, S] in [0, 1] -> a photometrically distorted copy (same geometry).
+
+    With `return_cutout`, returns (view, box) where box = (top, left, height, width) of the cutout
+    in the view's pixels, or None when no cutout was drawn."""
     x = img
     if rng.random() < cfg.jitter_p:
         ops = [lambda t: TF.adjust_brightness(t, rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)),
@@ -87,13 +93,40 @@ def strong_view(img: torch.Tensor, rng: random.Random, cfg: StrongAug = StrongAu
         sigma = rng.uniform(0.1, cfg.blur_sigma_max)
         kernel = 2 * int(np.ceil(2 * sigma)) + 1
         x = TF.gaussian_blur(x, [kernel, kernel], [sigma, sigma])
+    box = None
     if rng.random() < cfg.cutout_p:
         h, w = x.shape[-2:]
-        ch = max(1, int(h * rng.uniform(0.1, cfg.cutout_max_frac)))
-        cw = max(1, int(w * rng.uniform(0.1, cfg.cutout_max_frac)))
+        ch = max(1, int(h * rng.uniform(cfg.cutout_min_frac, cfg.cutout_max_frac)))
+        cw = max(1, int(w * rng.uniform(cfg.cutout_min_frac, cfg.cutout_max_frac)))
         top, left = rng.randint(0, h - ch), rng.randint(0, w - cw)
         x = x.clone()
-        x[:, top:top + ch, left:left + cw] = 0.5
+        x[:, top:top + ch, left:left + cw] = cfg.cutout_fill
+        box = (top, left, ch, cw)
+    x = x.clamp(0.0, 1.0)
+    return (x, box) if return_cutout else x
+
+
+def color_aug_ssd(img: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """SSD-style photometric distortion of the weak view (what detectron2's ColorAugSSD does, as the
+    release applies it to the crop before the strong view is derived): each with probability 0.5,
+    brightness shift ±32/255, contrast ×[0.5, 1.5], saturation ×[0.5, 1.5], hue shift ±18° of 180;
+    contrast comes first or last (coin)."""
+    x = img
+    if rng.random() < 0.5:
+        x = (x + rng.uniform(-32, 32) / 255.0).clamp(0.0, 1.0)
+    contrast_first = rng.random() < 0.5
+
+    def contrast(t: torch.Tensor) -> torch.Tensor:
+        return (t * rng.uniform(0.5, 1.5)).clamp(0.0, 1.0) if rng.random() < 0.5 else t
+
+    if contrast_first:
+        x = contrast(x)
+    if rng.random() < 0.5:
+        x = TF.adjust_saturation(x, rng.uniform(0.5, 1.5))
+    if rng.random() < 0.5:
+        x = TF.adjust_hue(x, rng.uniform(-18, 18) / 180.0)
+    if not contrast_first:
+        x = contrast(x)
     return x.clamp(0.0, 1.0)
 
 

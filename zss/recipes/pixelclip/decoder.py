@@ -53,3 +53,61 @@ class ClusterMaskDecoder(nn.Module):
         refine = F.interpolate(self.head(x), size=size, mode="bilinear", align_corners=False)
         base = F.interpolate(cos.reshape(b * k, 1, h, w), size=size, mode="bilinear", align_corners=False)
         return (self.scale * base + self.bias + refine).reshape(b, k, *size)
+
+
+def _double_conv(ch: int) -> nn.Sequential:
+    """Two (3×3 conv without bias -> GroupNorm of 16-channel groups -> ReLU)."""
+    return nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1, bias=False), nn.GroupNorm(ch // 16, ch), nn.ReLU(),
+                         nn.Conv2d(ch, ch, 3, padding=1, bias=False), nn.GroupNorm(ch // 16, ch), nn.ReLU())
+
+
+class _DoubleConv(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.double_conv = _double_conv(ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.double_conv(x)
+
+
+class OfficialMaskDecoder(nn.Module):
+    """The authors' released decoder: it reads each cluster's cosine map only (no image guidance).
+
+    3×3 conv 1→64, 2× transposed-conv up 64→64, double conv 64, 2× transposed-conv up 64→32,
+    double conv 32, 3×3 conv 32→1, then bilinear to the mask size. Sub-module names follow the
+    release's parameter names so `zss import pixelclip` maps its checkpoints one to one.
+    """
+
+    def __init__(self, out_size: int = 256, widths: tuple[int, int, int] = (64, 64, 32)):
+        super().__init__()
+        self.out_size = out_size
+        self.conv0 = nn.Conv2d(1, widths[0], 3, padding=1)
+        self.up1 = nn.ConvTranspose2d(widths[0], widths[1], 2, stride=2)
+        self.conv1 = _DoubleConv(widths[1])
+        self.up2 = nn.ConvTranspose2d(widths[1], widths[2], 2, stride=2)
+        self.conv2 = _DoubleConv(widths[2])
+        self.proj = nn.Conv2d(widths[2], 1, 3, padding=1)
+
+    def forward(self, cos: torch.Tensor, feats: torch.Tensor | None = None) -> torch.Tensor:
+        """cos [B, K, h, w] -> logits [B, K, S, S]; `feats` is accepted and ignored."""
+        b, k, h, w = cos.shape
+        x = self.conv0(cos.reshape(b * k, 1, h, w))
+        x = self.conv2(self.up2(self.conv1(self.up1(x))))
+        x = F.interpolate(self.proj(x), size=(self.out_size, self.out_size), mode="bilinear",
+                          align_corners=False)
+        return x.reshape(b, k, self.out_size, self.out_size)
+
+
+DECODERS = ("zss", "official")
+
+
+def build_decoder(variant: str, feat_dim: int, out_size: int = 256, guide_dim: int = 16,
+                  hidden: int = 32) -> nn.Module:
+    """`zss`: ClusterMaskDecoder (guided, residual on the cosine map); `official`: the release's."""
+    if variant == "zss":
+        return ClusterMaskDecoder(feat_dim, out_size=out_size, guide_dim=guide_dim, hidden=hidden)
+    if variant == "official":
+        return OfficialMaskDecoder(out_size=out_size)
+    from zss.errors import ZssError
+
+    raise ZssError(f"pixelclip decoder must be one of {', '.join(DECODERS)}, got {variant!r}")

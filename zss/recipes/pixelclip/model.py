@@ -8,9 +8,8 @@ Everything trainable runs inside `forward`, so DDP's gradient hooks see it. One 
 4. student on the strong view -> per-cluster cosine maps -> decoder -> logits at mask resolution;
 5. BCE over covered pixels, all k clusters.
 
-Two modes share steps 2–5: **full** (student = the CLIP image tower on images; teacher = EMA copy
-of that tower) and **cached** (student = a residual adapter on cached frozen features; teacher =
-EMA copy of the adapter).
+Steps 2–5 are shared; what the student and teacher are (the CLIP image tower on images, or a
+residual adapter on cached features) is the job of a mode object (`zss.recipes.pixelclip.modes`).
 """
 
 from __future__ import annotations
@@ -21,66 +20,48 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zss.errors import ZssError
-from zss.models.clip_dense import DenseCLIP, visual_dense
-from zss.recipes.pixelclip.adapter import FeatureAdapter
-from zss.recipes.pixelclip.decoder import ClusterMaskDecoder
-from zss.recipes.pixelclip.ema import ema_update, make_teacher
+from zss.models.clip_dense import DenseCLIP
+from zss.recipes.pixelclip.decoder import build_decoder
+from zss.recipes.pixelclip.ema import ema_update
 from zss.recipes.pixelclip.losses import masked_bce
+from zss.recipes.pixelclip.modes import MODES, encoder_trainable, get_mode
 from zss.recipes.pixelclip.prompts import LearnablePrompts
 from zss.recipes.pixelclip.sinkhorn import sinkhorn_assign
 from zss.recipes.pixelclip.targets import covered_pixels, merge_cluster_targets, pool_mask_features
 
-MODES = ("full", "cached")
-
-
-def encoder_trainable(name: str, kind: str) -> bool:
-    """Which image-tower parameters the full mode trains: ViT attention + positional; ConvNeXt all."""
-    if kind == "vit":
-        return ".attn." in f".{name}" or "positional_embedding" in name
-    return True
+__all__ = ["MODES", "PixelCLIPNet", "encoder_trainable"]
 
 
 class PixelCLIPNet(nn.Module):
     def __init__(self, clip: DenseCLIP, mode: str, k: int = 64, template: str | None = None,
                  prompt_seed: int = 0, mask_size: int = 256, cluster_scale: float = 20.0,
                  sinkhorn_iters: int = 3, momentum: float = 0.999, adapter_hidden: int = 256,
-                 decoder_hidden: int = 32, decoder_guide: int = 16):
+                 decoder_hidden: int = 32, decoder_guide: int = 16, decoder: str = "zss",
+                 sinkhorn_start: str = "exp"):
         super().__init__()
-        if mode not in MODES:
-            raise ZssError(f"PixelCLIP mode must be one of {MODES}, got {mode!r}")
-        self.mode = mode
+        self.impl = get_mode(mode)
+        self.mode = self.impl.name
         self.clip = clip
         self.cluster_scale = cluster_scale
         self.sinkhorn_iters = sinkhorn_iters
+        self.sinkhorn_start = sinkhorn_start
         self.momentum = momentum
         for p in clip.parameters():
             p.requires_grad_(False)
         kwargs = {"template": template} if template else {}
         self.prompts = LearnablePrompts(clip, k=k, seed=prompt_seed, **kwargs)
-        self.decoder = ClusterMaskDecoder(clip.embed_dim, out_size=mask_size, guide_dim=decoder_guide,
-                                          hidden=decoder_hidden)
-        if mode == "cached":
-            self.adapter = FeatureAdapter(clip.embed_dim, adapter_hidden)
-            self.teacher = make_teacher(self.adapter)
-        else:
-            for name, p in clip.model.visual.named_parameters():
-                p.requires_grad_(encoder_trainable(name, clip.kind))
-            self.teacher = make_teacher(clip.model.visual)
+        self.decoder_variant = decoder
+        self.decoder = build_decoder(decoder, clip.embed_dim, out_size=mask_size, guide_dim=decoder_guide,
+                                     hidden=decoder_hidden)
+        self.impl.build(self, clip, adapter_hidden)
 
     # ------------------------------------------------------------------ pieces
     def student_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.mode == "cached":
-            return self.adapter(batch["patch_strong"])
-        feats, _ = self.clip.dense(batch["strong"], with_global=False)
-        return feats
+        return self.impl.student_features(self, batch)
 
     @torch.no_grad()
     def teacher_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.mode == "cached":
-            return self.teacher(batch["patch"])
-        feats, _ = visual_dense(self.teacher, self.clip.normalize(batch["weak"]), with_global=False)
-        return feats
+        return self.impl.teacher_features(self, batch)
 
     @torch.no_grad()
     def assign(self, teacher_feats: torch.Tensor, text: torch.Tensor, masks: torch.Tensor,
@@ -88,7 +69,7 @@ class PixelCLIPNet(nn.Module):
         """Hard cluster id per mask: Sinkhorn over cos(mask mean teacher feature, prompt) × scale."""
         mask_feats = F.normalize(pool_mask_features(teacher_feats.float(), masks, owner), dim=-1)
         return sinkhorn_assign(mask_feats @ text.detach().float().t() * self.cluster_scale,
-                               self.sinkhorn_iters)
+                               self.sinkhorn_iters, start=self.sinkhorn_start)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         masks, owner = batch["masks"], batch["owner"]
@@ -108,7 +89,7 @@ class PixelCLIPNet(nn.Module):
 
     # ------------------------------------------------------------------ training hooks
     def student_module(self) -> nn.Module:
-        return self.adapter if self.mode == "cached" else self.clip.model.visual
+        return self.impl.student(self)
 
     @torch.no_grad()
     def update_teacher(self) -> None:
@@ -117,6 +98,6 @@ class PixelCLIPNet(nn.Module):
     def train(self, mode: bool = True) -> "PixelCLIPNet":
         super().train(mode)
         self.teacher.eval()
-        if self.mode == "cached":
+        if self.impl.freeze_clip_in_train():
             self.clip.eval()
         return self

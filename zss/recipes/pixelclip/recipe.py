@@ -1,6 +1,6 @@
 """PixelCLIP on shards with unlabeled masks (`zss train pixelclip SHARDS RUN`).
 
-Two modes (see zss.recipes.pixelclip.model):
+Two modes, each one object in zss.recipes.pixelclip.modes (the recipe asks it, never branches on the name):
 - `cached` (default): a residual adapter on the cached dense OpenCLIP features of the shards
   (ingested with `--features open_clip/ARCH:CKPT`); the text tower comes from the same checkpoint,
   recorded in the manifest. Fast: no image encoder runs during training.
@@ -13,7 +13,6 @@ default); gradient clipping at 0.01 comes from the training config (zss/manifest
 
 from __future__ import annotations
 
-import io
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -23,15 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from zss.errors import ZssError
 from zss.formats.specs import LEGACY_OPENCLIP
 from zss.models.clip_dense import load_clip_dense, parse_clip_spec
-from zss.trainer.data import load_npy
-from zss.recipes.pixelclip.augment import StrongAug, crop_image, crop_masks, draw_crop, strong_features, strong_view
-from zss.recipes.pixelclip.model import MODES, PixelCLIPNet
+from zss.recipes.pixelclip.augment import StrongAug
+from zss.recipes.pixelclip.decoder import DECODERS
+from zss.recipes.pixelclip.model import PixelCLIPNet
+from zss.recipes.pixelclip.modes import get_mode
 from zss.recipes.pixelclip.prompts import DEFAULT_TEMPLATE
 from zss.recipes.pixelclip.targets import decode_rle_masks
 from zss.trainer.recipe import Recipe, default_no_decay
@@ -42,29 +41,56 @@ OPEN_CLIP_PREFIX = LEGACY_OPENCLIP  # how shard manifests name an OpenCLIP featu
 
 @dataclass
 class PixelCLIPConfig:
-    """PixelCLIP settings (paper defaults unless noted)."""
+    """PixelCLIP settings. Defaults are zss's own choices; `pixelclip-official-*` presets set the
+    release's values explicitly (docs/fidelity.md lists both)."""
 
-    mode: str = "cached"                 # cached | full
+    mode: str = "cached"                 # cached | full (zss.recipes.pixelclip.modes)
     clip: str = ""                       # ARCH[:CKPT]; full mode needs it, cached defaults to the manifest's
     k: int = setting(64, ge=1)           # learnable prompts = clusters
     template: str = DEFAULT_TEMPLATE     # each "{}" is one learned context token
     prompt_seed: int = 0
-    cluster_scale: float = setting(20.0, gt=0)  # cosine × scale before Sinkhorn (1 / SwAV's epsilon)
+    cluster_scale: float = setting(20.0, gt=0)  # cosine × scale before Sinkhorn (release: 100 ViT, 1 ConvNeXt)
     sinkhorn_iters: int = setting(3, ge=1)
+    sinkhorn_start: str = setting("exp", choices=("exp", "softmax"))  # exp (SwAV) | softmax (release: per-mask softmax first)
     momentum: float = setting(0.999, ge=0, le=1)  # EMA teacher
     mask_size: int = setting(256, ge=1)  # target / logit resolution
-    img_size: int = setting(224, ge=1)   # full mode: student input side
-    crop_min_scale: float = setting(0.5, gt=0, le=1)  # full mode: shared random-resized crop
-    max_masks: int = setting(32, ge=1)   # per image, largest first
-    min_mask_frac: float = setting(0.001, ge=0, le=1)  # drop masks smaller than this fraction of the image
+    img_size: int = setting(224, ge=1)  # full mode: student/teacher input side
+    crop_size: int = setting(0, ge=0)  # full mode: fixed square crop side (release 640); 0 = random-resized
+    crop_min_scale: float = setting(0.5, gt=0, le=1)  # full mode, crop_size 0: area range of the random-resized crop
+    weak_color_ssd: bool = False         # full mode: SSD colour distortion of the weak view (release: on)
+    max_masks: int = setting(32, ge=0)  # per image, largest first; 0 = all (release)
+    min_mask_frac: float = setting(0.001, ge=0, le=1)  # drop masks smaller than this fraction of the image (release 0)
+    min_mask_pixels: int = setting(1, ge=0)  # keep masks with at least this many pixels at mask_size (release 2)
+    cutout_unsupervised: bool = False    # full mode: remove the cutout box from every mask (release: on)
+    strong_jitter_p: float = setting(0.8, ge=0, le=1)  # full mode strong view (release values in the official presets)
+    strong_brightness: float = setting(0.4, ge=0)
+    strong_contrast: float = setting(0.4, ge=0)
+    strong_saturation: float = setting(0.2, ge=0)
+    strong_hue: float = setting(0.1, ge=0, le=0.5)
+    strong_gray_p: float = setting(0.2, ge=0, le=1)
+    strong_blur_p: float = setting(0.5, ge=0, le=1)
+    strong_blur_sigma_max: float = setting(2.0, gt=0)
+    cutout_p: float = setting(0.5, ge=0, le=1)
+    cutout_min_frac: float = setting(0.1, ge=0, le=1)
+    cutout_max_frac: float = setting(0.4, ge=0, le=1)
+    cutout_fill: float = setting(0.5, ge=0, le=1)  # grey (release: 0 = black)
     lr_encoder: float = setting(0.01, ge=0)  # lr multiplier of the image tower (full mode)
     lr_prompts: float = setting(10.0, ge=0)  # lr multiplier of the prompt context vectors
     lr_head: float = setting(1.0, ge=0)  # lr multiplier of the decoder and (cached) adapter
     adapter_hidden: int = setting(256, ge=1)  # cached mode
     feature_drop: float = setting(0.2, ge=0, lt=1)  # cached mode strong view: dropped tokens
     feature_noise: float = setting(0.1, ge=0)  # cached mode strong view: noise relative to feature RMS
-    decoder_hidden: int = setting(32, ge=1)
-    decoder_guide: int = setting(16, ge=1)
+    decoder: str = setting("zss", choices=("zss", "official"))  # zss (guided, residual on the cosine map) | official (release)
+    decoder_hidden: int = setting(32, ge=1)  # zss decoder only
+    decoder_guide: int = setting(16, ge=1)  # zss decoder only
+
+    def strong_aug(self) -> StrongAug:
+        return StrongAug(jitter_p=self.strong_jitter_p, brightness=self.strong_brightness,
+                         contrast=self.strong_contrast, saturation=self.strong_saturation, hue=self.strong_hue,
+                         gray_p=self.strong_gray_p, blur_p=self.strong_blur_p,
+                         blur_sigma_max=self.strong_blur_sigma_max, cutout_p=self.cutout_p,
+                         cutout_max_frac=self.cutout_max_frac, cutout_min_frac=self.cutout_min_frac,
+                         cutout_fill=self.cutout_fill)
 
 
 def _same_grid(grids: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -87,23 +113,23 @@ class PixelCLIPRecipe(Recipe):
 
     def __init__(self, cfg: PixelCLIPConfig, shards: Path, train_cfg: Any) -> None:
         super().__init__(cfg, shards, train_cfg)
-        if cfg.mode not in MODES:
-            raise ZssError(f"pixelclip mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+        self.impl = get_mode(cfg.mode)
+        if cfg.decoder not in DECODERS:
+            raise ZssError(f"pixelclip decoder must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
+        if cfg.sinkhorn_start not in ("exp", "softmax"):
+            raise ZssError(f"pixelclip sinkhorn_start must be exp or softmax, got {cfg.sinkhorn_start!r}")
         masks = (self.manifest.get("models", {}).get("masks") or {}).get("mode", "none")
         if masks == "none":
-            raise ZssError(f"{shards} has no masks: ingest with --masks sam|sa1b|dino-kmeans for pixelclip")
+            raise ZssError(f"{shards} has no masks: ingest with --masks sam|sa1b|dino|feature-kmeans for pixelclip")
         self.arch, self.checkpoint = self._clip_source()
-        if cfg.mode == "cached":
-            self.members = ("json", "patch.npy", "masks.json")
-        else:
-            self.members = ("json", "jpg", "masks.json")
-        self.strong = StrongAug()
+        self.members = self.impl.members
+        self.strong = cfg.strong_aug()
 
     def _clip_source(self) -> tuple[str, str | None]:
         """(arch, checkpoint): the config's `clip`, else (cached) the manifest's feature backbone."""
         if self.cfg.clip:
             return parse_clip_spec(self.cfg.clip)
-        if self.cfg.mode == "full":
+        if self.impl.needs_clip_spec():
             raise ZssError("pixelclip full mode needs the model to train: set recipe.clip=ARCH:CKPT")
         feats = self.manifest.get("models", {}).get("features") or {}
         name = str(feats.get("name", ""))
@@ -122,16 +148,13 @@ class PixelCLIPRecipe(Recipe):
     def build_model(self) -> PixelCLIPNet:
         cfg = self.cfg
         clip = load_clip_dense(self.arch, self.checkpoint)
-        if cfg.mode == "cached":
-            dim = self.manifest.get("feature", {}).get("dim")
-            if dim is not None and int(dim) != clip.embed_dim:
-                raise ZssError(f"cached features have dim {dim} but {self.arch} embeds in {clip.embed_dim}: "
-                               f"ingest with --features open_clip/{self.arch}:CKPT")
+        self.impl.check_features(self.manifest, clip, self.arch)
         return PixelCLIPNet(clip, cfg.mode, k=cfg.k, template=cfg.template, prompt_seed=cfg.prompt_seed,
                             mask_size=cfg.mask_size, cluster_scale=cfg.cluster_scale,
                             sinkhorn_iters=cfg.sinkhorn_iters, momentum=cfg.momentum,
                             adapter_hidden=cfg.adapter_hidden, decoder_hidden=cfg.decoder_hidden,
-                            decoder_guide=cfg.decoder_guide)
+                            decoder_guide=cfg.decoder_guide, decoder=cfg.decoder,
+                            sinkhorn_start=cfg.sinkhorn_start)
 
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         """Groups per part with `lr_scale`; the prompt context gets no weight decay (CoOp keeps
@@ -139,10 +162,8 @@ class PixelCLIPRecipe(Recipe):
         assert isinstance(model, PixelCLIPNet)
         parts: list[tuple[str, nn.Module, float]] = [("prompts", model.prompts, self.cfg.lr_prompts),
                                                       ("decoder", model.decoder, self.cfg.lr_head)]
-        if model.mode == "cached":
-            parts.append(("adapter", model.adapter, self.cfg.lr_head))
-        else:
-            parts.append(("encoder", model.clip.model.visual, self.cfg.lr_encoder))
+        part, module = model.impl.encoder_part(model)
+        parts.append((part, module, self.cfg.lr_encoder if part == "encoder" else self.cfg.lr_head))
         groups = []
         for name, module, scale in parts:
             decay, no_decay = [], []
@@ -158,7 +179,8 @@ class PixelCLIPRecipe(Recipe):
 
     # -- data -----------------------------------------------------------------------------------
     def _masks(self, raw: dict[str, Any], size: tuple[int, int]) -> np.ndarray | None:
-        """Decoded masks [M, h, w] (largest first, tiny ones dropped), or None when there are none."""
+        """Decoded masks [M, h, w] (largest first, tiny ones dropped, at most `max_masks` unless 0),
+        or None when there are none."""
         if "masks.json" not in raw:
             return None
         anns = json.loads(raw["masks.json"])
@@ -169,7 +191,9 @@ class PixelCLIPRecipe(Recipe):
             raise ZssError(f"sample {raw['__key__']}: masks are {masks.shape[1:]} but the image is {size}")
         areas = masks.reshape(len(masks), -1).sum(1)
         keep = [i for i in np.argsort(-areas, kind="stable")
-                if areas[i] >= self.cfg.min_mask_frac * size[0] * size[1]][: self.cfg.max_masks]
+                if areas[i] >= self.cfg.min_mask_frac * size[0] * size[1]]
+        if self.cfg.max_masks > 0:
+            keep = keep[: self.cfg.max_masks]
         return masks[keep] if keep else None
 
     def decode_sample(self, raw: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
@@ -178,37 +202,18 @@ class PixelCLIPRecipe(Recipe):
         masks_np = self._masks(raw, size)
         if masks_np is None:
             return None
-        masks = torch.from_numpy(masks_np)
-        r = self.cfg.mask_size
-        if self.cfg.mode == "full":
-            if "jpg" not in raw:
-                raise ZssError(f"sample {raw['__key__']} has no stored image: full-mode pixelclip needs "
-                               f"shards ingested without --no-images")
-            img = np.array(Image.open(io.BytesIO(raw["jpg"])).convert("RGB"))
-            img_t = torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
-            crop = draw_crop(rng, size[0], size[1], self.cfg.crop_min_scale)
-            weak = crop_image(img_t, crop, self.cfg.img_size)
-            masks = crop_masks(masks, crop, r)
-            masks = masks[masks.flatten(1).any(1)]
-            if len(masks) == 0:
-                return None
-            return {"weak": weak, "strong": strong_view(weak, rng, self.strong), "masks": masks}
-        patch = load_npy(raw["patch.npy"])
-        masks = F.interpolate(masks[None].float(), size=(r, r), mode="nearest")[0] > 0.5
-        if rng.random() < 0.5:  # the one geometric augmentation cached grids allow, shared by both views
-            patch, masks = patch[:, ::-1], masks.flip(-1)
-        masks = masks[masks.flatten(1).any(1)]
-        if len(masks) == 0:
-            return None
-        strong = strong_features(patch, rng, self.cfg.feature_drop, self.cfg.feature_noise)
-        return {"patch": torch.from_numpy(np.ascontiguousarray(patch)),
-                "patch_strong": torch.from_numpy(strong), "masks": masks}
+        return self.impl.decode(raw, torch.from_numpy(masks_np), size, rng, self)
+
+    def keep_visible(self, masks: torch.Tensor) -> torch.Tensor | None:
+        """Masks [M, S, S] at mask_size with at least `min_mask_pixels` (and ≥ 1) pixels, or None."""
+        keep = masks.flatten(1).sum(1) >= max(1, self.cfg.min_mask_pixels)
+        return masks[keep] if bool(keep.any()) else None
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         if not samples:
             raise ZssError("a whole batch of samples had no usable mask; check the shards' masks "
                            "(zss inspect) or lower recipe.min_mask_frac")
-        views = ("weak", "strong") if self.cfg.mode == "full" else ("patch", "patch_strong")
+        views = self.impl.views
         batch: dict[str, Any] = {v: torch.stack(_same_grid([s[v] for s in samples])) for v in views}
         batch["masks"] = torch.cat([s["masks"] for s in samples])
         batch["owner"] = torch.cat([torch.full((len(s["masks"]),), i, dtype=torch.long)
@@ -226,10 +231,7 @@ class PixelCLIPRecipe(Recipe):
 
     # -- export ---------------------------------------------------------------------------------
     def default_size(self) -> int:
-        if self.cfg.mode == "full":
-            return self.cfg.img_size
-        models = self.manifest.get("models", {}).get("features") or {}
-        return int(models.get("img_size") or 224)
+        return self.impl.default_size(self)
 
     def export(self, model: nn.Module, out_dir: Path) -> None:
         """model.safetensors (the open_clip state dict: loadable as `openclip:ARCH:model.safetensors`),

@@ -8,6 +8,7 @@ embeddings of the real class names. Layout of the directory:
     model.safetensors     the open_clip state dict (also loadable as openclip:ARCH:model.safetensors)
     adapter.safetensors   cached mode only: the residual feature adapter
     prompts.safetensors   learned prompt context vectors and their text embeddings
+    decoder.safetensors   the training mask decoder (variant in config.json; not used by inference)
     concepts.json         the shards' concept bank (when there was one), for `zss prompts explain`
 """
 
@@ -36,15 +37,15 @@ def write_model_dir(net: nn.Module, out_dir: Path, default_size: int, source: di
     clip: DenseCLIP = net.clip
     state = {k: v.detach().cpu().contiguous() for k, v in clip.model.state_dict().items()}
     save_file(state, str(out_dir / "model.safetensors"), metadata={"kind": "pixelclip"})
-    adapter_cfg = None
-    if net.mode == "cached":
-        save_file({k: v.detach().cpu().contiguous() for k, v in net.adapter.state_dict().items()},
-                  str(out_dir / "adapter.safetensors"))
-        adapter_cfg = {"dim": net.adapter.dim, "hidden": net.adapter.hidden}
+    adapter_state, adapter_cfg = net.impl.extra_state(net)
+    if adapter_state is not None:
+        save_file(adapter_state, str(out_dir / "adapter.safetensors"))
     with torch.no_grad():
         embeddings = net.prompts(clip).float().cpu()
     save_file({"ctx": net.prompts.ctx.detach().float().cpu().contiguous(), "embeddings": embeddings.contiguous()},
               str(out_dir / "prompts.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.decoder.state_dict().items()},
+              str(out_dir / "decoder.safetensors"))
     if concept_bank is not None:
         shutil.copyfile(concept_bank, out_dir / "concepts.json")
         index_file = (json.loads(concept_bank.read_text()).get("index") or {}).get("file")
@@ -55,6 +56,7 @@ def write_model_dir(net: nn.Module, out_dir: Path, default_size: int, source: di
               "adapter": adapter_cfg,
               "prompts": {"k": net.prompts.k, "n_ctx": net.prompts.n_ctx, "template": net.prompts.template,
                           "file": "prompts.safetensors"},
+              "decoder": {"variant": getattr(net, "decoder_variant", "zss"), "file": "decoder.safetensors"},
               "default_size": int(default_size), "tokenizer": "clip-bpe", "global": "cls",
               **(extra or {})}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))

@@ -21,8 +21,11 @@ def _all_reduce(t: torch.Tensor, op: "dist.ReduceOp.RedOpType" = dist.ReduceOp.S
 
 
 @torch.no_grad()
-def sinkhorn(scores: torch.Tensor, n_iters: int = 3) -> torch.Tensor:
+def sinkhorn(scores: torch.Tensor, n_iters: int = 3, start: str = "exp") -> torch.Tensor:
     """Scores [N, K] (already multiplied by the scale) -> soft assignment Q [N, K].
+
+    `start="exp"` begins from exp(scores) (SwAV); `start="softmax"` from each row's softmax over
+    the clusters (the PixelCLIP release), which weighs every mask equally before balancing.
 
     Each row of Q sums to 1; after the iterations each column sums to ≈ N_total / K, where
     N_total counts the rows of every process. Rows may be zero on a process.
@@ -31,7 +34,12 @@ def sinkhorn(scores: torch.Tensor, n_iters: int = 3) -> torch.Tensor:
     n, k = scores.shape
     top = scores.max() if n else scores.new_tensor(float("-inf"))
     top = _all_reduce(top.clone(), dist.ReduceOp.MAX)
-    q = torch.exp(scores - top).t()  # [K, N]
+    if start == "softmax":
+        q = torch.softmax(scores, dim=1).t()  # [K, N], each mask's row sums to 1
+    elif start == "exp":
+        q = torch.exp(scores - top).t()  # [K, N]
+    else:
+        raise ValueError(f"sinkhorn start must be 'exp' or 'softmax', got {start!r}")
     n_total = _all_reduce(torch.tensor(float(n), device=scores.device))
     q /= _all_reduce(q.sum()).clamp_min(1e-30)
     for _ in range(n_iters):
@@ -43,6 +51,6 @@ def sinkhorn(scores: torch.Tensor, n_iters: int = 3) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sinkhorn_assign(scores: torch.Tensor, n_iters: int = 3) -> torch.Tensor:
+def sinkhorn_assign(scores: torch.Tensor, n_iters: int = 3, start: str = "exp") -> torch.Tensor:
     """Hard cluster ids [N] (argmax of the equipartitioned soft assignment)."""
-    return sinkhorn(scores, n_iters).argmax(dim=1)
+    return sinkhorn(scores, n_iters, start).argmax(dim=1)
