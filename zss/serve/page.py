@@ -17,8 +17,8 @@ PAGE = """<!doctype html>
  #message { color: #b00; font-weight: 600; min-height: 1.2em; }
  #status { color: #555; }
  #results { display: flex; gap: 1.5rem; flex-wrap: wrap; margin-top: 1rem; }
- .result { border: 1px solid #ccc; padding: .6rem; }
- .result h2 { font-size: 1rem; margin: 0 0 .4rem; word-break: break-all; max-width: 40rem; }
+ .result { border: 1px solid #ccc; padding: .6rem; max-width: 24rem; }
+ .result h2 { font-size: .85rem; margin: 0 0 .4rem; word-break: break-all; }
  table { border-collapse: collapse; margin-top: .4rem; }
  td, th { border-bottom: 1px solid #ddd; padding: .15rem .6rem; text-align: left; }
  .swatch { display: inline-block; width: .9em; height: .9em; border: 1px solid #000; margin-right: .3em; }
