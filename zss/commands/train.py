@@ -8,6 +8,7 @@ from typing import Optional
 import yaml
 
 from zss.errors import ZssError
+from zss.paths import shipped_file
 from zss.trainer.config import TrainConfig
 from zss.utils.config import from_dict, load_config, to_dict
 
@@ -34,6 +35,8 @@ def run_training(recipe: str, shards: Path, run_dir: Path, config: Optional[Path
     from zss.recipes import get_recipe
 
     cls = get_recipe(recipe)
+    if config is not None:
+        config = shipped_file("train", config, "train config")   # a path, or a shipped name
     shards, run_dir = Path(shards), Path(run_dir)
     if not (shards / "manifest.json").is_file():
         raise ZssError(f"{shards} is not a shard folder (no manifest.json); run `zss ingest` first")
