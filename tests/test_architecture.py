@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("zss.ingest", "zss.trainer", "zss.synth"),
     ("zss.recipes",),
     ("zss.eval",),
-    ("zss.commands",),
+    ("zss.commands", "zss.serve"),
     ("zss.cli",),
 ]
 PACKAGE_ROOT = Path(zss.__file__).resolve().parent

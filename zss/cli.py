@@ -190,6 +190,19 @@ def import_pixelclip(ckpt: Path = typer.Argument(..., help="Released PixelCLIP c
 
 
 @app.command()
+def serve(models: List[str] = typer.Argument(..., help="Model directories or openclip:ARCH:CKPT (several: compare)."),
+          host: str = typer.Option("127.0.0.1", "--host"),
+          port: int = typer.Option(7860, "--port", min=0, max=65535),
+          max_side: int = typer.Option(1024, "--max-side", help="Uploads are downscaled to this long side."),
+          set_: List[str] = typer.Option([], "--set", help="Inference override key=value."),
+          ) -> None:
+    """A local web page: upload an image, type words, see the overlay, areas and label PNG."""
+    from zss.serve.app import run_server
+
+    run_server(list(models), host=host, port=port, max_side=max_side, overrides=set_, announce=typer.echo)
+
+
+@app.command()
 def demo(out: Path = typer.Option(Path("demo_out"), "--out"),
          steps: int = typer.Option(300, "--steps", min=1),
          n_images: int = typer.Option(160, "--n-images", min=1,

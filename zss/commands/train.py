@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from zss.errors import ZssError
+from zss.paths import shipped_file
 from zss.trainer.config import TrainConfig
 from zss.utils.config import from_dict, load_config, to_dict
 
@@ -49,6 +50,8 @@ def run_training(recipe: str, shards: Path, run_dir: Path, config: Optional[Path
     """
     from zss.trainer.loop import train
 
+    if config is not None:
+        config = shipped_file("train", config, "train config")   # a path, or a shipped name
     shards, run_dir = Path(shards), Path(run_dir)
     if config is None and resume and (run_dir / "config.yaml").is_file():
         config = run_dir / "config.yaml"

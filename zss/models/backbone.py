@@ -11,6 +11,7 @@ hub's pretrained weights (which needs network access or a warm cache).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from zss.errors import ZssError
+from zss.utils.hub import fetch_hint, hub_offline
 from zss.formats.specs import LEGACY_OPENCLIP, is_openclip_spec, parse_openclip_spec
 from zss.utils.hashing import sha256_file
 
@@ -119,15 +121,21 @@ def create_timm_vit(name: str, img_size: int, checkpoint: Path | None, pretraine
         # custom_load is timm's .npz path (big_vision checkpoints); anything else is a state dict
         kwargs["pretrained_cfg_overlay"] = dict(file=str(checkpoint),
                                                 custom_load=checkpoint.suffix == ".npz")
+    from_hub = pretrained and checkpoint is None
     try:
-        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        with hub_offline() if from_hub else nullcontext() as offline:
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as exc:  # e.g. an architecture without img_size/dynamic_img_size
         raise ZssError(f"backbone {name!r} is not a supported ViT: {exc}") from exc
     except (OSError, ValueError) as exc:
-        where = f"checkpoint {checkpoint}" if checkpoint else "the hub (offline? pass NAME:CHECKPOINT)"
-        raise ZssError(f"cannot load weights of {name!r} from {where}: {str(exc).splitlines()[0]}") from exc
+        if from_hub:
+            raise ZssError(fetch_hint(name, offline or str(exc).splitlines()[0][:200])) from exc
+        raise ZssError(f"cannot load weights of {name!r} from checkpoint {checkpoint}: "
+                       f"{str(exc).splitlines()[0]}") from exc
     except RuntimeError as exc:  # state-dict mismatch, or no hub weights for this name
         first = str(exc).splitlines()[0][:300]
+        if from_hub and offline:
+            raise ZssError(fetch_hint(name, offline)) from exc
         if checkpoint is None:
             raise ZssError(f"no pretrained weights for {name!r}: {first}; pass NAME:CHECKPOINT") from exc
         raise ZssError(f"checkpoint {checkpoint} does not fit {name!r}: {first}") from exc

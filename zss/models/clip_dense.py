@@ -16,6 +16,7 @@ registered as ordinary open_clip configs, so tests exercise the same code path a
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zss.errors import ZssError
+from zss.utils.hub import fetch_hint, hub_offline
 from zss.formats.specs import parse_openclip_spec
 from zss.paths import MANIFESTS
 
@@ -119,13 +121,17 @@ def create_openclip(arch: str, pretrained: str | None, device: str | torch.devic
         raise ZssError(f"OpenCLIP checkpoint {pretrained!r} for {arch} is neither a known tag "
                        f"({', '.join(tags) or 'none'}) nor a file")
     check_activation(arch, pretrained)
+    offline = None
     try:
         if not is_tag and any(m in _file_keys_and_meta(pretrained)[0] for m in OPENAI_MARKERS):
             model = _load_openai_state_dict(name, pretrained, device)
         else:
-            model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+            with hub_offline() if is_tag else nullcontext() as offline:
+                model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
     except (RuntimeError, OSError, ValueError) as exc:
-        hint = " (no internet? pass a local checkpoint file instead)" if is_tag else ""
+        if is_tag:
+            raise ZssError(fetch_hint(f"openclip:{arch}", offline or str(exc).splitlines()[0][:200])) from exc
+        hint = ""
         raise ZssError(f"could not load OpenCLIP {arch} weights {pretrained!r}{hint}: "
                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     return model.eval()

@@ -1,0 +1,1 @@
+"""`zss serve`: a local web page to segment an image with any words (layer: commands)."""
