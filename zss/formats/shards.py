@@ -72,7 +72,11 @@ def join(out_dir: str | Path, name: str) -> Path | str:
 
 
 def exists(path: str | Path) -> bool:
-    return _fs(str(path)).exists(str(path)) if is_url(path) else Path(path).is_file()
+    if not is_url(path):
+        return Path(path).is_file()
+    fs = _fs(str(path))
+    fs.invalidate_cache(str(path))  # other processes (the workers) write here: no stale listings
+    return fs.exists(str(path))
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -107,6 +111,7 @@ def listdir(out_dir: str | Path) -> list[str]:
     """File names in a folder / under a URL prefix ([] when it does not exist)."""
     if is_url(out_dir):
         fs = _fs(str(out_dir))
+        fs.invalidate_cache(str(out_dir))
         try:
             return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(str(out_dir), detail=False)]
         except FileNotFoundError:

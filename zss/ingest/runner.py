@@ -111,6 +111,15 @@ def resources(cfg: IngestConfig) -> dict[str, Any]:
             "threads": threads, "cluster_cpus": cpus, "cluster_gpus": gpus}
 
 
+STORAGE_ENV_PREFIXES = ("AWS_", "FSSPEC_", "GOOGLE_", "GCS_", "AZURE_")
+
+
+def storage_env() -> dict[str, str]:
+    """The driver's object-storage settings (AWS_*, FSSPEC_* ...), forwarded to the workers so a
+    worker writes to the same endpoint with the same credentials wherever it runs."""
+    return {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
+
+
 def start_workers(cfg: IngestConfig, factory: StageFactory, res: dict[str, Any]) -> list[Any]:
     """`cfg.workers` ShardWorker actors, spread over the nodes, two calls each at a time."""
     import ray
@@ -119,6 +128,9 @@ def start_workers(cfg: IngestConfig, factory: StageFactory, res: dict[str, Any])
                                 scheduling_strategy="SPREAD")
     if res["actor_gpus"]:
         opts["num_gpus"] = res["actor_gpus"]
+    env = storage_env()
+    if env:
+        opts["runtime_env"] = {"env_vars": env}
     worker = ray.remote(ShardWorker)
     return [worker.options(**opts).remote(cfg, factory, res["threads"]) for _ in range(cfg.workers)]
 
