@@ -79,6 +79,13 @@ def exists(path: str | Path) -> bool:
     return fs.exists(str(path))
 
 
+def open_read(path: str | Path, block_size: int = 8 << 20):
+    """A binary file object for a local path or a URL (large read-ahead blocks for URLs)."""
+    if is_url(path):
+        return _fs(str(path)).open(str(path), "rb", block_size=block_size)
+    return open(path, "rb", buffering=1 << 20)
+
+
 def read_bytes(path: str | Path) -> bytes:
     if is_url(path):
         with _fs(str(path)).open(str(path), "rb") as f:

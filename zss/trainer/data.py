@@ -81,11 +81,7 @@ def load_npy(data: bytes | np.ndarray) -> np.ndarray:
 
 
 def _open(url: Path | str) -> BinaryIO:
-    if sh.is_url(url):
-        import fsspec
-
-        return fsspec.open(str(url), "rb", block_size=8 << 20).open()
-    return open(url, "rb", buffering=1 << 20)
+    return sh.open_read(url)
 
 
 def _octal(field: bytes) -> int:
