@@ -404,6 +404,9 @@ def summary_text(report: dict[str, Any]) -> str:
               if report["processed"] else "nothing to compute: every shard was already done")
              + f"; Ray start-up {report['ray_seconds']:.1f} s and the driver's model check "
                f"{report['load_seconds']:.1f} s apart"]
+    if report.get("nodes"):
+        lines.append(f"shards written by workers on {len(report['nodes'])} node(s): "
+                     + ", ".join(f"{k[:8] or '?'} {v}" for k, v in sorted(report["nodes"].items())))
     if report["seconds"]:
         lines.append("stage time (summed over workers): " + ", ".join(
             f"{k} {v:.1f} s" for k, v in sorted(report["seconds"].items())))
