@@ -238,8 +238,68 @@ def pixelclip_section(args: argparse.Namespace) -> dict[str, float]:
     return res
 
 
+def _loader_decode(raw: dict, rng: random.Random) -> dict:
+    from zss.trainer.data import load_npy
+
+    return {"patch": torch.from_numpy(load_npy(raw["patch.npy"])),
+            "global": torch.from_numpy(load_npy(raw["global.npy"]))}
+
+
+def _loader_collate(samples: list[dict]) -> dict:
+    return {"patch": torch.stack([s["patch"] for s in samples]),
+            "global": torch.stack([s["global"] for s in samples])}
+
+
+def loader_section(args: argparse.Namespace) -> dict[str, float]:
+    """The shard stream alone: GiB/s of shard bytes per process (page cache warm), 2 workers vs 1
+    (goals: >= 1 GiB/s, >= 1.7x), and float16 vs int8 bytes per sample."""
+    from zss.formats.shards import shard_entry, write_shard
+    from zss.trainer.data import ShardStream, shards_from_manifest
+
+    tmp = Path(tempfile.mkdtemp(prefix="zss_bench_loader_"))
+    rng = np.random.default_rng(0)
+    n_shards, per_shard, grid, dim = 8, 128, 16, 384  # 16x16x384 fp16: ~197 KiB of patch per sample
+    res: dict[str, float] = {}
+    for dtype in ("float16", "int8"):
+        out = tmp / dtype
+        for sid in range(n_shards):
+            samples = [{"source_id": str(i), "status": "ok", "error": "", "captions": ["a photo of a cat"],
+                        "orig_size": (224, 224), "size": (224, 224),
+                        "patch": rng.normal(size=(grid, grid, dim)).astype(np.float16),
+                        "global": rng.normal(size=dim).astype(np.float16), "concepts": None,
+                        "masks": None, "jpg": None} for i in range(per_shard)]
+            write_shard(out, sid, samples, feature_dtype=dtype)
+        res[f"{dtype}_bytes"] = sum((out / f"{s:05d}.tar").stat().st_size for s in range(n_shards))
+    manifest = {"shards": [shard_entry(tmp / "float16", s) for s in range(n_shards)]}
+    refs = shards_from_manifest(tmp / "float16", manifest)
+    total = res["float16_bytes"]
+
+    def run(workers: int) -> float:
+        stream = ShardStream(refs, _loader_decode, _loader_collate, batch_size=32, num_workers=workers,
+                             shuffle_buffer=64, members=("patch.npy", "global.npy"))
+        t0 = time.perf_counter()
+        for _ in stream.epoch_batches(0):
+            pass
+        return time.perf_counter() - t0
+
+    for cat in refs:  # warm the page cache
+        Path(cat.tar).read_bytes()
+    run(0)
+    t1, t2 = min(run(1) for _ in range(2)), min(run(2) for _ in range(2))
+    res["gib_s_1"] = total / t1 / 2**30
+    res["gib_s_2"] = total / t2 / 2**30
+    res["speedup_2_over_1"] = t1 / t2
+    res["int8_over_fp16"] = res["int8_bytes"] / res["float16_bytes"]
+    print("loader (shard stream, 1024 samples of 16x16x384, page cache warm)")
+    print(f"  1 worker   {res['gib_s_1']:6.2f} GiB/s of shard bytes ({n_shards * per_shard / t1:7.0f} samples/s)")
+    print(f"  2 workers  {res['gib_s_2']:6.2f} GiB/s  ({res['speedup_2_over_1']:.2f}x one worker)")
+    print(f"  int8 / float16 bytes per sample  {res['int8_over_fp16']:.3f}")
+    return res
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {"simzss": simzss_section,
-                                                                     "pixelclip": pixelclip_section}
+                                                                     "pixelclip": pixelclip_section,
+                                                                     "loader": loader_section}
 
 
 def main() -> None:

@@ -84,3 +84,29 @@ def test_read_manifest_errors(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99}))
     with pytest.raises(ZssError, match="schema version 99"):
         sh.read_manifest(tmp_path)
+
+
+def test_int8_codec_is_per_token_absmax_and_halves_the_bytes(tmp_path):
+    x = np.array([[[1.0, -0.5, 0.25, 0.0]], [[0.0, 0.0, 0.0, 0.0]]], np.float32)  # [2,1,4]
+    enc = sh.encode_patch(x, "int8")
+    assert enc["patch.npy"].dtype == np.int8 and enc["patch_scale.npy"].shape == (2, 1, 1)
+    # token 0: absmax 1 -> scale 1/127, codes round(x * 127); an all-zero token stays zero
+    np.testing.assert_array_equal(enc["patch.npy"][0, 0], [127, -64, 32, 0])
+    np.testing.assert_array_equal(enc["patch.npy"][1, 0], [0, 0, 0, 0])
+    dec = sh.decode_patch(enc["patch.npy"], enc["patch_scale.npy"])
+    assert np.abs(dec - x).max() <= 0.5 / 127 + 1e-3
+    with pytest.raises(ZssError, match="features.dtype"):
+        sh.encode_patch(x, "int4")
+
+    rng = np.random.default_rng(0)
+    samples = [{**_sample(i), "patch": rng.normal(size=(32, 32, 256)).astype(np.float16), "jpg": None,
+                "masks": None}
+               for i in range(3)]
+    sh.write_shard(tmp_path / "f16", 0, samples)
+    sh.write_shard(tmp_path / "i8", 0, samples, feature_dtype="int8")
+    ratio = (tmp_path / "i8" / "00000.tar").stat().st_size / (tmp_path / "f16" / "00000.tar").stat().st_size
+    assert ratio <= 0.52
+    for got, want in zip(sh.iter_samples(tmp_path / "i8" / "00000.tar"), samples):
+        assert got["patch"].dtype == np.float32
+        ref = want["patch"].astype(np.float32)
+        assert np.abs(got["patch"] - ref).max() <= np.abs(ref).max() / 127

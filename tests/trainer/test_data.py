@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
+
+import numpy as np
 
 import pytest
 
@@ -62,3 +65,28 @@ def test_processes_read_disjoint_samples(feature_world, world_size):
 def test_too_large_batch_is_a_user_error(feature_world):
     with pytest.raises(ZssError, match="cannot fill one batch"):
         _stream(feature_world, batch_size=65)
+
+
+def test_tar_reader_skips_unneeded_members_and_decodes_int8(tmp_path):
+    from zss.formats import shards as sh
+    from zss.trainer.data import load_npy, read_tar_samples
+
+    rng = np.random.default_rng(0)
+    samples = [{"source_id": f"s{i}", "status": "ok" if i != 1 else "decode_error", "error": "",
+                "captions": ["a cat"], "orig_size": (8, 8), "size": (8, 8),
+                "patch": rng.normal(size=(2, 2, 8)).astype(np.float16),
+                "global": rng.normal(size=8).astype(np.float16), "concepts": None,
+                "masks": [{"area": i}], "jpg": b"jpeg"} for i in range(4)]
+    sh.write_shard(tmp_path, 3, samples, feature_dtype="int8")
+    tar = tmp_path / "00003.tar"
+    got = list(read_tar_samples(tar, {"patch.npy", "json"}))
+    assert [g["__key__"] for g in got] == ["000030000", "000030002", "000030003"]
+    assert all(set(g) == {"__key__", "__url__", "patch.npy", "json"} for g in got)
+    assert all(g["patch.npy"].dtype == np.float32 for g in got)  # decoded once, beside its scale
+    np.testing.assert_allclose(load_npy(got[1]["patch.npy"]), samples[2]["patch"].astype(np.float32),
+                               atol=float(np.abs(samples[2]["patch"]).max()) / 127)
+    # every member, and keeping every 2nd sample, read like the reference reader does
+    everything = list(read_tar_samples(tar))
+    ref = list(sh.iter_samples(tar))
+    assert [e["masks.json"] for e in everything] == [json.dumps(r["masks"], sort_keys=True).encode() for r in ref]
+    assert [e["__key__"] for e in read_tar_samples(tar, None, lambda i: i % 2 == 1)] == ["000030002"]

@@ -5,6 +5,11 @@ layout: the members of one sample adjacent, keyed `SSSSSIIII`) and the row-align
 each to a temporary name then renamed, and `NNNNN_stats.json` LAST: the stats file's presence means
 the shard is complete. Everything is byte-deterministic (fixed tar metadata, fixed parquet writer
 options) so that a resumed run and an uninterrupted run produce identical files.
+
+The output may be a local folder or an fsspec URL (`s3://bucket/prefix`, `gs://...`): for a URL the
+tar and parquet are built in a local temporary file and uploaded with one PUT each (an object
+appears whole or not at all), the stats object last. Patch features are stored as float16 or as
+int8 codes with a per-token absmax scale (`KEY.patch_scale.npy`, float16 [Hp,Wp,1]) beside them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -26,6 +32,7 @@ from zss.utils.hashing import sha256_file
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MAX_SHARD_SIZE = 10_000  # the key holds the in-shard index on 4 digits
+FEATURE_DTYPES = ("float16", "int8")
 
 PARQUET_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -43,23 +50,126 @@ def sample_key(shard_id: int, index_in_shard: int) -> str:
     return f"{shard_id:05d}{index_in_shard:04d}"
 
 
-def shard_paths(out_dir: str | Path, shard_id: int) -> dict[str, Path]:
-    out = Path(out_dir)
+# ---------------------------------------------------------------- local folders and URLs
+
+
+def is_url(path: str | Path) -> bool:
+    """`s3://...`, `gs://...`, `memory://...` (anything fsspec opens), not a local path."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def _fs(url: str):
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)[0]
+
+
+def join(out_dir: str | Path, name: str) -> Path | str:
+    """`out_dir/name` as a Path (local) or a URL string."""
+    if is_url(out_dir):
+        return str(out_dir).rstrip("/") + "/" + name
+    return Path(out_dir) / name
+
+
+def exists(path: str | Path) -> bool:
+    if not is_url(path):
+        return Path(path).is_file()
+    fs = _fs(str(path))
+    fs.invalidate_cache(str(path))  # other processes (the workers) write here: no stale listings
+    return fs.exists(str(path))
+
+
+def open_read(path: str | Path, block_size: int = 8 << 20):
+    """A binary file object for a local path or a URL (large read-ahead blocks for URLs)."""
+    if is_url(path):
+        return _fs(str(path)).open(str(path), "rb", block_size=block_size)
+    return open(path, "rb", buffering=1 << 20)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    if is_url(path):
+        with _fs(str(path)).open(str(path), "rb") as f:
+            return f.read()
+    return Path(path).read_bytes()
+
+
+def remove(path: str | Path) -> None:
+    if is_url(path):
+        fs = _fs(str(path))
+        if fs.exists(str(path)):
+            fs.rm(str(path))
+    elif Path(path).exists():
+        Path(path).unlink()
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Local: write a `.tmp` then rename. URL: one PUT (objects appear whole)."""
+    if is_url(path):
+        with _fs(str(path)).open(str(path), "wb") as f:
+            f.write(data)
+        return
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, p)
+
+
+def listdir(out_dir: str | Path) -> list[str]:
+    """File names in a folder / under a URL prefix ([] when it does not exist)."""
+    if is_url(out_dir):
+        fs = _fs(str(out_dir))
+        fs.invalidate_cache(str(out_dir))
+        try:
+            return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(str(out_dir), detail=False)]
+        except FileNotFoundError:
+            return []
+    p = Path(out_dir)
+    return [q.name for q in p.iterdir()] if p.is_dir() else []
+
+
+def shard_paths(out_dir: str | Path, shard_id: int) -> dict[str, Any]:
+    """The three files of a shard: Paths for a local folder, URL strings for object storage."""
     stem = f"{shard_id:05d}"
-    return {"tar": out / f"{stem}.tar", "parquet": out / f"{stem}.parquet",
-            "stats": out / f"{stem}_stats.json"}
+    return {"tar": join(out_dir, f"{stem}.tar"), "parquet": join(out_dir, f"{stem}.parquet"),
+            "stats": join(out_dir, f"{stem}_stats.json")}
 
 
 def is_shard_done(out_dir: str | Path, shard_id: int) -> bool:
-    return shard_paths(out_dir, shard_id)["stats"].is_file()
+    return exists(shard_paths(out_dir, shard_id)["stats"])
 
 
 def remove_partial_shard(out_dir: str | Path, shard_id: int) -> None:
     """Delete whatever an interrupted run left of a shard (files and their temporaries)."""
     for path in shard_paths(out_dir, shard_id).values():
-        for p in (path, path.with_name(path.name + ".tmp")):
-            if p.exists():
-                p.unlink()
+        remove(path)
+        if not is_url(path):
+            remove(path.with_name(path.name + ".tmp"))
+
+
+# ---------------------------------------------------------------- feature codec
+
+
+def encode_patch(patch: np.ndarray, dtype: str = "float16") -> dict[str, np.ndarray]:
+    """Patch features [..., D] -> tar members: float16 `patch`, or int8 `patch` codes plus a
+    float16 per-token `patch_scale` [..., 1] with codes = round(x / scale), scale = absmax / 127."""
+    if dtype == "float16":
+        return {"patch.npy": np.asarray(patch, np.float16)}
+    if dtype != "int8":
+        raise ZssError(f"features.dtype must be one of {', '.join(FEATURE_DTYPES)}, got {dtype!r}")
+    x = np.asarray(patch, np.float32)
+    scale = (np.abs(x).max(axis=-1, keepdims=True) / 127.0).astype(np.float16)
+    s = scale.astype(np.float32)
+    codes = np.clip(np.rint(x / np.where(s > 0, s, 1.0)), -127, 127).astype(np.int8)
+    return {"patch.npy": codes, "patch_scale.npy": scale}
+
+
+def decode_patch(patch: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """The stored patch as floats: float16 as is, int8 codes times their per-token scale (float32)."""
+    if patch.dtype == np.int8:
+        if scale is None:
+            raise ZssError("int8 patch features without their patch_scale member")
+        return patch.astype(np.float32) * scale.astype(np.float32)
+    return patch
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -97,74 +207,97 @@ def sample_meta(key: str, sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_shard(out_dir: str | Path, shard_id: int, samples: list[dict[str, Any]],
-                seconds: dict[str, float] | None = None) -> dict[str, Any]:
+                seconds: dict[str, float] | None = None,
+                feature_dtype: str = "float16") -> dict[str, Any]:
     """Write one complete shard; return its stats (also written, last, to `NNNNN_stats.json`).
 
     `samples` are in input order, one per input row, each a dict with `source_id`, `status`,
     `error`, `captions` (list[str]); and for `status == "ok"` rows also `orig_size`, `size`
-    ((H, W)), `patch` (float16 [Hp,Wp,D]), `global` (float16 [D]), `concepts` (list per caption),
+    ((H, W)), `patch` (float [Hp,Wp,D]), `global` (float16 [D]), `concepts` (list per caption),
     `masks` (list of COCO-RLE annotations, or None when no mask source ran) and `jpg` (bytes or
-    None). Failed rows only reach the parquet.
+    None). Failed rows only reach the parquet. `out_dir` may be a local folder or a URL.
     """
     if len(samples) > MAX_SHARD_SIZE:
         raise ZssError(f"a shard holds at most {MAX_SHARD_SIZE} samples, got {len(samples)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = shard_paths(out, shard_id)
-    remove_partial_shard(out, shard_id)
+    if feature_dtype not in FEATURE_DTYPES:
+        raise ZssError(f"features.dtype must be one of {', '.join(FEATURE_DTYPES)}, got {feature_dtype!r}")
+    remote = is_url(out_dir)
+    if not remote:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    paths = shard_paths(out_dir, shard_id)
+    remove_partial_shard(out_dir, shard_id)
 
     rows: dict[str, list] = {name: [] for name in PARQUET_SCHEMA.names}
     by_status: dict[str, int] = {}
-    tmp_tar = paths["tar"].with_name(paths["tar"].name + ".tmp")
-    with tarfile.open(tmp_tar, "w", format=tarfile.GNU_FORMAT) as tar:
-        for i, sample in enumerate(samples):
-            key = sample_key(shard_id, i)
-            status = str(sample["status"])
-            by_status[status] = by_status.get(status, 0) + 1
-            masks = sample.get("masks") if status == "ok" else None
-            concepts = sample.get("concepts") if status == "ok" else None
-            rows["key"].append(key)
-            rows["source_id"].append(str(sample["source_id"]))
-            rows["status"].append(status)
-            rows["error"].append(sample.get("error") or None)
-            rows["n_captions"].append(len(sample.get("captions") or []))
-            rows["concept_ids"].append(_concept_ids(concepts))
-            rows["n_masks"].append(len(masks) if masks is not None else 0)
-            if status != "ok":
-                continue
-            meta = sample_meta(key, sample)
-            _add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-            _add_member(tar, f"{key}.patch.npy", _npy_bytes(np.asarray(sample["patch"], np.float16)))
-            _add_member(tar, f"{key}.global.npy", _npy_bytes(np.asarray(sample["global"], np.float16)))
-            if masks is not None:
-                _add_member(tar, f"{key}.masks.json", json.dumps(masks, sort_keys=True).encode())
-            if sample.get("jpg"):
-                _add_member(tar, f"{key}.jpg", bytes(sample["jpg"]))
-    os.replace(tmp_tar, paths["tar"])
+    staging = tempfile.TemporaryDirectory(prefix="zss-shard-") if remote else None
+    local = ({k: Path(staging.name) / Path(str(v)).name for k, v in paths.items()} if staging
+             else paths)
+    try:
+        tmp_tar = local["tar"].with_name(local["tar"].name + ".tmp")
+        with tarfile.open(tmp_tar, "w", format=tarfile.GNU_FORMAT) as tar:
+            for i, sample in enumerate(samples):
+                key = sample_key(shard_id, i)
+                status = str(sample["status"])
+                by_status[status] = by_status.get(status, 0) + 1
+                masks = sample.get("masks") if status == "ok" else None
+                concepts = sample.get("concepts") if status == "ok" else None
+                rows["key"].append(key)
+                rows["source_id"].append(str(sample["source_id"]))
+                rows["status"].append(status)
+                rows["error"].append(sample.get("error") or None)
+                rows["n_captions"].append(len(sample.get("captions") or []))
+                rows["concept_ids"].append(_concept_ids(concepts))
+                rows["n_masks"].append(len(masks) if masks is not None else 0)
+                if status != "ok":
+                    continue
+                meta = sample_meta(key, sample)
+                _add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+                for ext, array in encode_patch(sample["patch"], feature_dtype).items():
+                    _add_member(tar, f"{key}.{ext}", _npy_bytes(array))
+                _add_member(tar, f"{key}.global.npy", _npy_bytes(np.asarray(sample["global"], np.float16)))
+                if masks is not None:
+                    _add_member(tar, f"{key}.masks.json", json.dumps(masks, sort_keys=True).encode())
+                if sample.get("jpg"):
+                    _add_member(tar, f"{key}.jpg", bytes(sample["jpg"]))
+        os.replace(tmp_tar, local["tar"])
 
-    table = pa.table(rows, schema=PARQUET_SCHEMA)
-    tmp_pq = paths["parquet"].with_name(paths["parquet"].name + ".tmp")
-    pq.write_table(table, tmp_pq, compression="zstd", write_statistics=False)
-    os.replace(tmp_pq, paths["parquet"])
+        table = pa.table(rows, schema=PARQUET_SCHEMA)
+        tmp_pq = local["parquet"].with_name(local["parquet"].name + ".tmp")
+        pq.write_table(table, tmp_pq, compression="zstd", write_statistics=False)
+        os.replace(tmp_pq, local["parquet"])
 
-    stats = {"shard": shard_id, "n": len(samples), "by_status": dict(sorted(by_status.items())),
-             "seconds": {k: round(float(v), 4) for k, v in (seconds or {}).items()},
-             "sha256": {"tar": sha256_file(paths["tar"]), "parquet": sha256_file(paths["parquet"])}}
-    tmp_stats = paths["stats"].with_name(paths["stats"].name + ".tmp")
-    tmp_stats.write_text(json.dumps(stats, indent=1))
-    os.replace(tmp_stats, paths["stats"])
+        stats = {"shard": shard_id, "n": len(samples), "by_status": dict(sorted(by_status.items())),
+                 "seconds": {k: round(float(v), 4) for k, v in (seconds or {}).items()},
+                 "sha256": {"tar": sha256_file(local["tar"]), "parquet": sha256_file(local["parquet"])}}
+        if remote:
+            fs = _fs(str(out_dir))
+            for kind in ("tar", "parquet"):
+                fs.put_file(str(local[kind]), str(paths[kind]))
+        write_bytes_atomic(paths["stats"], json.dumps(stats, indent=1).encode())
+    finally:
+        if staging is not None:
+            staging.cleanup()
     return stats
 
 
+def _finish(sample: dict[str, Any]) -> dict[str, Any]:
+    if sample["patch"] is not None:
+        sample["patch"] = decode_patch(sample["patch"], sample.pop("patch_scale", None))
+    sample.pop("patch_scale", None)
+    return sample
+
+
 def iter_samples(tar_path: str | Path) -> Iterator[dict[str, Any]]:
-    """Stream the samples of one shard tar: dicts {key, meta, patch, global, masks, jpg}.
+    """Stream the samples of one shard tar (a path or URL): dicts {key, meta, patch, global,
+    masks, jpg}, int8 patches decoded to float32.
 
     Members of a sample are adjacent (the writer guarantees it), so one pass without an index
     suffices; `.npy` members are loaded with `allow_pickle=False`.
     """
     current: dict[str, Any] | None = None
     try:
-        with tarfile.open(tar_path, "r") as tar:
+        fileobj = _fs(str(tar_path)).open(str(tar_path), "rb") if is_url(tar_path) else open(tar_path, "rb")
+        with fileobj, tarfile.open(fileobj=fileobj, mode="r|") as tar:
             for info in tar:
                 if not info.isfile():
                     continue
@@ -172,13 +305,15 @@ def iter_samples(tar_path: str | Path) -> Iterator[dict[str, Any]]:
                 data = tar.extractfile(info).read()  # type: ignore[union-attr]
                 if current is None or current["key"] != key:
                     if current is not None:
-                        yield current
+                        yield _finish(current)
                     current = {"key": key, "meta": None, "patch": None, "global": None,
                                "masks": None, "jpg": None}
                 if ext == "json":
                     current["meta"] = json.loads(data)
                 elif ext == "patch.npy":
                     current["patch"] = np.load(io.BytesIO(data), allow_pickle=False)
+                elif ext == "patch_scale.npy":
+                    current["patch_scale"] = np.load(io.BytesIO(data), allow_pickle=False)
                 elif ext == "global.npy":
                     current["global"] = np.load(io.BytesIO(data), allow_pickle=False)
                 elif ext == "masks.json":
@@ -188,32 +323,32 @@ def iter_samples(tar_path: str | Path) -> Iterator[dict[str, Any]]:
     except (tarfile.TarError, OSError) as exc:
         raise ZssError(f"cannot read shard {tar_path}: {exc}") from exc
     if current is not None:
-        yield current
+        yield _finish(current)
 
 
 def read_parquet(path: str | Path) -> pa.Table:
     try:
+        if is_url(path):
+            return pq.read_table(io.BytesIO(read_bytes(path)))
         return pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise ZssError(f"cannot read {path}: {exc}") from exc
 
 
-def write_manifest(out_dir: str | Path, manifest: dict[str, Any]) -> Path:
-    """Write `manifest.json` atomically (it is rewritten after every run)."""
-    path = Path(out_dir) / MANIFEST
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False))
-    os.replace(tmp, path)
+def write_manifest(out_dir: str | Path, manifest: dict[str, Any]) -> Path | str:
+    """Write `manifest.json` atomically (tmp + rename locally, one PUT on object storage)."""
+    path = join(out_dir, MANIFEST)
+    write_bytes_atomic(path, json.dumps(manifest, indent=1, sort_keys=False).encode())
     return path
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     """The manifest of a shard folder; `ZssError` when it is missing or of another schema."""
-    path = Path(out_dir) / MANIFEST
-    if not path.is_file():
+    path = join(out_dir, MANIFEST)
+    if not exists(path):
         raise ZssError(f"no {MANIFEST} in {out_dir}: not a zss shard folder (run `zss ingest`)")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(read_bytes(path))
     except json.JSONDecodeError as exc:
         raise ZssError(f"{path} is not valid JSON: {exc}") from exc
     if manifest.get("schema_version") != SCHEMA_VERSION:
@@ -222,10 +357,9 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def shard_tars(out_dir: str | Path) -> list[Path]:
-    """The tar files of the finished shards listed in the manifest, in order."""
-    out = Path(out_dir)
-    return [out / s["tar"] for s in read_manifest(out)["shards"]]
+def shard_tars(out_dir: str | Path) -> list[Path | str]:
+    """The tar files (paths or URLs) of the finished shards listed in the manifest, in order."""
+    return [join(out_dir, s["tar"]) for s in read_manifest(out_dir)["shards"]]
 
 
 def iter_all_samples(out_dir: str | Path) -> Iterator[dict[str, Any]]:
@@ -233,26 +367,34 @@ def iter_all_samples(out_dir: str | Path) -> Iterator[dict[str, Any]]:
         yield from iter_samples(tar)
 
 
+def _sha256(path: str | Path) -> str:
+    if is_url(path):
+        import hashlib
+
+        return hashlib.sha256(read_bytes(path)).hexdigest()
+    return sha256_file(path)
+
+
 def validate_shards(out_dir: str | Path) -> list[str]:
     """Check a shard folder against its manifest: hashes, counts, tar/parquet row alignment.
 
     Returns the list of problems found (empty when the folder is valid).
     """
-    out = Path(out_dir)
+    out = out_dir
     manifest = read_manifest(out)
     problems: list[str] = []
     for entry in manifest["shards"]:
         sid = int(entry["id"])
         paths = shard_paths(out, sid)
-        if not paths["stats"].is_file():
+        if not exists(paths["stats"]):
             problems.append(f"shard {sid}: no stats file (unfinished)")
             continue
-        stats = json.loads(paths["stats"].read_text())
+        stats = json.loads(read_bytes(paths["stats"]))
         for kind in ("tar", "parquet"):
-            if not paths[kind].is_file():
+            if not exists(paths[kind]):
                 problems.append(f"shard {sid}: {kind} missing")
                 continue
-            digest = sha256_file(paths[kind])
+            digest = _sha256(paths[kind])
             if digest != stats["sha256"][kind] or digest != entry["sha256"][kind]:
                 problems.append(f"shard {sid}: {kind} sha256 mismatch")
         if problems and problems[-1].startswith(f"shard {sid}:"):
@@ -284,19 +426,27 @@ def validate_shards(out_dir: str | Path) -> list[str]:
     return problems
 
 
+def entry_from_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's record of a finished shard, given its stats."""
+    stem = f"{int(stats['shard']):05d}"
+    return {"id": int(stats["shard"]), "tar": f"{stem}.tar", "parquet": f"{stem}.parquet",
+            "n": stats["n"], "n_ok": stats["by_status"].get("ok", 0), "sha256": stats["sha256"]}
+
+
+def read_stats(out_dir: str | Path, shard_id: int) -> dict[str, Any]:
+    return json.loads(read_bytes(shard_paths(out_dir, shard_id)["stats"]))
+
+
 def shard_entry(out_dir: str | Path, shard_id: int) -> dict[str, Any]:
     """The manifest's record of a finished shard, rebuilt from its stats file."""
-    paths = shard_paths(out_dir, shard_id)
-    stats = json.loads(paths["stats"].read_text())
-    return {"id": shard_id, "tar": paths["tar"].name, "parquet": paths["parquet"].name,
-            "n": stats["n"], "n_ok": stats["by_status"].get("ok", 0), "sha256": stats["sha256"]}
+    return entry_from_stats(read_stats(out_dir, shard_id))
 
 
 def collect_stats(out_dir: str | Path, shard_ids: Iterable[int]) -> dict[str, int]:
     """Status counts summed over finished shards."""
     total: dict[str, int] = {}
     for sid in shard_ids:
-        stats = json.loads(shard_paths(out_dir, sid)["stats"].read_text())
+        stats = read_stats(out_dir, sid)
         for status, n in stats["by_status"].items():
             total[status] = total.get(status, 0) + n
     return dict(sorted(total.items()))

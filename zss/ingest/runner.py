@@ -1,15 +1,18 @@
-"""The ingest job: Ray Data wiring, shard-level resume, progress and the final summary.
+"""The ingest job: shard workers on Ray, a streaming plan, shard-level resume, progress, summary.
 
-Work is cut into *chunks*: at most `batch_size` consecutive samples of one shard, aligned to the
-shard's start. A chunk is one Ray row: a read+decode task turns its refs into a decoded batch, a
-model actor runs features -> masks -> concepts on it as ONE model batch, and the driver writes a
-shard as soon as all its chunks are back. Because chunks never straddle shards and are always cut
-the same way, a resumed run computes every sample in exactly the batch an uninterrupted run would
-(CPU matmul results can depend on batch composition), so shards are byte-identical either way.
+Shards are the unit of work: the driver walks the pending shards in order, hands each one's refs
+(small JSON dicts, made only when the shard is submitted) to a `ShardWorker` actor, and keeps at
+most `IN_FLIGHT_PER_WORKER` shards per actor in flight. The actor reads, decodes, runs the model
+stages in batches cut at the shard's start and writes the tar + parquet + stats itself; only the
+stats (counts, seconds, sha256) come back. So the driver's CPU and memory per sample are tiny and
+do not grow with the dataset, and OUT must be reachable (a shared folder or object storage URL)
+from every node. Because a shard's model batches are always cut the same way, a resumed run
+computes every sample in exactly the batch an uninterrupted run would, so shards are
+byte-identical either way.
 
-Resources: model actors take a fraction of a CPU (whole actors on 2 CPUs would starve the
-decode tasks and hang the job, see DESIGN "Facts"), a GPU each when the cluster has GPUs, and a
-fixed torch thread count.
+Resources: model actors take a fraction of a CPU (whole actors on 2 CPUs would starve anything
+else Ray runs, see docs/ingest.md), a GPU share each when the cluster has GPUs, a fixed torch
+thread count, and are spread over the nodes.
 """
 
 from __future__ import annotations
@@ -19,22 +22,24 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
-import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
-
-import numpy as np
+from typing import Any
 
 from zss.errors import ZssError
 from zss.formats import shards as sh
 from zss.ingest.config import IngestConfig, build_config, fingerprint
 from zss.ingest.sources import Source, open_source
-from zss.ingest.workers import ModelActor, Stage, StageFactory, decode_batch, model_stages
+from zss.ingest.workers import (ShardWorker, Stage, StageFactory, batch_to_samples,  # noqa: F401
+                                chunk_spans, model_stages)
 from zss.utils.config import to_dict
 from zss.utils.progress import progress_bar
 
+IN_FLIGHT_PER_WORKER = 2  # one shard computing, one being written (or waiting for the models)
+MANIFEST_EVERY_SHARDS = 32  # the manifest is rewritten at most this often (and at the end) ...
+MANIFEST_EVERY_SECONDS = 10.0  # ... or after this long, whichever comes first
 OWN_FILES = ("manifest.json", "concepts.json", "concepts.faiss")
 
 
@@ -47,37 +52,17 @@ def shard_rows(n: int, shard_size: int, shard: int) -> tuple[int, int]:
 
 
 def plan_chunks(source: Source, n: int, shard_size: int, batch_size: int,
-                shards: Iterable[int]) -> list[dict[str, Any]]:
-    """Ray rows: {shard, start, n_chunks, refs (JSON)} cut at shard starts every `batch_size`."""
+                shards: list[int]) -> list[dict[str, Any]]:
+    """The model batches of `shards` as {shard, start, n_chunks, refs (JSON)} (what the workers
+    cut: at shard starts every `batch_size`); for tests and inspection, the run never lists them."""
     chunks = []
     for s in shards:
         lo, hi = shard_rows(n, shard_size, s)
-        starts = list(range(lo, hi, batch_size))
-        for a in starts:
-            refs = source.refs(a, min(a + batch_size, hi))
-            chunks.append({"shard": s, "start": a, "n_chunks": len(starts), "refs": json.dumps(refs)})
+        spans = chunk_spans(lo, hi, batch_size)
+        for a, b in spans:
+            chunks.append({"shard": s, "start": a, "n_chunks": len(spans),
+                           "refs": json.dumps(source.refs(a, b))})
     return chunks
-
-
-def _json_or(value: Any, default: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) and value else default
-
-
-def batch_to_samples(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """A processed batch -> per-sample dicts for `shards.write_shard`."""
-    samples = []
-    for i in range(len(batch["index"])):
-        ok = batch["status"][i] == "ok"
-        s = {"source_id": str(batch["source_id"][i]), "status": str(batch["status"][i]),
-             "error": str(batch["error"][i] or ""), "captions": _json_or(batch["captions"][i], [])}
-        if ok:
-            s.update({"orig_size": batch["orig_size"][i], "size": batch["size"][i],
-                      "patch": batch["patch"][i], "global": batch["global"][i],
-                      "concepts": _json_or(batch["concepts"][i], None) if "concepts" in batch else None,
-                      "masks": _json_or(batch["masks"][i], None) if "masks" in batch else None,
-                      "jpg": bytes(batch["jpg"][i]) or None})
-        samples.append(s)
-    return samples
 
 
 # ---------------------------------------------------------------- Ray
@@ -110,20 +95,9 @@ def ray_error() -> type[Exception]:
     return ray.exceptions.RayError
 
 
-def _quiet_ray_data() -> None:
-    import ray
-
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.execution_options.preserve_order = False
-    # fewer chunks than actors (a small job) is fine, not worth a warning on the user's terminal
-    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
-    for name in ("ray.data", "ray"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def resources(cfg: IngestConfig) -> dict[str, Any]:
-    """CPU/GPU shares: actors at most half the CPUs in total so decode tasks always get some."""
+    """CPU/GPU shares: actors at most half the CPUs in total (Ray accounting only: an actor
+    decodes in its own threads), at most one GPU each."""
     import ray
 
     total = ray.cluster_resources()
@@ -137,80 +111,82 @@ def resources(cfg: IngestConfig) -> dict[str, Any]:
             "threads": threads, "cluster_cpus": cpus, "cluster_gpus": gpus}
 
 
-def _actor_pool_kwargs(n: int) -> dict[str, Any]:
-    """`compute=ActorPoolStrategy(size=n)` (Ray >= 2.51 prefers it; older 2.x had `concurrency=`)."""
+STORAGE_ENV_PREFIXES = ("AWS_", "FSSPEC_", "GOOGLE_", "GCS_", "AZURE_")
+
+
+def storage_env() -> dict[str, str]:
+    """The driver's object-storage settings (AWS_*, FSSPEC_* ...), forwarded to the workers so a
+    worker writes to the same endpoint with the same credentials wherever it runs."""
+    return {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
+
+
+def start_workers(cfg: IngestConfig, factory: StageFactory, res: dict[str, Any]) -> list[Any]:
+    """`cfg.workers` ShardWorker actors, spread over the nodes, two calls each at a time."""
     import ray
 
-    try:
-        return {"compute": ray.data.ActorPoolStrategy(size=n)}
-    except TypeError:
-        return {"concurrency": n}
-
-
-def _dataset(chunks: list[dict[str, Any]], cfg: IngestConfig, factory: StageFactory,
-             res: dict[str, Any]):
-    import ray
-
-    ds = ray.data.from_items(chunks, override_num_blocks=max(1, len(chunks)))
-    ds = ds.map_batches(decode_batch, batch_size=1, batch_format="numpy",
-                        fn_kwargs={"decode": cfg.decode}, num_cpus=res["task_cpus"])
-    model_kwargs: dict[str, Any] = dict(
-        batch_size=1, batch_format="numpy", num_cpus=res["actor_cpus"],
-        fn_constructor_kwargs={"cfg": cfg, "factory": factory, "threads": res["threads"]})
+    opts: dict[str, Any] = dict(num_cpus=res["actor_cpus"], max_concurrency=IN_FLIGHT_PER_WORKER,
+                                scheduling_strategy="SPREAD")
     if res["actor_gpus"]:
-        model_kwargs["num_gpus"] = res["actor_gpus"]
-    try:
-        return ds.map_batches(ModelActor, **model_kwargs, **_actor_pool_kwargs(cfg.workers))
-    except TypeError:  # a Ray whose map_batches lacks `compute=`
-        return ds.map_batches(ModelActor, **model_kwargs, concurrency=cfg.workers)
+        opts["num_gpus"] = res["actor_gpus"]
+    env = storage_env()
+    if env:
+        opts["runtime_env"] = {"env_vars": env}
+    worker = ray.remote(ShardWorker)
+    return [worker.options(**opts).remote(cfg, factory, res["threads"]) for _ in range(cfg.workers)]
 
 
 # ---------------------------------------------------------------- the job
 
 
-def _prepare_out(out: Path, cfg: IngestConfig, fp: str) -> None:
-    """Overwrite: remove our files. Incremental: refuse a folder made with another config."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ZssError(f"cannot create the output folder {out}: {exc.strerror or exc}") from exc
+def _is_own(name: str) -> bool:
+    return name in OWN_FILES or name.endswith(".tmp") or (
+        name[:5].isdigit() and name.rsplit(".", 1)[-1] in ("tar", "parquet", "json"))
+
+
+def _prepare_out(out: Path | str, cfg: IngestConfig, fp: str) -> list[str]:
+    """Overwrite: remove our files. Incremental: refuse a folder made with another config.
+    Returns the file names found in OUT (one listing, also used to find finished shards)."""
+    if not sh.is_url(out):
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ZssError(f"cannot create the output folder {out}: {exc.strerror or exc}") from exc
+    names = sh.listdir(out)
     if cfg.mode == "overwrite":
-        for p in out.iterdir():
-            if p.name in OWN_FILES or p.name.endswith(".tmp") or (
-                    p.name[:5].isdigit() and p.suffix in (".tar", ".parquet", ".json")):
-                p.unlink()
-        return
-    manifest = out / sh.MANIFEST
-    if manifest.is_file():
-        old = json.loads(manifest.read_text()).get("fingerprint")
+        for name in names:
+            if _is_own(name):
+                sh.remove(sh.join(out, name))
+        return []
+    manifest = sh.join(out, sh.MANIFEST)
+    if sh.MANIFEST in names:
+        old = json.loads(sh.read_bytes(manifest)).get("fingerprint")
         if old != fp:
             raise ZssError(f"{out} holds shards made with another source or config; use "
                            f"--mode overwrite or another output folder")
+    return names
 
 
-def _finished_entry(out: Path, shard: int, expected: int) -> dict[str, Any] | None:
-    """The manifest entry of a shard already finished with `expected` samples, else None
-    (its stats file read once)."""
-    if not sh.is_shard_done(out, shard):
-        return None
+def _finished_stats(out: Path | str, shard: int, expected: int) -> dict[str, Any] | None:
+    """The stats of a shard already finished with `expected` samples, else None (read once)."""
     try:
-        entry = sh.shard_entry(out, shard)
-    except (json.JSONDecodeError, KeyError):
+        stats = sh.read_stats(out, shard)
+    except (OSError, json.JSONDecodeError):
         return None
-    return entry if entry["n"] == expected else None
+    return stats if stats.get("n") == expected and "sha256" in stats else None
 
 
 def _manifest(cfg: IngestConfig, fp: str, source: dict[str, Any], models: dict[str, Any],
               bank: dict[str, Any] | None, n_shards: int, n_samples: int,
               entries: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """The manifest given the finished shards' entries (kept in memory: rewritten per shard)."""
+    """The manifest given the finished shards' entries (kept in memory, rewritten at a bounded rate)."""
     done = sorted(s for s in entries if s < n_shards)
     feat = models.get("features", {})
     size, patch = cfg.decode.img_size, cfg.decode.patch_size
     grid = [size // patch, size // patch] if cfg.decode.resize == "square" else None
     return {"schema_version": sh.SCHEMA_VERSION, "source": source,
             "models": {**models, "tokenizer": "clip-bpe"},
-            "feature": {"grid": grid, "dim": feat.get("embed_dim"), "dtype": "float16"},
+            "feature": {"grid": grid, "dim": feat.get("embed_dim"),
+                        "dtype": getattr(cfg.features, "dtype", "float16")},
             "concept_bank": bank, "n_samples": n_samples, "n_shards": n_shards,
             "complete": len(done) == n_shards,
             "shards": [entries[s] for s in done],
@@ -229,14 +205,33 @@ def describe_stages(stages: list[tuple[str, Stage]]) -> dict[str, Any]:
     return {name: stage.describe() for name, stage in stages if hasattr(stage, "describe")}
 
 
+def _write_bank(stage: Any, out: Path | str) -> dict[str, Any]:
+    """The concept bank into OUT (via a local folder and one PUT per file for a URL)."""
+    if not sh.is_url(out):
+        return stage.write_bank(out)
+    with tempfile.TemporaryDirectory(prefix="zss-bank-") as tmp:
+        bank = stage.write_bank(tmp)
+        for p in sorted(Path(tmp).iterdir()):
+            sh.write_bytes_atomic(sh.join(out, p.name), p.read_bytes())
+    return bank
+
+
+def _add_status(total: dict[str, int], stats: dict[str, Any]) -> None:
+    for status, k in stats["by_status"].items():
+        total[status] = total.get(status, 0) + k
+
+
 def ingest(cfg: IngestConfig, source: Source, out: str | Path,
            factory: StageFactory = model_stages, progress: bool | None = None) -> dict[str, Any]:
-    """Run the job; return a report dict (what `summary_text` prints)."""
-    out = Path(out)
+    """Run the job; return a report dict (what `summary_text` prints). OUT: a folder or a URL."""
+    out = str(out) if sh.is_url(out) else Path(out)
+    if getattr(cfg.features, "dtype", "float16") not in sh.FEATURE_DTYPES:
+        raise ZssError(f"features.dtype must be one of {', '.join(sh.FEATURE_DTYPES)}, "
+                       f"got {cfg.features.dtype!r}")
     n = min(len(source), cfg.limit) if cfg.limit else len(source)
     src_desc = source.describe()
     fp = fingerprint(cfg, src_desc)
-    _prepare_out(out, cfg, fp)
+    names = set(_prepare_out(out, cfg, fp))
 
     t_load = time.perf_counter()
     probe = factory(_on_cpu(cfg))  # fail fast in the driver with a one-line error (bad name, missing
@@ -245,7 +240,7 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
     bank = None
     for name, stage in probe:
         if hasattr(stage, "write_bank"):
-            bank = stage.write_bank(out)
+            bank = _write_bank(stage, out)
         if name == "features" and getattr(stage, "patch_size", None):
             # the loaded model knows its patch; names like open_clip/zss-tiny-vit or ConvNeXt don't say
             cfg.decode.patch_size = int(stage.patch_size)
@@ -253,12 +248,21 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
     load_seconds = time.perf_counter() - t_load
 
     n_shards = math.ceil(n / cfg.shard_size)
-    expected = {s: shard_rows(n, cfg.shard_size, s) for s in range(n_shards)}
-    found = {s: _finished_entry(out, s, expected[s][1] - expected[s][0]) for s in range(n_shards)}
-    entries = {s: e for s, e in found.items() if e is not None}
-    pending = [s for s in range(n_shards) if s not in entries]
-    for s in pending:
-        sh.remove_partial_shard(out, s)
+    entries: dict[int, dict[str, Any]] = {}
+    by_status: dict[str, int] = {}
+    pending: list[int] = []
+    for s in range(n_shards):  # one listing of OUT, a read only for shards with a stats file
+        lo, hi = shard_rows(n, cfg.shard_size, s)
+        stats = _finished_stats(out, s, hi - lo) if f"{s:05d}_stats.json" in names else None
+        if stats is not None:
+            entries[s] = sh.entry_from_stats(stats)
+            _add_status(by_status, stats)
+            continue
+        pending.append(s)
+        stem = f"{s:05d}"
+        if any(stem + tail in names for tail in (".tar", ".parquet", "_stats.json", ".tar.tmp",
+                                                 ".parquet.tmp", "_stats.json.tmp")):
+            sh.remove_partial_shard(out, s)
     meta = dict(cfg=cfg, fp=fp, source=src_desc, models=models, bank=bank, n_shards=n_shards,
                 n_samples=n, entries=entries)
     sh.write_manifest(out, _manifest(**meta))
@@ -270,15 +274,13 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
     if pending:
         started, report["ray_seconds"] = _ray_init(cfg)
         try:
-            _quiet_ray_data()
             res = resources(cfg)
             report["resources"] = res
-            chunks = plan_chunks(source, n, cfg.shard_size, cfg.batch_size, pending)
             try:
-                _execute(out, cfg, factory, res, chunks, report, progress, meta,
-                         sum(expected[s][1] - expected[s][0] for s in pending))
+                _execute(out, cfg, factory, res, source, n, pending, report, progress, meta, by_status)
             except ray_error() as exc:  # a dead node or actor: finished shards stay, resume later
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                sh.write_manifest(out, _manifest(**meta))
                 raise ZssError(f"the Ray job failed after {report['written']} new shard(s) "
                                f"({type(exc).__name__}: {first[:300]}); finished shards are kept, "
                                f"re-run the same command to resume") from exc
@@ -289,57 +291,79 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
                 ray.shutdown()
     manifest = _manifest(**meta)
     sh.write_manifest(out, manifest)
-    report["by_status"] = sh.collect_stats(out, range(n_shards))
+    report["by_status"] = dict(sorted(by_status.items()))
     report["complete"] = manifest["complete"]
     return report
 
 
-def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str, Any],
-             chunks: list[dict[str, Any]], report: dict[str, Any], progress: bool | None,
-             meta: dict[str, Any], total: int) -> None:
-    ds = _dataset(chunks, cfg, factory, res)
-    got: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dict[str, Any],
+             source: Source, n: int, pending: list[int], report: dict[str, Any],
+             progress: bool | None, meta: dict[str, Any], by_status: dict[str, int]) -> None:
+    """Stream the pending shards through the workers, a bounded window at a time."""
+    import ray
+
+    actors = start_workers(cfg, factory, res)
+    load = {i: 0 for i in range(len(actors))}
+    in_flight: dict[Any, tuple[int, int]] = {}  # object ref -> (shard, actor index)
+    todo = iter(pending)
     seconds: dict[str, float] = defaultdict(float)
+    arrivals: list[tuple[float, int, int]] = []
+    nodes: dict[str, int] = defaultdict(int)
     t0 = time.perf_counter()
     first: float | None = None
-    # (wall-clock time the chunk's model stages finished, rows, worker pid): for steady-state
-    # rates that do not depend on how Ray Data batches results on their way back to the driver
-    arrivals: list[tuple[float, int, int]] = []
+    last_manifest, since_manifest = time.monotonic(), 0
+    total = sum(shard_rows(n, cfg.shard_size, s)[1] - shard_rows(n, cfg.shard_size, s)[0]
+                for s in pending)
+    target = str(out)
+
+    def submit() -> bool:
+        i = min(load, key=lambda k: (load[k], k))
+        if load[i] >= IN_FLIGHT_PER_WORKER:
+            return False
+        shard = next(todo, None)
+        if shard is None:
+            return False
+        lo, hi = shard_rows(n, cfg.shard_size, shard)
+        ref = actors[i].write.remote(target, shard, source.refs(lo, hi))
+        in_flight[ref] = (shard, i)
+        load[i] += 1
+        return True
+
     with progress_bar(None if progress is None else not progress) as bar:
         task = bar.add_task("ingest", total=total, info="", unit="samples")
-        for row in ds.iter_rows():
+        while submit():
+            pass
+        while in_flight:
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            shard, i = in_flight.pop(done[0])
+            load[i] -= 1
+            result = ray.get(done[0])
             if first is None:
                 first = time.perf_counter()
-            shard, payload = int(row["shard"]), row["payload"]
-            got[shard].append((int(row["start"]), payload))
-            arrivals.append((payload.get("done_at", time.time()), len(payload["batch"]["index"]),
-                             payload.get("worker", 0)))
-            bar.update(task, advance=len(payload["batch"]["index"]),
-                       info=f"{report['written']}/{len(got) + report['written']} shards")
-            if len(got[shard]) < int(row["n_chunks"]):
-                continue
-            parts = sorted(got.pop(shard), key=lambda p: p[0])
-            shard_seconds: dict[str, float] = defaultdict(float)
-            samples: list[dict[str, Any]] = []
-            for _, part in parts:
-                samples += batch_to_samples(part["batch"])
-                for k, v in part["seconds"].items():
-                    shard_seconds[k] += v
-            tw = time.perf_counter()
-            sh.write_shard(out, shard, samples, {**shard_seconds})
-            shard_seconds["write"] = time.perf_counter() - tw
-            for k, v in shard_seconds.items():
+            stats = result["stats"]
+            meta["entries"][shard] = sh.entry_from_stats(stats)
+            _add_status(by_status, stats)
+            for k, v in stats["seconds"].items():
                 seconds[k] += v
+            seconds["write"] += result["write_seconds"]
+            for t, k in result["done_at"]:
+                arrivals.append((t, k, result["worker"]))
+            nodes[result.get("node", "")] += 1
             report["written"] += 1
-            report["processed"] += len(samples)
-            meta["entries"][shard] = sh.shard_entry(out, shard)
-            sh.write_manifest(out, _manifest(**meta))
+            report["processed"] += stats["n"]
+            bar.update(task, advance=stats["n"], info=f"{report['written']}/{len(pending)} shards")
+            since_manifest += 1
+            if (since_manifest >= MANIFEST_EVERY_SHARDS
+                    or time.monotonic() - last_manifest >= MANIFEST_EVERY_SECONDS):
+                sh.write_manifest(out, _manifest(**meta))
+                last_manifest, since_manifest = time.monotonic(), 0
+            while submit():
+                pass
     report["run_seconds"] = time.perf_counter() - t0
     report["first_result_seconds"] = (first - t0) if first else 0.0
     report["arrivals"] = arrivals
     report["seconds"] = dict(seconds)
-    if got:
-        raise ZssError(f"ingest ended with unfinished shards {sorted(got)}")
+    report["nodes"] = dict(nodes)
 
 
 def steady_rate(arrivals: list[tuple[float, int, int]]) -> float:
@@ -380,6 +404,9 @@ def summary_text(report: dict[str, Any]) -> str:
               if report["processed"] else "nothing to compute: every shard was already done")
              + f"; Ray start-up {report['ray_seconds']:.1f} s and the driver's model check "
                f"{report['load_seconds']:.1f} s apart"]
+    if report.get("nodes"):
+        lines.append(f"shards written by workers on {len(report['nodes'])} node(s): "
+                     + ", ".join(f"{k[:8] or '?'} {v}" for k, v in sorted(report["nodes"].items())))
     if report["seconds"]:
         lines.append("stage time (summed over workers): " + ", ".join(
             f"{k} {v:.1f} s" for k, v in sorted(report["seconds"].items())))

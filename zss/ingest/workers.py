@@ -1,19 +1,25 @@
-"""What runs inside Ray workers: read+decode tasks and the model-stage actor.
+"""What runs inside Ray workers: the shard worker actor that reads, decodes, runs the model
+stages and WRITES a whole shard, returning only its stats to the driver.
 
-Kept apart from the runner so a decode task imports only the sources and Pillow: the runner's
-imports (config -> every stage -> torch, spaCy) would cost each task process seconds of start-up.
-A chunk (at most `batch_size` samples of one shard) travels as one payload {"batch", "seconds"}.
+A shard is computed in chunks of at most `batch_size` samples cut at the shard's start (the same
+cut every run, so every sample sees the same model batch and a resumed run writes the same bytes).
+Decoding of the next chunk runs in a thread while the models run on the current one, and the tar +
+parquet + stats of a finished shard are written outside the model lock, so an actor with two calls
+in flight (`max_concurrency=2`) keeps its models busy while the previous shard is written.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
 
+from zss.formats import shards as sh
 from zss.ingest.sources import load_ref
 from zss.ingest.stages.decode import DecodeConfig, DecodeStage
 
@@ -74,31 +80,91 @@ def run_model_stages(stages: list[tuple[str, Stage]], payload: dict[str, Any]) -
     return {"batch": batch, "seconds": seconds, "done_at": time.time(), "worker": os.getpid()}
 
 
-def _passthrough(batch: dict[str, np.ndarray], payloads: np.ndarray) -> dict[str, np.ndarray]:
-    return {"shard": batch["shard"], "start": batch["start"], "n_chunks": batch["n_chunks"],
-            "payload": payloads}
+def _json_or(value: Any, default: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) and value else default
 
 
-def decode_batch(batch: dict[str, np.ndarray], decode: DecodeConfig) -> dict[str, np.ndarray]:
-    """Ray read+decode task over chunk rows (stateless: a plain task, not an actor)."""
-    payloads = np.empty(len(batch["shard"]), dtype=object)
-    for i, refs in enumerate(batch["refs"]):
-        payloads[i] = read_decode_chunk(json.loads(refs), decode)
-    return _passthrough(batch, payloads)
+def batch_to_samples(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """A processed batch -> per-sample dicts for `shards.write_shard`."""
+    samples = []
+    for i in range(len(batch["index"])):
+        ok = batch["status"][i] == "ok"
+        s = {"source_id": str(batch["source_id"][i]), "status": str(batch["status"][i]),
+             "error": str(batch["error"][i] or ""), "captions": _json_or(batch["captions"][i], [])}
+        if ok:
+            s.update({"orig_size": batch["orig_size"][i], "size": batch["size"][i],
+                      "patch": batch["patch"][i], "global": batch["global"][i],
+                      "concepts": _json_or(batch["concepts"][i], None) if "concepts" in batch else None,
+                      "masks": _json_or(batch["masks"][i], None) if "masks" in batch else None,
+                      "jpg": bytes(batch["jpg"][i]) or None})
+        samples.append(s)
+    return samples
 
 
-class ModelActor:
-    """Holds the model stages (loaded once per actor) and runs them chunk by chunk, with a fixed
-    torch thread count (results, and so shard bytes, must not depend on where an actor runs)."""
+def chunk_spans(lo: int, hi: int, batch_size: int) -> list[tuple[int, int]]:
+    """A shard's rows [lo, hi) cut into model batches at lo, lo+batch_size, ... (never elsewhere)."""
+    return [(a, min(a + batch_size, hi)) for a in range(lo, hi, batch_size)]
+
+
+def compute_shard(stages: list[tuple[str, Stage]], refs: list[dict[str, Any]], batch_size: int,
+                  decode: DecodeConfig, pool: ThreadPoolExecutor | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Read+decode+model one shard's refs chunk by chunk; return (samples, timings).
+
+    The next chunk is read and decoded in `pool` while the models run the current one."""
+    spans = chunk_spans(0, len(refs), batch_size)
+    own = pool is None
+    pool = pool or ThreadPoolExecutor(1)
+    samples: list[dict[str, Any]] = []
+    seconds: dict[str, float] = {}
+    done_at: list[tuple[float, int]] = []
+    try:
+        pending = pool.submit(read_decode_chunk, refs[spans[0][0]:spans[0][1]], decode) if spans else None
+        for k, _ in enumerate(spans):
+            payload = pending.result()  # type: ignore[union-attr]
+            if k + 1 < len(spans):
+                a, b = spans[k + 1]
+                pending = pool.submit(read_decode_chunk, refs[a:b], decode)
+            out = run_model_stages(stages, payload)
+            for name, v in out["seconds"].items():
+                seconds[name] = seconds.get(name, 0.0) + v
+            samples += batch_to_samples(out["batch"])
+            done_at.append((out["done_at"], len(out["batch"]["index"])))
+    finally:
+        if own:
+            pool.shutdown(wait=False)
+    return samples, {"seconds": seconds, "done_at": done_at}
+
+
+class ShardWorker:
+    """A Ray actor: holds the model stages (loaded once, fixed torch thread count so results do
+    not depend on where it runs) and turns (shard id, refs) into a shard written to `out`."""
 
     def __init__(self, cfg: Any, factory: StageFactory, threads: int):
         import torch
 
         torch.set_num_threads(threads)
+        self.cfg = cfg
         self.stages = factory(cfg)
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(2)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        payloads = np.empty(len(batch["payload"]), dtype=object)
-        for i, payload in enumerate(batch["payload"]):
-            payloads[i] = run_model_stages(self.stages, payload)
-        return _passthrough(batch, payloads)
+    def write(self, out: str, shard: int, refs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Compute and write one shard; return its stats plus the worker's timings (no features)."""
+        with self.lock:  # one shard's model batches at a time; the previous shard writes meanwhile
+            samples, timing = compute_shard(self.stages, refs, self.cfg.batch_size, self.cfg.decode,
+                                            pool=self.pool)
+        t0 = time.perf_counter()
+        stats = sh.write_shard(out, shard, samples, timing["seconds"],
+                               feature_dtype=getattr(self.cfg.features, "dtype", "float16"))
+        write_s = time.perf_counter() - t0
+        return {"stats": stats, "write_seconds": write_s, "done_at": timing["done_at"],
+                "worker": os.getpid(), "node": _node_id()}
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray (tests call the worker directly)
+        return ""

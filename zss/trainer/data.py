@@ -11,6 +11,10 @@ resuming re-reads the current epoch up to the position without decoding the skip
 
 Random choices inside a sample (e.g. which caption) use an RNG seeded by (seed, epoch, key), so
 they do not depend on worker count or order.
+
+Shards are read by `read_tar_samples`, a minimal tar reader: a member the recipe does not need is
+skipped by seeking past it (never copied or decoded), int8 patch features are decoded to float32
+once, beside their per-token scale. Shard folders may be local or fsspec URLs (`s3://...`).
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.tariterators import tarfile_samples
 
 from zss.errors import ZssError
+from zss.formats import shards as sh
 
 Decode = Callable[[dict[str, Any], random.Random], "dict[str, Any] | None"]
 Collate = Callable[[list], dict]
@@ -34,7 +38,7 @@ Collate = Callable[[list], dict]
 
 @dataclass(frozen=True)
 class ShardRef:
-    tar: Path
+    tar: Path | str  # a local path or a URL
     n_ok: int
 
 
@@ -49,22 +53,117 @@ class Position:
         return {"epoch": self.epoch, "batch": self.batch}
 
 
-def shards_from_manifest(shard_dir: Path, manifest: dict[str, Any]) -> list[ShardRef]:
-    """The shard tars and their ok-sample counts listed in `manifest.json`."""
+def shards_from_manifest(shard_dir: Path | str, manifest: dict[str, Any]) -> list[ShardRef]:
+    """The shard tars (paths, or URLs under a URL folder) and their ok-sample counts listed in
+    `manifest.json`."""
     refs = []
+    remote = sh.is_url(shard_dir)
+    listed = set(sh.listdir(shard_dir)) if remote else None  # one listing, not a request per shard
     for s in manifest.get("shards", []):
-        tar = shard_dir / s["tar"]
-        if not tar.is_file():
+        tar = sh.join(shard_dir, s["tar"])
+        if (s["tar"] not in listed) if remote else not Path(tar).is_file():  # type: ignore[operator]
             raise ZssError(f"shard {tar} listed in the manifest is missing")
         refs.append(ShardRef(tar=tar, n_ok=int(s["n_ok"])))
     if not refs:
-        raise ZssError(f"no shards listed in {shard_dir / 'manifest.json'}")
+        raise ZssError(f"no shards listed in {sh.join(shard_dir, 'manifest.json')}")
     return refs
 
 
-def load_npy(data: bytes) -> np.ndarray:
-    """A `.npy` tar member's bytes as an array (no pickles)."""
+def load_npy(data: bytes | np.ndarray) -> np.ndarray:
+    """A `.npy` tar member's bytes as an array (no pickles); an array (already decoded by the
+    reader, e.g. int8 patch features) is returned as is."""
+    if isinstance(data, np.ndarray):
+        return data
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+# ---------------------------------------------------------------- reading shard tars
+
+
+def _open(url: Path | str) -> BinaryIO:
+    return sh.open_read(url)
+
+
+def _octal(field: bytes) -> int:
+    field = field.rstrip(b"\0 ").lstrip(b" ")
+    return int(field, 8) if field else 0
+
+
+def _members(f: BinaryIO, wanted: set[str] | None) -> Iterator[tuple[str, str, bytes]]:
+    """(key, suffix, data) of the regular files of a tar stream; members whose suffix is not in
+    `wanted` are skipped unread (seek) and yielded with empty data so sample grouping still sees
+    their keys. Understands ustar/GNU headers and GNU long names (what `write_shard` writes)."""
+    seekable = f.seekable()
+    long_name: str | None = None
+    while True:
+        header = f.read(512)
+        if len(header) < 512 or header == b"\0" * 512:
+            return
+        size = _octal(header[124:136])
+        kind = header[156:157]
+        padded = (size + 511) & ~511
+        if kind == b"L":  # GNU long name: the next member's name is this member's data
+            long_name = f.read(padded)[:size].rstrip(b"\0").decode()
+            continue
+        name = long_name or header[:100].rstrip(b"\0").decode()
+        prefix = header[345:500].rstrip(b"\0") if header[257:262] == b"ustar" and not long_name else b""
+        if prefix:
+            name = prefix.decode() + "/" + name
+        long_name = None
+        if kind not in (b"0", b"\0"):
+            _skip(f, padded, seekable)
+            continue
+        key, _, ext = name.rpartition("/")[2].partition(".")
+        if wanted is not None and ext not in wanted:
+            _skip(f, padded, seekable)
+            yield key, ext, b""
+            continue
+        data = f.read(size)
+        if len(data) != size:
+            raise ZssError(f"truncated tar member {name}")
+        _skip(f, padded - size, seekable)
+        yield key, ext, data
+
+
+def _skip(f: BinaryIO, n: int, seekable: bool) -> None:
+    if n <= 0:
+        return
+    if seekable:
+        f.seek(n, 1)
+    else:
+        f.read(n)
+
+
+def _decode_int8(sample: dict[str, Any]) -> dict[str, Any]:
+    """int8 patch codes + per-token scale -> float32 `patch.npy` array (decoded once here)."""
+    scale = sample.pop("patch_scale.npy", None)
+    if scale is not None and "patch.npy" in sample:
+        sample["patch.npy"] = sh.decode_patch(load_npy(sample["patch.npy"]), load_npy(scale))
+    return sample
+
+
+def read_tar_samples(url: Path | str, members: set[str] | None = None,
+                     keep: Callable[[int], bool] | None = None) -> Iterator[dict[str, Any]]:
+    """The samples of one shard tar as {suffix: bytes, "__key__": key}, in order. Only `members`
+    (suffixes) are read; `keep(i)` False skips the i-th sample's data altogether."""
+    wanted = None
+    if members is not None:
+        wanted = set(members) | ({"patch_scale.npy"} if "patch.npy" in members else set())
+    with _open(url) as f:
+        current: dict[str, Any] | None = None
+        i = -1
+        take = True
+        for key, ext, data in _members(f, wanted):
+            if current is None or current["__key__"] != key:
+                if current is not None and take:
+                    yield _decode_int8(current)
+                current = {"__key__": key, "__url__": str(url)}
+                i += 1
+                take = keep is None or keep(i)
+            if take and (wanted is None or ext in wanted):
+                current[ext] = data
+        if current is not None and take:
+            yield _decode_int8(current)
 
 
 def _epoch_rng(seed: int, epoch: int, *parts: Any) -> random.Random:
@@ -140,16 +239,9 @@ class ShardStream:
 
     # -- reading ----------------------------------------------------------------------------
     def _raw_samples(self, plan: SlotPlan) -> Iterator[dict[str, Any]]:
+        keep = None if plan.stride == 1 else (lambda i: i % plan.stride == plan.offset)
         for ref in plan.shards:
-            i = 0
-            for sample in tarfile_samples([{"url": str(ref.tar)}]):
-                keep = plan.stride == 1 or i % plan.stride == plan.offset
-                i += 1
-                if keep:
-                    if self.members is not None:
-                        sample = {k: v for k, v in sample.items()
-                                  if k in self.members or k.startswith("__")}
-                    yield sample
+            yield from read_tar_samples(ref.tar, self.members, keep)
 
     def _shuffled(self, samples: Iterator[dict[str, Any]], rng: random.Random) -> Iterator[dict[str, Any]]:
         buf: list[dict[str, Any]] = []

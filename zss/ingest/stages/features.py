@@ -29,6 +29,7 @@ class FeatureConfig:
     batch_size: int = setting(16, ge=1)
     device: str = "auto"
     amp: bool = True
+    dtype: str = "float16"  # how patch features are stored: float16 | int8 (per-token absmax scale)
 
 
 def _as_list(images: np.ndarray) -> list[np.ndarray]:
