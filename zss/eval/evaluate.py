@@ -126,7 +126,7 @@ def write_markdown(path: Path, model: str, runs: dict[str, dict[str, Any]]) -> N
         lines += ["## Summary per protocol", ""]
         lines += _table(header, [(p, summary_row(r["benchmarks"])[1]) for p, r in runs.items()], "protocol") + [""]
     for proto, run in runs.items():
-        info, results = run["protocol"], run["benchmarks"]
+        info, results = run["protocol_info"], run["benchmarks"]
         lines += [f"## Protocol `{proto}` — {info.get('title')}", "",
                   f"Source: {info.get('repository')} ({', '.join(info.get('files') or [])}).", ""]
         if any(n in results for n in PAPER_ORDER):
@@ -201,7 +201,7 @@ def run_eval(model: str, benchmark: str, data_root: Path, protocol: str | None =
         for bench, res in items:
             r = evaluate_benchmark(segmenter, bench, data_root, res.config, device, pred_dir, limit, res.classes)
             results[bench.name] = {**r, **res.record()}
-        run: dict[str, Any] = {"protocol": protocol_info(proto), "benchmarks": results}
+        run: dict[str, Any] = {"protocol_info": protocol_info(proto), "benchmarks": results}
         if len([n for n in PAPER_ORDER if n in results]) > 1:
             run["summary"] = dict(zip(*summary_row(results)))
         pub = published_lines(proto, str(model), results)
@@ -211,7 +211,7 @@ def run_eval(model: str, benchmark: str, data_root: Path, protocol: str | None =
     payload: dict[str, Any] = {"model": str(model), "data_root": str(data_root), "device": str(device)}
     if len(runs) == 1:
         (proto, run), = runs.items()
-        payload.update({"protocol": proto, **run})
+        payload.update({"protocol": proto, **run})  # protocol = its name; protocol_info = its source
     else:
         payload.update({"protocol": "all", "protocols": runs})
     (out / "results.json").write_text(json.dumps(payload, indent=2))
