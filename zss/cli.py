@@ -112,9 +112,12 @@ def train(recipe: str = typer.Argument(..., help="simzss | pixelclip"),
 
 @app.command("eval")
 def eval_(model: str = typer.Argument(..., help="Model directory or openclip:ARCH[:CKPT]."),
-          benchmark: str = typer.Option(..., "--benchmark", help="Benchmark name, or 'all'."),
+          benchmark: str = typer.Option(..., "--benchmark",
+                                        help="Benchmark name, 'all', or 'folder' (your own labelled data)."),
           data_root: Path = typer.Option(..., "--data-root", help="Folder holding the benchmark data."),
-          protocol: str = typer.Option("sclip", "--protocol", help="sclip | pixelclip"),
+          protocol: Optional[str] = typer.Option(
+              None, "--protocol", help="sclip | clearclip | proxyclip | naclip | talk2dino | pixelclip | zss | all "
+              "(default: sclip; zss for synth/folder)."),
           out: Optional[Path] = typer.Option(None, "--out", help="Results folder."),
           save_predictions: bool = typer.Option(False, "--save-predictions"),
           limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images."),

@@ -20,7 +20,7 @@ def test_protocol_presets_carry_the_papers_settings():
     assert protocol_config("cityscapes", "sclip").short_side == 560
     ade = protocol_config("ade20k", "pixelclip", ["templates=photo"])
     assert (ade.short_side, ade.mode, ade.templates) == (640, "whole", "photo")
-    with pytest.raises(ZssError, match="no 'pixelclip' protocol"):
+    with pytest.raises(ZssError, match="does not define benchmark 'voc21'"):
         protocol_config("voc21", "pixelclip")
     with pytest.raises(ZssError, match="unknown config key"):
         protocol_config("voc21", "sclip", ["windw=3"])
@@ -68,7 +68,7 @@ def test_colour_model_scores_perfectly_on_a_colour_benchmark(tmp_path, colour_mo
     for path in (tmp_path / "val/images").glob("*.png"):   # the synth reader reads .jpg images
         Image.open(path).save(path.with_suffix(".jpg"), quality=100)
         path.unlink()
-    cfg = protocol_config("synth", "sclip", ["templates=photo"])
+    cfg = protocol_config("synth", "zss", ["templates=photo"])
     res = evaluate_benchmark(colour_model, get_benchmark("synth"), tmp_path, cfg, "cpu")
     assert res["mIoU"] > 99.0
 

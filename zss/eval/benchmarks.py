@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import yaml
 from PIL import Image, ImageOps
 
 from zss.errors import ZssError
@@ -132,6 +133,73 @@ def _ade(root: Path) -> list[Sample] | None:
     return _suffix_pairs(base / "images/validation", base / "annotations/validation", ".jpg", ".png")
 
 
+def _image_pairs(img_root: Path, ann_root: Path) -> list[Sample]:
+    """Pair `annotations/REL/X.png` with `images/REL/X.<any image extension>`."""
+    samples = []
+    for label in sorted(ann_root.rglob("*.png")):
+        rel = label.relative_to(ann_root).with_suffix("")
+        image = next((img_root / rel.parent / f"{rel.name}{ext}" for ext in IMAGE_EXTS
+                      if (img_root / rel.parent / f"{rel.name}{ext}").is_file()), None)
+        if image is None:
+            raise ZssError(f"label {label} has no image {img_root / rel}.{{{','.join(e[1:] for e in IMAGE_EXTS)}}}")
+        samples.append(Sample(str(rel), image, label))
+    return samples
+
+
+def _folder(root: Path) -> list[Sample] | None:
+    base = _first_dir(root, [""], ["classes.txt", "images", "annotations"])
+    if base is None:
+        return None
+    return _image_pairs(base / "images", base / "annotations")
+
+
+FOLDER_SETTINGS = "dataset.yaml"  # optional, beside classes.txt: ignore_index, background, reduce_zero_label
+
+
+@dataclass(frozen=True)
+class FolderSettings:
+    """The custom folder's optional `dataset.yaml`: `ignore_index` (default 255), `background` (a class
+    index or name; default: the class whose first word is `background`), `reduce_zero_label`."""
+
+    ignore_index: int = 255
+    background: int | None = None
+    reduce_zero_label: bool = False
+
+
+def folder_settings(root: Path, classes: list[list[str]]) -> FolderSettings:
+    path = Path(root) / FOLDER_SETTINGS
+    data = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    unknown = sorted(set(data) - {"ignore_index", "background", "reduce_zero_label"})
+    if unknown:
+        raise ZssError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: ignore_index, background, "
+                       f"reduce_zero_label)")
+    bg = data.get("background", Vocabulary.build(classes).background)
+    if isinstance(bg, str):
+        names = [c[0] for c in classes]
+        if bg not in names:
+            raise ZssError(f"{path}: background {bg!r} is not a class of classes.txt")
+        bg = names.index(bg)
+    if bg is not None and not 0 <= int(bg) < len(classes):
+        raise ZssError(f"{path}: background index {bg} is outside 0..{len(classes) - 1}")
+    ignore = int(data.get("ignore_index", 255))
+    if not 0 <= ignore <= 255:
+        raise ZssError(f"{path}: ignore_index must be in 0..255")
+    return FolderSettings(ignore, None if bg is None else int(bg), bool(data.get("reduce_zero_label", False)))
+
+
+def label_problem(image: np.ndarray, label: np.ndarray, num_classes: int, ignore_index: int = 255) -> str | None:
+    """Why a user label map cannot be scored against its image, or None when it can."""
+    if image.shape[:2] != label.shape[:2]:
+        return (f"label map is {label.shape[1]}x{label.shape[0]} but its image is "
+                f"{image.shape[1]}x{image.shape[0]} (width x height)")
+    values = np.unique(label)
+    bad = values[(values >= num_classes) & (values != ignore_index)]
+    if bad.size:
+        return (f"label values {', '.join(str(int(v)) for v in bad[:5])} exceed the {num_classes} classes "
+                f"of classes.txt (ids 0..{num_classes - 1}; {ignore_index} = ignore)")
+    return None
+
+
 def _synth(root: Path) -> list[Sample] | None:
     base = _first_dir(root, [""], ["classes.txt", "val/images", "val/annotations"])
     if base is None:
@@ -149,6 +217,7 @@ class Benchmark:
     reduce_zero_label: bool
     reader: Callable[[Path], list[Sample] | None]
     layout: str                       # what docs/eval.md and error messages show
+    background: int | None = None     # label id of the background class (V21, C60, Obj: 0)
 
     def samples(self, data_root: Path, limit: int | None = None) -> list[Sample]:
         """Samples in a stable order; `ZssError` when the layout is not found under `data_root`."""
@@ -165,10 +234,39 @@ class Benchmark:
     def available(self, data_root: Path) -> bool:
         return self.reader(Path(data_root)) is not None
 
-    def vocabulary(self, data_root: Path) -> Vocabulary:
-        if self.classes == "world":
-            return Vocabulary.build(read_class_file(Path(data_root) / "classes.txt"))
-        return Vocabulary.from_file(self.classes)
+    @property
+    def user_data(self) -> bool:
+        """Classes come from the data's own classes.txt (synth, folder)."""
+        return self.classes == "world"
+
+    def settings(self, data_root: Path) -> FolderSettings:
+        """ignore index / background / reduce_zero_label (a folder's dataset.yaml; fixed otherwise)."""
+        if self.name == "folder":
+            return folder_settings(self._base(data_root), read_class_file(self._base(data_root) / "classes.txt"))
+        bg = Vocabulary.build(read_class_file(Path(data_root) / "classes.txt")).background \
+            if self.user_data else self.background
+        return FolderSettings(255, bg, self.reduce_zero_label)
+
+    def _base(self, data_root: Path) -> Path:
+        return Path(data_root)
+
+    def vocabulary(self, data_root: Path, classes: str | None = None) -> Vocabulary:
+        """The queries: the data's classes.txt (user data) or the protocol's class list `classes`
+        (default: zss's own list); the background index is the benchmark's, not guessed from words."""
+        if self.user_data:
+            words = read_class_file(self._base(data_root) / "classes.txt")
+            return Vocabulary([list(c) for c in words], self.settings(data_root).background)
+        vocab = Vocabulary.from_file(classes or self.classes)
+        reference = Vocabulary.from_file(self.classes)
+        if len(vocab) != len(reference):
+            raise ZssError(f"class list {classes} has {len(vocab)} classes, {self.name} has {len(reference)}")
+        return Vocabulary(vocab.classes, self.background)
+
+    def label_names(self, data_root: Path) -> list[str]:
+        """The benchmark's own name for each label id (zss's class list / the data's classes.txt)."""
+        if self.user_data:
+            return [c[0] for c in read_class_file(self._base(data_root) / "classes.txt")]
+        return Vocabulary.from_file(self.classes).names
 
     def num_classes(self, data_root: Path) -> int:
         return len(self.vocabulary(data_root))
@@ -182,12 +280,12 @@ class Benchmark:
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("voc21", "V21", "voc21", False, _voc,
-              "VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation/val.txt}"),
+              "VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation/val.txt}", 0),
     Benchmark("context60", "C60", "context60", False, _context,
-              "VOCdevkit/VOC2010/{JPEGImages,SegmentationClassContext,ImageSets/SegmentationContext/val.txt}"),
+              "VOCdevkit/VOC2010/{JPEGImages,SegmentationClassContext,ImageSets/SegmentationContext/val.txt}", 0),
     Benchmark("coco_object", "Obj", "coco_object81", False,
               _coco("_instanceTrainIds.png", ["coco_object"]),
-              "coco_stuff164k/{images,annotations}/val2017 with *_instanceTrainIds.png"),
+              "coco_stuff164k/{images,annotations}/val2017 with *_instanceTrainIds.png", 0),
     Benchmark("voc20", "V20", "voc20", True, _voc,
               "VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation/val.txt}"),
     Benchmark("context59", "C59", "context59", True, _context,
@@ -200,6 +298,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
               "ADEChallengeData2016/{images,annotations}/validation"),
     Benchmark("synth", "Synth", "world", False, _synth,
               "a zss synthetic world: classes.txt, val/images, val/annotations"),
+    Benchmark("folder", "Folder", "world", False, _folder,
+              "a custom folder: classes.txt, images/, annotations/ (label PNGs), optional dataset.yaml"),
 )}
 
 # The papers' summary-table order (SCLIP, ClearCLIP, SimZSS): with background first, then without.

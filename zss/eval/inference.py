@@ -8,10 +8,17 @@ which all evaluate through mmsegmentation with the same steps, reproduced here w
 2. slide a `crop` window with `stride` (windows are clamped inside the image, so every window has the
    same size) or run the whole image; each window's dense features are compared (cosine) with the text
    embeddings, upsampled to the window and averaged where windows overlap;
-3. optional PAMR refinement at the resized image size;
+3. optional PAMR refinement, at the label size after upsampling (`pamr_at: label`, as SCLIP, NACLIP
+   and Talk2DINO do) or at the resized image size (`pamr_at: input`);
 4. upsample the cosine logits (bilinear) to the label size, multiply by `logit_scale`, softmax over
-   all text queries, take the max over each class's synonyms, argmax; pixels whose best probability is
-   under `prob_thd` go to the background class.
+   all text queries, take the max over each class's synonyms; with `area_thd` (SCLIP VOC21) the
+   foreground classes whose argmax area is at most `area_thd` of the image's foreground area get
+   probability 0; argmax; pixels whose best probability is under `prob_thd` go to the background class.
+   With `bg_score` (Talk2DINO) the background instead has a constant cosine score: argmax over the
+   classes' best cosine, pixels under `bg_score` become background.
+
+PixelCLIP's protocol squashes the whole image to `squash` x `squash` and upsamples the dense features
+(not the logits) to `feature_size` x `feature_size` before the cosine.
 """
 
 from __future__ import annotations
@@ -48,6 +55,11 @@ class InferenceConfig:
     templates: str = "imagenet80"
     pamr_steps: int = setting(0, ge=0)
     pamr_dilations: list[int] = field(default_factory=lambda: [8, 16])
+    pamr_at: str = "input"         # input (the resized image) | label (after upsampling, as the peers)
+    area_thd: float = 0.0          # > 0: drop foreground classes covering <= area_thd of the foreground
+    bg_score: float = 0.0          # > 0: background = constant cosine score (Talk2DINO's bg_thresh)
+    squash: int = 0                # > 0 (whole mode): resize the image to squash x squash
+    feature_size: int = 0          # > 0: upsample dense features to this grid before the cosine
     fp16: bool = True              # autocast on CUDA only
 
     def validate(self) -> None:
@@ -59,6 +71,12 @@ class InferenceConfig:
             raise ZssError("short_side must be >= 0 (0 keeps the size) or null (the model's size)")
         if self.batch_size < 1:
             raise ZssError("batch_size must be >= 1")
+        if self.pamr_at not in ("input", "label"):
+            raise ZssError(f"pamr_at must be 'input' or 'label', not {self.pamr_at!r}")
+        if not 0.0 <= self.area_thd < 1.0:
+            raise ZssError("area_thd must be in [0, 1)")
+        if self.squash < 0 or self.feature_size < 0:
+            raise ZssError("squash and feature_size must be >= 0")
         get_templates(self.templates)
 
 
@@ -95,8 +113,8 @@ class Predictor:
         self.short_side = int(model.default_size if cfg.short_side is None else cfg.short_side)
         self.crop = int(cfg.crop or model.default_size)
         self.stride = int(cfg.stride or max(self.crop // 2, 1))
-        if self.background_only_by_threshold and cfg.prob_thd <= 0:
-            raise ZssError("background_words=false needs prob_thd > 0 to ever predict background")
+        if self.background_only_by_threshold and cfg.prob_thd <= 0 and cfg.bg_score <= 0:
+            raise ZssError("background_words=false needs prob_thd > 0 or bg_score > 0 to ever predict background")
 
     @property
     def background_only_by_threshold(self) -> bool:
@@ -111,6 +129,9 @@ class Predictor:
         x = F.pad(crops, [0, pw, 0, ph]) if ph or pw else crops
         with autocast(self.device, self.cfg.fp16):
             feats = self.model.encode_dense(x)
+        if self.cfg.feature_size > 0:
+            size = (self.cfg.feature_size, self.cfg.feature_size)
+            feats = F.normalize(F.interpolate(feats.float(), size=size, mode="bilinear", align_corners=False), dim=1)
         logits = torch.einsum("bchw,qc->bqhw", feats.float(), self.text)
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits[:, :, :h, :w]
@@ -140,31 +161,67 @@ class Predictor:
             raise ZssError(f"expected an RGB image [H,W,3], got shape {image.shape}")
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float() / 255.0
         h, w = rescale_size(image.shape[0], image.shape[1], self.short_side, self.cfg.max_long_side)
+        if self.cfg.squash > 0:
+            if (h, w) != tuple(image.shape[:2]):  # the short-side resize happens first, as PixelCLIP's loader does
+                x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+            h = w = self.cfg.squash
         if (h, w) != tuple(image.shape[:2]):
             x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
         return x
 
     @torch.no_grad()
-    def probabilities(self, image: np.ndarray, out_size: tuple[int, int] | None = None) -> torch.Tensor:
-        """uint8 [H,W,3] -> class probabilities [K,H',W'] at `out_size` (default: the image size)."""
+    def label_logits(self, image: np.ndarray, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """uint8 [H,W,3] -> cosine logits [Q,H',W'] at `out_size` (default: the image size), PAMR applied."""
         x = self.prepare(image)
         logits = self.logits(x)
-        if self.cfg.pamr_steps > 0:
-            logits = pamr(x[None], logits[None], self.cfg.pamr_steps, tuple(self.cfg.pamr_dilations))[0]
         size = tuple(out_size or image.shape[:2])
+        steps, dil = self.cfg.pamr_steps, tuple(self.cfg.pamr_dilations)
+        if steps > 0 and self.cfg.pamr_at == "input":
+            logits = pamr(x[None], logits[None], steps, dil)[0]
         logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
-        probs = torch.softmax(logits * self.cfg.logit_scale, dim=0)
-        k = len(self.vocab)
-        out = torch.zeros((k, *size), device=probs.device, dtype=probs.dtype)
-        index = self.owners.view(-1, 1, 1).expand_as(probs)
-        return out.scatter_reduce_(0, index, probs, reduce="amax", include_self=True)
+        if steps > 0 and self.cfg.pamr_at == "label":
+            img = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)
+            logits = pamr(img, logits[None], steps, dil)[0]
+        return logits
+
+    def _per_class(self, values: torch.Tensor, fill: float) -> torch.Tensor:
+        """[Q,H,W] per query -> [K,H,W] max over each class's synonyms (classes without a query: `fill`)."""
+        out = torch.full((len(self.vocab), *values.shape[1:]), fill, device=values.device, dtype=values.dtype)
+        index = self.owners.view(-1, 1, 1).expand_as(values)
+        return out.scatter_reduce_(0, index, values, reduce="amax", include_self=True)
+
+    @torch.no_grad()
+    def probabilities(self, image: np.ndarray, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """uint8 [H,W,3] -> class probabilities [K,H',W'] at `out_size` (default: the image size)."""
+        logits = self.label_logits(image, out_size)
+        return self._per_class(torch.softmax(logits * self.cfg.logit_scale, dim=0), 0.0)
+
+    def _drop_small_classes(self, probs: torch.Tensor) -> torch.Tensor:
+        """SCLIP's area_thd: zero the probabilities of foreground classes whose argmax area is at most
+        `area_thd` times the image's total foreground argmax area."""
+        k = probs.shape[0]
+        area = torch.bincount(probs.argmax(dim=0).flatten(), minlength=k).to(probs.dtype)
+        fg = torch.ones(k, dtype=torch.bool, device=probs.device)
+        if self.vocab.background is not None:
+            fg[self.vocab.background] = False
+        keep = area > self.cfg.area_thd * area[fg].sum()
+        keep[~fg] = True
+        return probs * keep.to(probs.dtype).view(-1, 1, 1)
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, out_size: tuple[int, int] | None = None) -> np.ndarray:
         """uint8 [H,W,3] -> label ids int64 [H',W'] (background rule applied)."""
+        bg = self.vocab.background
+        if self.cfg.bg_score > 0 and bg is not None:
+            cos = self._per_class(self.label_logits(image, out_size), float("-inf"))
+            cos[bg] = float("-inf")
+            best, pred = cos.max(dim=0)
+            pred[best < self.cfg.bg_score] = bg
+            return pred.cpu().numpy().astype(np.int64)
         probs = self.probabilities(image, out_size)
+        if self.cfg.area_thd > 0:
+            probs = self._drop_small_classes(probs)
         best, pred = probs.max(dim=0)
-        if self.cfg.prob_thd > 0 and self.vocab.background is not None:
-            pred[best < self.cfg.prob_thd] = self.vocab.background
+        if self.cfg.prob_thd > 0 and bg is not None:
+            pred[best < self.cfg.prob_thd] = bg
         return pred.cpu().numpy().astype(np.int64)
-

@@ -42,9 +42,18 @@ IMAGENET_TEMPLATES_7: tuple[str, ...] = (
     "a {} in a video game.", "art of the {}.", "a photo of the small {}.",
 )
 
+# Talk2DINO's 7-template list: CLIP's subset with "a bad photo of a {}." in place of "... of the {}.".
+TALK2DINO_TEMPLATES_7: tuple[str, ...] = tuple(
+    "a bad photo of a {}." if t == "a bad photo of the {}." else t for t in IMAGENET_TEMPLATES_7)
+
+# PixelCLIP's `imagenet_select`: CLIP's 7 plus one scene prompt (no final period).
+IMAGENET_SELECT: tuple[str, ...] = IMAGENET_TEMPLATES_7 + ("A photo of a {} in the scene",)
+
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "imagenet80": IMAGENET_TEMPLATES,
     "imagenet7": IMAGENET_TEMPLATES_7,
+    "talk2dino7": TALK2DINO_TEMPLATES_7,
+    "imagenet_select": IMAGENET_SELECT,
     "photo": ("a photo of a {}.",),
     "scene": ("a photo of a {} in the scene.",),
     "word": ("{}",),
@@ -52,7 +61,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 
 
 def get_templates(name: str) -> tuple[str, ...]:
-    """A named template set (imagenet80, imagenet7, photo, scene, word)."""
+    """A named template set (imagenet80, imagenet7, talk2dino7, imagenet_select, photo, scene, word)."""
     if name not in TEMPLATE_SETS:
         raise ZssError(f"unknown template set {name!r}; choose from {', '.join(TEMPLATE_SETS)}")
     return TEMPLATE_SETS[name]
