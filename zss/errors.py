@@ -11,3 +11,13 @@ class BadItem(Exception):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
+
+
+class Interrupted(Exception):
+    """The user or a scheduler stopped a command (SIGINT/SIGTERM) after it saved what it could.
+
+    The CLI prints `zss: MESSAGE` and exits with `code` (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
