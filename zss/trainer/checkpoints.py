@@ -112,8 +112,7 @@ def load_newest_readable(ckpt_dir: Path, steps: list[int], model: nn.Module,
         try:
             tensors, state = read_checkpoint(ckpt_dir, step)
         except Exception as exc:  # noqa: BLE001 - any reader failure means "damaged"; it is named below
-            files = " / ".join(p.name for p in checkpoint_paths(ckpt_dir, step))
-            log.warning(f"zss: warning: checkpoint {ckpt_dir / files} is damaged "
+            log.warning(f"zss: warning: checkpoint {ckpt_dir / f'step_{step:06d}'} (.safetensors/.pt) is damaged "
                         f"({type(exc).__name__}: {str(exc)[:200]}); trying an older one")
             skipped.append(step)
             continue

@@ -222,7 +222,7 @@ class ShardStream:
                                       if k in self.members or k.startswith("__")}
                         yield sample
             except READ_ERRORS as exc:
-                reason = f"cannot read the tar: {type(exc).__name__}: {str(exc.args[0]) if exc.args else ''}"
+                reason = f"cannot read the tar: {type(exc).__name__}: {str(exc.args[0]).split(' @ ')[0] if exc.args else ''}"
             if i < ref.n_ok and events is not None:
                 reason = reason or "the tar ends early (damaged header or truncated file)"
                 events.append(_event("read", ref.tar.name, f"after {key}" if key else "at the start",
