@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from zss.errors import Interrupted, ZssError
+from zss.errors import ExitWith, ZssError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Open-vocabulary semantic segmentation without dense labels.")
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: one line on stderr and exit 2 for user errors."""
     try:
         app(args=argv, standalone_mode=False)
-    except Interrupted as exc:  # SIGINT/SIGTERM after the command saved its work (docs/reliability.md)
+    except ExitWith as exc:  # interrupted (130/143) or some items failed (3): docs/reliability.md
         print(f"zss: {exc}", file=sys.stderr)
         return exc.code
     except ZssError as exc:

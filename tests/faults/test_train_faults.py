@@ -89,7 +89,7 @@ def test_signal_checkpoints_then_resume_matches_uninterrupted(feature_world, ove
 @pytest.mark.slow
 def test_second_ctrl_c_stops_at_once(feature_world, overrides, tmp_path):
     run, log = tmp_path / "run", tmp_path / "train.log"
-    proc = start_zss(_train_args(feature_world.shards, run, overrides), log, SLOW_STEP.format(seconds=5))
+    proc = start_zss(_train_args(feature_world.shards, run, overrides), log, SLOW_STEP.format(seconds=60))
     wait_for(lambda: len(_rows(run)) >= 1, proc, log)
     import os
     os.kill(proc.pid, signal.SIGINT)
@@ -97,9 +97,10 @@ def test_second_ctrl_c_stops_at_once(feature_world, overrides, tmp_path):
     os.kill(proc.pid, signal.SIGINT)
     t0 = time.monotonic()
     assert finish(proc) == 130
-    assert time.monotonic() - t0 < 4, "the second Ctrl-C must not wait for the step"
+    assert time.monotonic() - t0 < 40, "the second Ctrl-C must not wait for the step (60 s)"
     text = log.read_text()
-    assert "zss: interrupted" in text and "checkpoint saved" not in text and "Traceback" not in text
+    assert "zss: interrupted again; stopped at once" in text and "checkpoint saved" not in text
+    assert "Traceback" not in text
 
 
 # --- damaged shards ---------------------------------------------------------------------------

@@ -27,13 +27,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from zss.errors import ZssError
+from zss.errors import Interrupted, ZssError
 from zss.formats import shards as sh
 from zss.ingest.config import IngestConfig, build_config, fingerprint
 from zss.ingest.sources import Source, open_source
 from zss.ingest.workers import ModelActor, Stage, StageFactory, decode_batch, model_stages
 from zss.utils.config import to_dict
+from zss.utils.enverrors import environment_error, is_environment_error
+from zss.utils.lock import FolderLock
 from zss.utils.progress import progress_bar
+from zss.utils.signals import StopRequest
 
 OWN_FILES = ("manifest.json", "concepts.json", "concepts.faiss")
 
@@ -231,8 +234,29 @@ def describe_stages(stages: list[tuple[str, Stage]]) -> dict[str, Any]:
 
 def ingest(cfg: IngestConfig, source: Source, out: str | Path,
            factory: StageFactory = model_stages, progress: bool | None = None) -> dict[str, Any]:
-    """Run the job; return a report dict (what `summary_text` prints)."""
+    """Run the job; return a report dict (what `summary_text` prints).
+
+    One writer per output folder (`.zss.lock`); SIGINT/SIGTERM stop taking results, keep every
+    shard already written, shut Ray down and raise `Interrupted` (exit 130/143); disk full or
+    permission errors are one line naming the path (docs/reliability.md)."""
     out = Path(out)
+    try:
+        with FolderLock(out, "zss ingest"), StopRequest() as stop:
+            return _ingest(cfg, source, out, factory, progress, stop)
+    except OSError as exc:
+        if is_environment_error(exc):
+            raise environment_error(exc, out) from exc
+        raise
+
+
+def _interrupted(stop: StopRequest, out: Path) -> Interrupted:
+    done = sum(1 for _ in out.glob("*_stats.json"))
+    return Interrupted(stop.exit_code, f"interrupted ({stop.name}); {done} shard(s) complete in {out}; "
+                                       "re-run the same command to resume")
+
+
+def _ingest(cfg: IngestConfig, source: Source, out: Path, factory: StageFactory,
+            progress: bool | None, stop: StopRequest) -> dict[str, Any]:
     n = min(len(source), cfg.limit) if cfg.limit else len(source)
     src_desc = source.describe()
     fp = fingerprint(cfg, src_desc)
@@ -276,8 +300,10 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
             chunks = plan_chunks(source, n, cfg.shard_size, cfg.batch_size, pending)
             try:
                 _execute(out, cfg, factory, res, chunks, report, progress, meta,
-                         sum(expected[s][1] - expected[s][0] for s in pending))
+                         sum(expected[s][1] - expected[s][0] for s in pending), stop)
             except ray_error() as exc:  # a dead node or actor: finished shards stay, resume later
+                if stop.signum is not None:  # Ctrl-C reached the workers too
+                    raise _interrupted(stop, out) from None
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ZssError(f"the Ray job failed after {report['written']} new shard(s) "
                                f"({type(exc).__name__}: {first[:300]}); finished shards are kept, "
@@ -287,6 +313,8 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
                 import ray
 
                 ray.shutdown()
+        if stop.signum is not None:
+            raise _interrupted(stop, out)
     manifest = _manifest(**meta)
     sh.write_manifest(out, manifest)
     report["by_status"] = sh.collect_stats(out, range(n_shards))
@@ -296,7 +324,7 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
 
 def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str, Any],
              chunks: list[dict[str, Any]], report: dict[str, Any], progress: bool | None,
-             meta: dict[str, Any], total: int) -> None:
+             meta: dict[str, Any], total: int, stop: StopRequest | None = None) -> None:
     ds = _dataset(chunks, cfg, factory, res)
     got: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     seconds: dict[str, float] = defaultdict(float)
@@ -308,6 +336,8 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
     with progress_bar(None if progress is None else not progress) as bar:
         task = bar.add_task("ingest", total=total, info="")
         for row in ds.iter_rows():
+            if stop is not None and stop.signum is not None:
+                return  # stop taking results; the shards written so far are complete
             if first is None:
                 first = time.perf_counter()
             shard, payload = int(row["shard"]), row["payload"]
@@ -334,6 +364,8 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
             report["processed"] += len(samples)
             meta["entries"][shard] = sh.shard_entry(out, shard)
             sh.write_manifest(out, _manifest(**meta))
+            if stop is not None and stop.signum is not None:
+                return
     report["run_seconds"] = time.perf_counter() - t0
     report["first_result_seconds"] = (first - t0) if first else 0.0
     report["arrivals"] = arrivals

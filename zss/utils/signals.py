@@ -1,5 +1,5 @@
 """Graceful stop on SIGINT/SIGTERM: the first signal only sets a flag that a loop polls at a safe
-point (after an optimizer step, between shards); a second SIGINT stops at once (KeyboardInterrupt).
+point (after an optimizer step, between shards); a second SIGINT stops at once (`Interrupted`, nothing saved).
 
     with StopRequest() as stop:
         while ...:
@@ -15,6 +15,8 @@ import signal
 import sys
 import threading
 from typing import Any
+
+from zss.errors import Interrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -41,7 +43,7 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: stop now
+            raise Interrupted(exit_code(signum), "interrupted again; stopped at once without saving")
         if self.signum is None:
             self.signum = signum
             print(f"zss: {signal.Signals(signum).name} received; finishing the current step "
