@@ -66,11 +66,13 @@ def ingest(source: str = typer.Argument(..., help="Source path; kind inferred or
 
 
 @app.command()
-def inspect(shards: Path = typer.Argument(..., help="Shard folder written by `zss ingest`.")) -> None:
+def inspect(shards: Path = typer.Argument(..., help="Shard folder written by `zss ingest`."),
+            verify: bool = typer.Option(False, "--verify", help="Check every shard against its recorded "
+                                        "sha256; list the damaged ones (exit 3).")) -> None:
     """Manifest summary, status counts and one decoded sample."""
-    from zss.ingest.inspect import inspect_shards
+    from zss.ingest.inspect import inspect_shards, verify_shards
 
-    typer.echo(inspect_shards(shards))
+    typer.echo(verify_shards(shards) if verify else inspect_shards(shards))
 
 
 @app.command()

@@ -113,3 +113,30 @@ def test_read_only_output_is_one_line(ingest_kwargs, tmp_path):
             run_ingest(out=ro / "out", **ingest_kwargs)
     finally:
         ro.chmod(0o755)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_2cpu")
+def test_verify_lists_damaged_shards_and_the_documented_re_ingest_fixes_them(
+        ingested_shards, ingest_kwargs, tmp_path, capsys):
+    from zss.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for p in ingested_shards.iterdir():
+        (out / p.name).write_bytes(p.read_bytes())
+    assert main(["inspect", "--verify", str(out)]) == 0
+    data = bytearray((out / "00001.tar").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    (out / "00001.tar").write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["inspect", "--verify", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "1 of 3 shard(s)" in err and "00001.tar sha256 differs" in err and "00000.tar" not in err
+    fix = [ln for ln in err.splitlines() if ln.startswith("to re-ingest just these: rm ")][0]
+    for path in fix.split("rm ", 1)[1].split(" and re-run")[0].split():
+        Path(path).unlink()  # what the line tells the user to do
+    summary = run_ingest(out=out, **ingest_kwargs)
+    assert "1 written, 2 already done" in summary
+    assert _shard_files(out) == _shard_files(ingested_shards)
+    assert main(["inspect", "--verify", str(out)]) == 0

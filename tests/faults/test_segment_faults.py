@@ -60,3 +60,25 @@ def test_every_file_is_tried_and_each_failure_named(bad_folder, tiny_clip, tmp_p
     code = main(["segment", f"openclip:zss-tiny-vit:{tiny_clip}", str(bad_folder / "a_good.jpg"), "--vocab",
                  "grass", "--out", str(tmp_path / "cap"), "--set", "max_pixels=12"])
     assert code == 3 and "over the cap of 12" in capsys.readouterr().err
+
+
+def test_eval_skips_an_unreadable_image_and_label_and_says_so(world, tiny_clip, tmp_path, capsys):
+    import shutil
+
+    from zss.eval.evaluate import run_eval
+
+    root = tmp_path / "world"
+    shutil.copytree(world / "val", root / "val")
+    shutil.copy(world / "classes.txt", root / "classes.txt")
+    images = sorted((root / "val" / "images").iterdir())
+    labels = sorted((root / "val" / "annotations").iterdir())
+    images[0].write_text("not an image")
+    labels[1].write_bytes(b"")
+    text = run_eval(f"openclip:zss-tiny-vit:{tiny_clip}", "synth", root, out=tmp_path / "out", limit=4,
+                    overrides=["templates=photo"])
+    assert "(2 images; computed without 2 unreadable" in text
+    res = json.loads((tmp_path / "out" / "results.json").read_text())["benchmarks"]["synth"]
+    assert res["n_images"] == 2 and res["n_skipped"] == 2
+    assert {s["id"] for s in res["skipped"]} == {images[0].stem, labels[1].stem}
+    err = capsys.readouterr().err
+    assert err.count("zss: skipped") == 2 and "Traceback" not in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,17 @@ def evaluate_benchmark(model: torch.nn.Module, bench: Benchmark, data_root: Path
     predictor = Predictor(model, vocab, cfg, device)
     metric = SegMetric(len(vocab), reduce_zero=bench.reduce_zero_label)
     start = time.perf_counter()
+    skipped: list[dict[str, str]] = []
     with progress_bar() as bar:
         task = bar.add_task(bench.name, total=len(samples), info="")
         for sample in samples:
-            image, label = load_image(sample.image), load_label(sample.label)
+            try:  # an unreadable image or label is skipped and named; the result says so
+                image, label = load_image(sample.image), load_label(sample.label)
+            except ZssError as exc:
+                skipped.append({"id": sample.id, "reason": str(exc)})
+                print(f"zss: skipped {sample.id}: {exc}", file=sys.stderr, flush=True)
+                bar.update(task, advance=1)
+                continue
             pred = predictor.predict(image, out_size=label.shape)
             metric.update(pred, label)
             if out is not None:
@@ -77,7 +85,8 @@ def evaluate_benchmark(model: torch.nn.Module, bench: Benchmark, data_root: Path
             bar.update(task, advance=1, info=f"mIoU {100 * metric.results()['mIoU']:.1f}")
     res = metric.results()
     return {
-        "benchmark": bench.name, "column": bench.column, "n_images": len(samples),
+        "benchmark": bench.name, "column": bench.column, "n_images": len(samples) - len(skipped),
+        "n_skipped": len(skipped), "skipped": skipped,
         "num_classes": len(vocab), "reduce_zero_label": bench.reduce_zero_label,
         "mIoU": _pct(res["mIoU"]), "aAcc": _pct(res["aAcc"]), "mAcc": _pct(res["mAcc"]),
         "per_class": [{"id": i, "name": name, "IoU": _pct(res["IoU"][i]), "Acc": _pct(res["Acc"][i])}
@@ -159,8 +168,9 @@ def run_eval(model: str, benchmark: str, data_root: Path, protocol: str = "sclip
         payload["summary"] = dict(zip(*summary))
     (out / "results.json").write_text(json.dumps(payload, indent=2))
     write_markdown(out / "results.md", str(model), protocol, results)
-    lines = [f"{n}: mIoU {_fmt(r['mIoU'])}  aAcc {_fmt(r['aAcc'])}  ({r['n_images']} images)"
-             for n, r in results.items()]
+    lines = [f"{n}: mIoU {_fmt(r['mIoU'])}  aAcc {_fmt(r['aAcc'])}  ({r['n_images']} images"
+             + (f"; computed without {r['n_skipped']} unreadable, see results.json" if r.get("n_skipped") else "")
+             + ")" for n, r in results.items()]
     if summary is not None:
         header, row = summary
         lines += ["  ".join(f"{h:>5}" for h in header), "  ".join(f"{v:>5}" for v in row)]
