@@ -20,7 +20,7 @@ from zss.errors import ZssError
 from zss.formats import shards as sh
 from zss.ingest.runner import run_ingest
 
-pytestmark = [pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.timeout(900)]
 
 SLOW_WRITE = """
 import time

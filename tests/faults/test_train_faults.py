@@ -203,7 +203,7 @@ def test_resume_falls_back_past_a_damaged_newest_checkpoint(feature_world, tiny_
 
 
 @pytest.mark.slow
-def test_second_trainer_on_one_run_folder_is_refused(feature_world, overrides, tmp_path):
+def test_second_trainer_on_one_run_folder_is_refused(feature_world, overrides, tmp_path, caplog):
     run, log = tmp_path / "run", tmp_path / "first.log"
     proc = start_zss(_train_args(feature_world.shards, run, overrides), log, SLOW_STEP.format(seconds=0.5))
     try:
@@ -216,5 +216,6 @@ def test_second_trainer_on_one_run_folder_is_refused(feature_world, overrides, t
         finish(proc)
     # the holder is gone (SIGKILL left its lock behind): taken over with a warning
     assert (run / ".zss.lock").is_file()
-    run_training("simzss", feature_world.shards, run, resume=True, steps=12)
+    run_training("simzss", feature_world.shards, run, steps=2, overrides=overrides)
+    assert f"taking over the stale lock {run / '.zss.lock'}" in caplog.text
     assert (run / "model").is_dir() and not (run / ".zss.lock").exists()

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import yaml
 
-from zss.errors import ZssError
+from zss.errors import Interrupted, ZssError
 from zss.eval.benchmarks import (BENCHMARKS, PAPER_ORDER, Benchmark, find_benchmarks, get_benchmark, load_image,
                                  load_label)
 from zss.eval.inference import InferenceConfig, Predictor
@@ -27,6 +27,7 @@ from zss.paths import MANIFESTS
 from zss.utils.config import apply_overrides, from_dict, to_dict
 from zss.utils.device import default_device
 from zss.utils.progress import progress_bar
+from zss.utils.signals import StopRequest
 
 PRESETS_DIR = MANIFESTS / "benchmarks"
 
@@ -68,9 +69,12 @@ def evaluate_benchmark(model: torch.nn.Module, bench: Benchmark, data_root: Path
     metric = SegMetric(len(vocab), reduce_zero=bench.reduce_zero_label)
     start = time.perf_counter()
     skipped: list[dict[str, str]] = []
-    with progress_bar() as bar:
+    with StopRequest() as stop, progress_bar() as bar:
         task = bar.add_task(bench.name, total=len(samples), info="")
-        for sample in samples:
+        for i, sample in enumerate(samples):
+            if stop.signum is not None:
+                raise Interrupted(stop.exit_code, f"interrupted during {bench.name} after {i} of {len(samples)} "
+                                                  "images; no results written")
             try:  # an unreadable image or label is skipped and named; the result says so
                 image, label = load_image(sample.image), load_label(sample.label)
             except ZssError as exc:
