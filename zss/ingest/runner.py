@@ -255,6 +255,22 @@ def _interrupted(stop: StopRequest, out: Path) -> Interrupted:
                                        "re-run the same command to resume")
 
 
+def _is_stage_bug(exc: BaseException) -> bool:
+    """A Ray task/actor whose code raised something other than a user error: a bug in a stage
+    (foreseen per-item problems never leave the worker, see `workers.run_model_stages`)."""
+    import ray
+
+    if not isinstance(exc, ray.exceptions.RayTaskError):
+        return False
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, ZssError):
+            return False
+        seen.add(id(e))
+        e = getattr(e, "cause", None) or e.__cause__
+    return True
+
+
 def _ingest(cfg: IngestConfig, source: Source, out: Path, factory: StageFactory,
             progress: bool | None, stop: StopRequest) -> dict[str, Any]:
     n = min(len(source), cfg.limit) if cfg.limit else len(source)
@@ -304,6 +320,8 @@ def _ingest(cfg: IngestConfig, source: Source, out: Path, factory: StageFactory,
             except ray_error() as exc:  # a dead node or actor: finished shards stay, resume later
                 if stop.signum is not None:  # Ctrl-C reached the workers too
                     raise _interrupted(stop, out) from None
+                if _is_stage_bug(exc):  # our code raised (issue 9 item 6): loud, with its traceback
+                    raise
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ZssError(f"the Ray job failed after {report['written']} new shard(s) "
                                f"({type(exc).__name__}: {first[:300]}); finished shards are kept, "

@@ -66,7 +66,10 @@ class FolderLock:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise environment_error(exc, self.folder) from exc
+            err = environment_error(exc, self.folder)
+            if err is exc:
+                err = ZssError(f"cannot create the output folder {self.folder}: {exc.strerror or exc}")
+            raise err from exc
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
