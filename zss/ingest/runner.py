@@ -353,8 +353,10 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
     arrivals: list[tuple[float, int, int]] = []
     with progress_bar(None if progress is None else not progress) as bar:
         task = bar.add_task("ingest", total=total, info="")
-        for row in ds.iter_rows():
+        rows = iter(ds.iter_rows())
+        for row in rows:
             if stop is not None and stop.signum is not None:
+                _close(rows)  # stop the streaming executor before Ray is shut down
                 return  # stop taking results; the shards written so far are complete
             if first is None:
                 first = time.perf_counter()
@@ -383,6 +385,7 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
             meta["entries"][shard] = sh.shard_entry(out, shard)
             sh.write_manifest(out, _manifest(**meta))
             if stop is not None and stop.signum is not None:
+                _close(rows)
                 return
     report["run_seconds"] = time.perf_counter() - t0
     report["first_result_seconds"] = (first - t0) if first else 0.0
@@ -390,6 +393,14 @@ def _execute(out: Path, cfg: IngestConfig, factory: StageFactory, res: dict[str,
     report["seconds"] = dict(seconds)
     if got:
         raise ZssError(f"ingest ended with unfinished shards {sorted(got)}")
+
+
+def _close(rows: Any) -> None:
+    """Close Ray Data's row iterator (its executor threads must end before `ray.shutdown()`)."""
+    close = getattr(rows, "close", None)
+    if close is not None:
+        close()
+    time.sleep(0.5)
 
 
 def steady_rate(arrivals: list[tuple[float, int, int]]) -> float:
