@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from zss.errors import ZssError
+from zss.errors import ExitWith, ZssError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Open-vocabulary semantic segmentation without dense labels.")
@@ -83,11 +83,13 @@ def ingest(source: str = typer.Argument(..., help="Source path; kind inferred or
 
 
 @app.command()
-def inspect(shards: Path = typer.Argument(..., help="Shard folder written by `zss ingest`.")) -> None:
+def inspect(shards: Path = typer.Argument(..., help="Shard folder written by `zss ingest`."),
+            verify: bool = typer.Option(False, "--verify", help="Check every shard against its recorded "
+                                        "sha256; list the damaged ones (exit 3).")) -> None:
     """Manifest summary, status counts and one decoded sample."""
-    from zss.ingest.inspect import inspect_shards
+    from zss.ingest.inspect import inspect_shards, verify_shards
 
-    typer.echo(inspect_shards(shards))
+    typer.echo(verify_shards(shards) if verify else inspect_shards(shards))
 
 
 @app.command()
@@ -220,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: one line on stderr and exit 2 for user errors."""
     try:
         code = app(args=argv, standalone_mode=False)  # typer returns 130 on Ctrl-C
+    except ExitWith as exc:  # interrupted (130/143) or some items failed (3): docs/reliability.md
+        print(f"zss: {exc}", file=sys.stderr)
+        return exc.code
     except ZssError as exc:
         print(f"zss: error: {exc}", file=sys.stderr)
         return 2

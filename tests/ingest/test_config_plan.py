@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from zss.errors import ZssError
 from zss.ingest.config import PRESET_DIR, build_config, fingerprint
@@ -58,12 +59,12 @@ def test_model_stage_failure_costs_rows_not_the_job(world):
         return {**batch, "patch": np.ones((n, 2, 2, 4), np.float16), "global": np.ones((n, 4), np.float16)}
 
     def broken(batch):
-        raise RuntimeError("CUDA out of memory")
+        raise torch.OutOfMemoryError("CUDA out of memory")
 
     never = pytest.fail
     out = run_model_stages([("features", features), ("masks", broken), ("concepts", never)], payload)
     assert list(out["batch"]["status"]) == ["model_error", "decode_error", "model_error"]
-    assert out["batch"]["error"][0] == "masks: RuntimeError: CUDA out of memory"
+    assert out["batch"]["error"][0] == "masks: OutOfMemoryError: CUDA out of memory"
     assert set(out["seconds"]) == {"read", "decode", "features", "masks"}
     samples = batch_to_samples(out["batch"])
     assert [s["status"] for s in samples] == ["model_error", "decode_error", "model_error"]

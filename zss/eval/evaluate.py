@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from zss.errors import ZssError
+from zss.errors import Interrupted, ZssError
 from zss.eval.benchmarks import (BENCHMARKS, PAPER_ORDER, Benchmark, find_benchmarks, get_benchmark, label_problem,
                                  load_image, load_label)
 from zss.eval.inference import InferenceConfig, Predictor
@@ -28,6 +29,7 @@ from zss.eval.render import save_label
 from zss.utils.config import to_dict
 from zss.utils.device import default_device
 from zss.utils.progress import progress_bar
+from zss.utils.signals import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,19 @@ def evaluate_benchmark(model: torch.nn.Module, bench: Benchmark, data_root: Path
     metric = SegMetric(len(vocab), ignore_index=settings.ignore_index, reduce_zero=settings.reduce_zero_label)
     skipped: list[dict[str, str]] = []
     start = time.perf_counter()
-    with progress_bar() as bar:
+    with StopRequest() as stop, progress_bar() as bar:
         task = bar.add_task(bench.name, total=len(samples), info="", unit="images")
-        for sample in samples:
-            image, label = load_image(sample.image), load_label(sample.label)
+        for i, sample in enumerate(samples):
+            if stop.signum is not None:
+                raise Interrupted(stop.exit_code, f"interrupted during {bench.name} after {i} of {len(samples)} "
+                                                  "images; no results written")
+            try:  # an unreadable image or label is skipped and named; the result says so
+                image, label = load_image(sample.image), load_label(sample.label)
+            except ZssError as exc:
+                skipped.append({"id": sample.id, "label": str(sample.label), "problem": str(exc)})
+                print(f"zss: skipped {sample.id}: {exc}", file=sys.stderr, flush=True)
+                bar.update(task, advance=1)
+                continue
             if bench.user_data:
                 problem = label_problem(image, label, len(vocab) + int(settings.reduce_zero_label),
                                         settings.ignore_index)
@@ -79,7 +90,7 @@ def evaluate_benchmark(model: torch.nn.Module, bench: Benchmark, data_root: Path
     res = metric.results()
     return {
         "benchmark": bench.name, "column": bench.column, "n_images": len(samples) - len(skipped),
-        "num_classes": len(vocab), "reduce_zero_label": settings.reduce_zero_label,
+        "n_skipped": len(skipped), "num_classes": len(vocab), "reduce_zero_label": settings.reduce_zero_label,
         "ignore_index": settings.ignore_index, "background": vocab.background,
         "mIoU": _pct(res["mIoU"]), "aAcc": _pct(res["aAcc"]), "mAcc": _pct(res["mAcc"]),
         "per_class": [{"id": i, "name": names[i], "queries": list(vocab.classes[i]),

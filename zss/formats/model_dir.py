@@ -36,3 +36,34 @@ def resolve_model_dir(path: Path) -> Path:
     if (path / "model" / "config.json").is_file():
         return path / "model"
     raise ZssError(f"{path} is not a zss model directory (no config.json, nor model/config.json)")
+
+
+def _looks_like(head: bytes) -> str:
+    if head[:1] == b"\x80":
+        return "a Python pickle"
+    if head[:2] == b"PK":
+        return "a zip archive (torch.save / pickle)"
+    if not head:
+        return "an empty file"
+    return "not safetensors"
+
+
+def read_weights(path: str | Path) -> dict[str, Any]:
+    """The tensors of a model directory's safetensors file, or one line naming the file when it is
+    missing, not safetensors (e.g. a pickle, which zss never loads) or damaged."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ZssError(f"weights file {path} is missing")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    if len(head) < 9 or head[8:9] != b"{" or n > path.stat().st_size:
+        raise ZssError(f"{path} is not a safetensors file ({_looks_like(head)}); zss never unpickles weights: "
+                       "re-export the model with `zss train` or convert it with safetensors")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ZssError(f"{path} is a damaged safetensors file ({str(exc)[:200]}); re-export the model") from exc

@@ -80,3 +80,37 @@ def inspect_shards(out_dir: str | Path) -> str:
     if sample["jpg"] is not None:
         lines.append(f"  jpg: {len(sample['jpg'])} bytes")
     return "\n".join(lines)
+
+
+def verify_shards(out_dir: str | Path) -> str:
+    """`zss inspect --verify`: every shard's tar and parquet against the sha256 recorded at ingest.
+
+    Returns the report when all match; raises `PartialFailure` (exit 3) listing the damaged shards
+    and how to re-ingest just those (delete their stats file, re-run the same `zss ingest`: incremental
+    mode recomputes only shards without one, byte-identical to the originals)."""
+    from zss.errors import PartialFailure
+    from zss.utils.hashing import sha256_file
+
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise ZssError(f"shard folder not found: {out}")
+    entries = sh.read_manifest(out)["shards"]
+    damaged: list[tuple[int, str]] = []
+    for e in entries:
+        sid = int(e["id"])
+        paths = sh.shard_paths(out, sid)
+        for kind in ("tar", "parquet"):
+            path = paths[kind]
+            if not path.is_file():
+                damaged.append((sid, f"{path.name} missing"))
+            elif sha256_file(path) != e["sha256"][kind]:
+                damaged.append((sid, f"{path.name} sha256 differs from the one recorded at ingest"))
+    if not damaged:
+        return f"verified {len(entries)} shard(s) in {out}: every tar and parquet matches its recorded sha256"
+    ids = sorted({sid for sid, _ in damaged})
+    stats = " ".join(str(sh.shard_paths(out, sid)["stats"]) for sid in ids)
+    lines = [f"{len(ids)} of {len(entries)} shard(s) in {out} are damaged:"]
+    lines += [f"  {why}" for _, why in damaged]
+    lines.append(f"to re-ingest just these: rm {stats} and re-run the same `zss ingest` command "
+                 "(incremental mode recomputes only shards without a stats file)")
+    raise PartialFailure(3, "\n".join(lines))

@@ -25,17 +25,21 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from zss.errors import ZssError
+from zss.errors import Interrupted, ZssError
 from zss.formats import shards as sh
 from zss.ingest.config import IngestConfig, build_config, fingerprint
 from zss.ingest.sources import Source, open_source
 from zss.ingest.workers import (ShardWorker, Stage, StageFactory, batch_to_samples,  # noqa: F401
                                 chunk_spans, model_stages)
 from zss.utils.config import to_dict
+from zss.utils.enverrors import environment_error, is_environment_error
+from zss.utils.lock import FolderLock
 from zss.utils.progress import progress_bar
+from zss.utils.signals import StopRequest
 
 IN_FLIGHT_PER_WORKER = 2  # one shard computing, one being written (or waiting for the models)
 MANIFEST_EVERY_SHARDS = 32  # the manifest is rewritten at most this often (and at the end) ...
@@ -223,8 +227,45 @@ def _add_status(total: dict[str, int], stats: dict[str, Any]) -> None:
 
 def ingest(cfg: IngestConfig, source: Source, out: str | Path,
            factory: StageFactory = model_stages, progress: bool | None = None) -> dict[str, Any]:
-    """Run the job; return a report dict (what `summary_text` prints). OUT: a folder or a URL."""
+    """Run the job; return a report dict (what `summary_text` prints). OUT: a folder or a URL.
+
+    One writer per local output folder (`.zss.lock`); SIGINT/SIGTERM stop submitting shards, keep
+    every shard already written, shut Ray down and raise `Interrupted` (exit 130/143); disk full or
+    permission errors are one line naming the path (docs/reliability.md)."""
     out = str(out) if sh.is_url(out) else Path(out)
+    try:
+        with (nullcontext() if sh.is_url(out) else FolderLock(out, "zss ingest")), StopRequest() as stop:
+            return _ingest(cfg, source, out, factory, progress, stop)
+    except OSError as exc:
+        if is_environment_error(exc):
+            raise environment_error(exc, out) from exc
+        raise
+
+
+def _interrupted(stop: StopRequest, out: Path | str) -> Interrupted:
+    done = sum(1 for name in sh.listdir(out) if name.endswith("_stats.json"))
+    return Interrupted(stop.exit_code, f"interrupted ({stop.name}); {done} shard(s) complete in {out}; "
+                                       "re-run the same command to resume")
+
+
+def _is_stage_bug(exc: BaseException) -> bool:
+    """A Ray task/actor whose code raised something other than a user error: a bug in a stage
+    (foreseen per-item problems never leave the worker, see `workers.run_model_stages`)."""
+    import ray
+
+    if not isinstance(exc, ray.exceptions.RayTaskError):
+        return False
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, ZssError):
+            return False
+        seen.add(id(e))
+        e = getattr(e, "cause", None) or e.__cause__
+    return True
+
+
+def _ingest(cfg: IngestConfig, source: Source, out: Path | str, factory: StageFactory,
+            progress: bool | None, stop: StopRequest) -> dict[str, Any]:
     if getattr(cfg.features, "dtype", "float16") not in sh.FEATURE_DTYPES:
         raise ZssError(f"features.dtype must be one of {', '.join(sh.FEATURE_DTYPES)}, "
                        f"got {cfg.features.dtype!r}")
@@ -277,8 +318,13 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
             res = resources(cfg)
             report["resources"] = res
             try:
-                _execute(out, cfg, factory, res, source, n, pending, report, progress, meta, by_status)
+                _execute(out, cfg, factory, res, source, n, pending, report, progress, meta, by_status, stop)
             except ray_error() as exc:  # a dead node or actor: finished shards stay, resume later
+                sh.write_manifest(out, _manifest(**meta))
+                if stop.signum is not None:  # Ctrl-C reached the workers too
+                    raise _interrupted(stop, out) from None
+                if _is_stage_bug(exc):  # our code raised (issue 9 item 6): loud, with its traceback
+                    raise
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 sh.write_manifest(out, _manifest(**meta))
                 raise ZssError(f"the Ray job failed after {report['written']} new shard(s) "
@@ -289,6 +335,9 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
                 import ray
 
                 ray.shutdown()
+        if stop.signum is not None:
+            sh.write_manifest(out, _manifest(**meta))
+            raise _interrupted(stop, out)
     manifest = _manifest(**meta)
     sh.write_manifest(out, manifest)
     report["by_status"] = dict(sorted(by_status.items()))
@@ -298,8 +347,11 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
 
 def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dict[str, Any],
              source: Source, n: int, pending: list[int], report: dict[str, Any],
-             progress: bool | None, meta: dict[str, Any], by_status: dict[str, int]) -> None:
-    """Stream the pending shards through the workers, a bounded window at a time."""
+             progress: bool | None, meta: dict[str, Any], by_status: dict[str, int],
+             stop: StopRequest | None = None) -> None:
+    """Stream the pending shards through the workers, a bounded window at a time; once `stop` has
+    seen a signal no new shard is submitted and the loop returns (shards in flight are dropped and
+    rewritten by the resumed run)."""
     import ray
 
     actors = start_workers(cfg, factory, res)
@@ -317,6 +369,8 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
     target = str(out)
 
     def submit() -> bool:
+        if stop is not None and stop.signum is not None:
+            return False
         i = min(load, key=lambda k: (load[k], k))
         if load[i] >= IN_FLIGHT_PER_WORKER:
             return False
@@ -334,7 +388,11 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
         while submit():
             pass
         while in_flight:
-            done, _ = ray.wait(list(in_flight), num_returns=1)
+            if stop is not None and stop.signum is not None:
+                break  # finished shards are complete on disk; the rest resume later
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            if not done:
+                continue
             shard, i = in_flight.pop(done[0])
             load[i] -= 1
             result = ray.get(done[0])

@@ -19,9 +19,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from zss.errors import BadItem
 from zss.formats import shards as sh
 from zss.ingest.sources import load_ref
-from zss.ingest.stages.decode import DecodeConfig, DecodeStage
+from zss.ingest.stages.decode import DecodeConfig, DecodeError, DecodeStage
 
 Stage = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 StageFactory = Callable[[Any], list[tuple[str, Stage]]]
@@ -58,16 +59,26 @@ def read_decode_chunk(refs: list[dict[str, Any]], decode: DecodeConfig) -> dict[
     return {"batch": batch, "seconds": {"read": t1 - t0, "decode": time.perf_counter() - t1}}
 
 
+def foreseen_errors() -> tuple[type[BaseException], ...]:
+    """What a stage may raise on a whole batch that is the input's or the machine's fault, not ours:
+    per-item problems and running out of (GPU) memory on this batch. Anything else is a bug."""
+    import torch
+
+    return (BadItem, DecodeError, MemoryError, torch.OutOfMemoryError)
+
+
 def run_model_stages(stages: list[tuple[str, Stage]], payload: dict[str, Any]) -> dict[str, Any]:
-    """Run the model stages on one chunk as one batch. A stage that raises on the whole batch
-    (rather than flagging rows) turns that chunk's ok rows into `model_error` rows: the job goes on
-    and the summary counts them."""
+    """Run the model stages on one chunk as one batch. A stage that raises a *foreseen* error on the
+    whole batch (`foreseen_errors`: a bad item, out of memory) turns that chunk's ok rows into
+    `model_error` rows: the job goes on and the summary counts them. Any other exception is a bug in
+    a stage: it propagates, the Ray job fails loudly and the shards finished so far stay for resume."""
     batch, seconds = payload["batch"], dict(payload["seconds"])
+    foreseen = foreseen_errors()
     for name, stage in stages:
         t0 = time.perf_counter()
         try:
             batch = stage(batch)
-        except Exception as exc:  # noqa: BLE001 - recorded per row, never silently dropped
+        except foreseen as exc:  # recorded per row, never silently dropped
             status = np.array(batch["status"], dtype=object)
             error = np.array(batch["error"], dtype=object)
             ok = status == "ok"

@@ -5,10 +5,14 @@ optimizer state, loop step, data position, AMP scaler and RNG states — tensors
 strings only, so `torch.load(..., weights_only=True)` reads it (no pickled objects). Both are written
 to a temporary name and renamed, so a killed run never leaves a half-written checkpoint; the
 `.pt` is written last and its presence marks the checkpoint complete.
+
+A checkpoint damaged later on disk (a bad sector, a copy cut short) is skipped on resume: the newest
+one that reads back is used, with a warning naming the skipped files.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -16,8 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 from torch import nn
+
+from zss.errors import ZssError
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step_(\d{6,})\.pt$")
 
@@ -81,3 +89,38 @@ def load_checkpoint(ckpt_dir: Path, step: int, model: nn.Module,
     weights, meta = checkpoint_paths(ckpt_dir, step)
     load_model(model, str(weights), strict=True, device=str(device))
     return torch.load(meta, map_location="cpu", weights_only=True)
+
+
+def read_checkpoint(ckpt_dir: Path, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(weights, state) of one checkpoint, read fully into CPU memory; raises on unreadable files."""
+    weights, meta = checkpoint_paths(ckpt_dir, step)
+    tensors = load_file(str(weights), device="cpu")
+    state = torch.load(meta, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "step" not in state:
+        raise ValueError(f"{meta} holds no training state")
+    return tensors, state
+
+
+def load_newest_readable(ckpt_dir: Path, steps: list[int], model: nn.Module,
+                         device: torch.device | str = "cpu") -> tuple[int, dict[str, Any]]:
+    """Load the newest of `steps` whose files read back into `model`; returns (step, state).
+
+    A checkpoint whose files cannot be read (truncated, overwritten with garbage) is skipped with
+    a warning naming it; weights that read but do not fit the model raise (strict load)."""
+    skipped = []
+    for step in reversed(steps):
+        try:
+            tensors, state = read_checkpoint(ckpt_dir, step)
+        except Exception as exc:  # noqa: BLE001 - any reader failure means "damaged"; it is named below
+            log.warning(f"zss: warning: checkpoint {ckpt_dir / f'step_{step:06d}'} (.safetensors/.pt) is damaged "
+                        f"({type(exc).__name__}: {str(exc)[:200]}); trying an older one")
+            skipped.append(step)
+            continue
+        del tensors
+        load_model(model, str(checkpoint_paths(ckpt_dir, step)[0]), strict=True, device=str(device))
+        if skipped:
+            log.warning(f"zss: warning: resuming from step {step}, the newest readable checkpoint "
+                        f"(skipped damaged step(s) {', '.join(map(str, skipped))})")
+        return step, state
+    raise ZssError(f"--resume: none of the {len(steps)} checkpoint(s) in {ckpt_dir} can be read; "
+                   "start a new run")

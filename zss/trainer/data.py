@@ -15,12 +15,22 @@ they do not depend on worker count or order.
 Shards are read by `read_tar_samples`, a minimal tar reader: a member the recipe does not need is
 skipped by seeking past it (never copied or decoded), int8 patch features are decoded to float32
 once, beside their per-token scale. Shard folders may be local or fsspec URLs (`s3://...`).
+
+Damaged shards (docs/reliability.md): a tar that cannot be read past some point (truncated, a
+corrupt header) costs the rest of that shard; a sample whose members cannot be decoded costs that
+sample (it is dropped from its batch). Each is reported once, naming the shard and sample key, and
+recorded in the stream's `DamageLedger`. Batch boundaries stay those of the raw sample stream (a
+slot that runs short refills from a second pass over its shards, in a seeded order), so a damaged
+run still does the same number of steps per epoch on every process and resumes exactly.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import random
+import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
@@ -31,6 +41,15 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from zss.errors import ZssError
 from zss.formats import shards as sh
+from zss.utils.signals import ignore_stop_signals
+
+log = logging.getLogger(__name__)
+
+# What damaged bytes raise while a tar is read (truncation, garbage headers, duplicate names) ...
+READ_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError, zlib.error)
+# ... and while a recipe decodes a sample's members (bad UTF-8/JSON, a bad .npy header, a member
+# missing because its header was destroyed). Anything else raised by a decoder is a bug and propagates.
+DECODE_ERRORS = (ValueError, KeyError, EOFError, OSError, zlib.error)
 
 Decode = Callable[[dict[str, Any], random.Random], "dict[str, Any] | None"]
 Collate = Callable[[list], dict]
@@ -51,6 +70,52 @@ class Position:
 
     def as_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch}
+
+
+class DamageLedger:
+    """Damaged shards and lost samples seen so far (each shard and sample counted once)."""
+
+    def __init__(self) -> None:
+        self.shards: dict[str, dict[str, Any]] = {}
+
+    def add(self, event: dict[str, Any]) -> bool:
+        """Record one damage event; True when it is news (then it deserves a warning)."""
+        rec = self.shards.setdefault(event["tar"], {"missing": 0, "keys": [], "reason": event["reason"]})
+        if event["kind"] == "read":
+            if event["lost"] <= rec["missing"]:
+                return False
+            rec["missing"] = int(event["lost"])
+            rec["reason"] = event["reason"]
+            return True
+        if event["key"] in rec["keys"]:
+            return False
+        rec["keys"].append(event["key"])
+        return True
+
+    @property
+    def n_samples(self) -> int:
+        return sum(r["missing"] + len(r["keys"]) for r in self.shards.values())
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.shards)
+
+    def state(self) -> dict[str, Any]:
+        return {k: {"missing": v["missing"], "keys": list(v["keys"]), "reason": v["reason"]}
+                for k, v in self.shards.items()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.shards = {k: {"missing": int(v["missing"]), "keys": list(v["keys"]), "reason": str(v["reason"])}
+                       for k, v in (state or {}).items()}
+
+    def summary(self) -> dict[str, Any]:
+        return {"skipped_samples": self.n_samples, "skipped_shards": self.n_shards,
+                "damaged": {k: {"samples_skipped": v["missing"] + len(v["keys"]), "reason": v["reason"]}
+                            for k, v in sorted(self.shards.items())}}
+
+
+def _event(kind: str, tar: str, key: str, reason: str, lost: int) -> dict[str, Any]:
+    return {"kind": kind, "tar": tar, "key": key, "reason": reason[:300], "lost": lost}
 
 
 def shards_from_manifest(shard_dir: Path | str, manifest: dict[str, Any]) -> list[ShardRef]:
@@ -208,6 +273,8 @@ class ShardStream:
         self.n_slots = world_size * self.n_local
         self.shuffle_buffer = max(1, shuffle_buffer)
         self.members = set(members) if members else None
+        self.damage = DamageLedger()
+        self.total_samples = sum(s.n_ok for s in self.shards)
         if self.batches_per_epoch(0) == 0:
             total = sum(s.n_ok for s in self.shards)
             raise ZssError(f"{total} samples cannot fill one batch of {batch_size} in each of "
@@ -238,10 +305,38 @@ class ShardStream:
         return self.slot_batches(epoch) * self.n_local
 
     # -- reading ----------------------------------------------------------------------------
-    def _raw_samples(self, plan: SlotPlan) -> Iterator[dict[str, Any]]:
+    def _raw_samples(self, plan: SlotPlan, events: list[dict[str, Any]] | None) -> Iterator[dict[str, Any]]:
+        """The plan's raw samples; a shard that cannot be read to its end adds a `read` event
+        (to `events`, when given) and the stream goes on with the next shard."""
         keep = None if plan.stride == 1 else (lambda i: i % plan.stride == plan.offset)
         for ref in plan.shards:
-            yield from read_tar_samples(ref.tar, self.members, keep)
+            expected = ref.n_ok if plan.stride == 1 else max(
+                0, (ref.n_ok - plan.offset + plan.stride - 1) // plan.stride)
+            got, key, reason = 0, None, None
+            try:
+                for sample in read_tar_samples(ref.tar, self.members, keep):
+                    key = sample.get("__key__")
+                    got += 1
+                    yield sample
+            except READ_ERRORS + (ZssError,) as exc:
+                reason = f"cannot read the tar: {type(exc).__name__}: {str(exc.args[0]).split(' @ ')[0] if exc.args else ''}"
+            if got < expected and events is not None:
+                reason = reason or "the tar ends early (damaged header or truncated file)"
+                events.append(_event("read", Path(str(ref.tar)).name, f"after {key}" if key else "at the start",
+                                     f"{reason}; {expected - got} of {expected} samples unread", expected - got))
+    def _samples(self, plan: SlotPlan, epoch: int, slot: int,
+                 events: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """The slot's shuffled samples; when damage leaves it short, further passes over the same
+        shards (seeded by epoch, slot and pass) fill it, so the batch count never changes."""
+        yield from self._shuffled(self._raw_samples(plan, events), _epoch_rng(self.seed, epoch, "buffer", slot))
+        for refill in range(1, 1000):
+            n = 0
+            for s in self._shuffled(self._raw_samples(plan, None), _epoch_rng(self.seed, epoch, "refill", slot, refill)):
+                n += 1
+                yield s
+            if n == 0:
+                break
+        raise ZssError(f"no readable samples left in {', '.join(Path(str(r.tar)).name for r in plan.shards)}")
 
     def _shuffled(self, samples: Iterator[dict[str, Any]], rng: random.Random) -> Iterator[dict[str, Any]]:
         buf: list[dict[str, Any]] = []
@@ -255,22 +350,32 @@ class ShardStream:
         rng.shuffle(buf)
         yield from buf
 
-    def slot_batches_iter(self, epoch: int, slot: int, skip: int) -> Iterator[dict[str, Any]]:
-        """The collated batches of one slot in `epoch`, skipping the first `skip` undecoded."""
+    def slot_batches_iter(self, epoch: int, slot: int, skip: int) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
+        """(collated batch, damage events since the previous batch) of one slot in `epoch`,
+        skipping the first `skip` batches undecoded."""
         plan = self.plan(epoch)[slot]
         n_batches = self.slot_batches(epoch)
-        rng = _epoch_rng(self.seed, epoch, "buffer", slot)
-        stream = self._shuffled(self._raw_samples(plan), rng)
+        events: list[dict[str, Any]] = []
+        stream = self._samples(plan, epoch, slot, events)
         for b in range(n_batches):
             raw = [next(stream) for _ in range(self.batch_size)]
             if b < skip:
                 continue
             samples = []
             for r in raw:
-                d = self.decode(r, sample_rng(self.seed, epoch, r["__key__"]))
+                try:
+                    d = self.decode(r, sample_rng(self.seed, epoch, r["__key__"]))
+                except DECODE_ERRORS as exc:
+                    tar = Path(str(r.get("__url__", "?"))).name
+                    events.append(_event("decode", tar, r["__key__"], f"cannot decode: {type(exc).__name__}: {exc}", 1))
+                    d = None
                 if d is not None:
                     samples.append(d)
-            yield self.collate(samples)
+            if not samples:
+                raise ZssError(f"every sample of a batch of epoch {epoch} was damaged; re-ingest the shards "
+                               "(`zss inspect --verify`)")
+            out, events = (self.collate(samples), events), []
+            yield out
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
         """This process's batches of `epoch` from batch `start` on, in a fixed order."""
@@ -279,7 +384,8 @@ class ShardStream:
             return
         ds = _EpochDataset(self, epoch, start)
         loader = DataLoader(ds, batch_size=None, num_workers=self.num_workers,
-                            pin_memory=torch.cuda.is_available())
+                            pin_memory=torch.cuda.is_available(),
+                            worker_init_fn=_worker_init)
         yield from loader
 
     def batches(self, position: Position = Position()) -> Iterator[tuple[dict[str, Any], Position]]:
@@ -288,10 +394,19 @@ class ShardStream:
         while True:
             n = self.batches_per_epoch(epoch)
             b = start
-            for batch in self.epoch_batches(epoch, start):
+            for batch, events in self.epoch_batches(epoch, start):
+                for e in events:
+                    if self.damage.add(e):
+                        log.warning(f"zss: warning: damaged shard {e['tar']} (sample {e['key']}): {e['reason']}; skipped")
                 b += 1
                 yield batch, (Position(epoch, b) if b < n else Position(epoch + 1, 0))
             epoch, start = epoch + 1, 0
+
+
+def _worker_init(worker_id: int) -> None:
+    """Data-loader workers ignore SIGINT/SIGTERM: a terminal's Ctrl-C reaches the whole process
+    group, and the training process must be able to finish its step and checkpoint."""
+    ignore_stop_signals()
 
 
 class _EpochDataset(IterableDataset):
@@ -300,7 +415,7 @@ class _EpochDataset(IterableDataset):
     def __init__(self, stream: ShardStream, epoch: int, start: int) -> None:
         self.stream, self.epoch, self.start = stream, epoch, start
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
         info = get_worker_info()
         W = self.stream.n_local
         # Batch i of the epoch comes from worker slot i % W. The DataLoader asks its worker 0 first,

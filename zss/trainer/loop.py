@@ -4,12 +4,19 @@ AdamW with open_clip's betas/eps, linear warm-up then cosine decay (computed fro
 schedule state is just the step; a param group's optional `lr_scale` multiplies it), optional gradient clipping, AMP on CUDA (bf16 when supported,
 else fp16 with a grad scaler), gradient accumulation, DDP under torchrun, periodic checkpoints and
 exact resume, metrics to CSV and TensorBoard, a rich progress bar.
+
+Faults (docs/reliability.md): the run folder is locked to one writer; SIGINT/SIGTERM finish the
+current optimizer step, write a checkpoint and raise `Interrupted` (exit 130/143); damaged shards
+are skipped and counted (metrics.csv `skipped_samples`/`skipped_shards`, RUN/summary.json) until
+more than `max_bad_fraction` of the samples are lost; disk-full / permission errors are one line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -18,15 +25,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from zss.errors import ZssError
+from zss.errors import Interrupted, ZssError
 from zss.trainer import distributed as D
-from zss.trainer.checkpoints import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from zss.trainer.checkpoints import list_checkpoints, load_newest_readable, rng_state, save_checkpoint, set_rng_state
 from zss.trainer.config import TrainConfig
 from zss.trainer.data import Position, ShardStream, shards_from_manifest
 from zss.trainer.recipe import Recipe
 from zss.utils.config import dump_yaml
 from zss.utils.device import default_device
+from zss.utils.enverrors import environment_error, is_environment_error
+from zss.utils.lock import FolderLock
 from zss.utils.progress import progress_bar
+from zss.utils.signals import StopRequest
+
+log = logging.getLogger(__name__)
 
 
 def lr_at(step: int, total: int, base: float, warmup: float, min_ratio: float = 0.0) -> float:
@@ -134,9 +146,31 @@ def train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool = False,
     refused rather than overwritten.
     """
     info = D.setup()
+    run_dir = Path(run_dir)
+    lock = FolderLock(run_dir, "zss train") if info.is_main else contextlib.nullcontext()
+    try:
+        with lock, StopRequest() as stop:
+            return _train(recipe, cfg, run_dir, resume, resolved_config, info, stop)
+    except OSError as exc:
+        if is_environment_error(exc):
+            raise environment_error(exc, run_dir) from exc
+        raise
+
+
+def _damage_check(stream: ShardStream, cfg: TrainConfig) -> None:
+    """Stop with one line once more than `max_bad_fraction` of the samples were lost to damage."""
+    lost, total = stream.damage.n_samples, stream.total_samples
+    if lost and lost / total > cfg.max_bad_fraction:
+        names = ", ".join(sorted(stream.damage.shards))
+        raise ZssError(f"damaged shard(s) {names}: {lost} of {total} samples skipped ({lost / total:.1%}), "
+                       f"more than max_bad_fraction={cfg.max_bad_fraction}; re-ingest them (see `zss inspect "
+                       f"--verify`) or raise max_bad_fraction")
+
+
+def _train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool,
+           resolved_config: dict[str, Any] | None, info: D.DistInfo, stop: StopRequest) -> Path:
     device = (torch.device("cuda", info.local_rank) if torch.cuda.is_available() and info.world_size > 1
               else default_device(cfg.device))
-    run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     existing = list_checkpoints(ckpt_dir)
     if existing and not resume:
@@ -159,8 +193,7 @@ def train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool = False,
 
     step, position = 0, Position()
     if resume:
-        last = existing[-1]
-        state = load_checkpoint(ckpt_dir, last, model, device)
+        last, state = load_newest_readable(ckpt_dir, existing, model, device)
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
@@ -170,6 +203,7 @@ def train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool = False,
                            f"resume with the same number of processes")
         position = Position(**mine["data"])
         set_rng_state(mine["rng"])
+        stream.damage.load(mine.get("damage", {}))
     else:
         torch.manual_seed(cfg.seed + 1 + info.rank)
 
@@ -219,8 +253,11 @@ def train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool = False,
             step += 1
             recipe.after_step(model, step)
 
+            _damage_check(stream, cfg)
             values = D.all_reduce_mean(sums, device)
             values["lr"] = lr
+            values["skipped_samples"] = stream.damage.n_samples
+            values["skipped_shards"] = stream.damage.n_shards
             if metrics is not None and (step % cfg.log_every == 0 or step == n_steps or step == 1):
                 now = time.perf_counter()
                 values["steps_per_s"] = (step - s_last) / max(now - t_last, 1e-9)
@@ -230,23 +267,52 @@ def train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool = False,
             rate = 1.0 / max(now - t_step, 1e-9) if rate is None else 0.9 * rate + 0.1 / max(now - t_step, 1e-9)
             t_step = now
             bar.update(task, completed=step, info=f"loss {values['loss']:.4f}  {rate:.2f} steps/s  lr {lr:.2e}")
-            if step % cfg.ckpt_every == 0 or step == n_steps:
-                _checkpoint(ckpt_dir, step, model, opt, scaler, position, info, cfg.keep_checkpoints)
+            saved = step % cfg.ckpt_every == 0 or step == n_steps
+            if saved:
+                _checkpoint(ckpt_dir, step, model, opt, scaler, position, info, cfg.keep_checkpoints,
+                            stream.damage.state())
+            if _stop_requested(stop, info, device) and step < n_steps:
+                if not saved:
+                    _checkpoint(ckpt_dir, step, model, opt, scaler, position, info, cfg.keep_checkpoints,
+                                stream.damage.state())
+                if metrics is not None:
+                    metrics.close()
+                raise Interrupted(stop.exit_code, f"interrupted at step {step}; checkpoint saved; "
+                                                  "re-run with --resume to continue")
 
     out = run_dir / "model"
     if info.is_main:
         recipe.export(model, out)
         assert metrics is not None
         metrics.close()
+        summary = {"recipe": recipe.name, "steps": n_steps, "model": str(out), **stream.damage.summary()}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if stream.damage.n_samples:
+            log.warning(f"zss: warning: {stream.damage.n_samples} damaged sample(s) in "
+                        f"{stream.damage.n_shards} shard(s) were skipped ({', '.join(sorted(stream.damage.shards))}); "
+                        f"see {run_dir / 'summary.json'}")
     if D.is_distributed():
         torch.distributed.barrier()
     return out
 
 
+def _stop_requested(stop: StopRequest, info: D.DistInfo, device: torch.device) -> bool:
+    """Whether any process got SIGINT/SIGTERM (all processes stop at the same step)."""
+    flag = stop.signum is not None
+    if info.world_size > 1:
+        t = torch.tensor([int(stop.signum or 0)], device=device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        if int(t.item()) and stop.signum is None:
+            stop.signum = int(t.item())
+        flag = bool(t.item())
+    return flag
+
+
 def _checkpoint(ckpt_dir: Path, step: int, model: nn.Module, opt: torch.optim.Optimizer,
-                scaler: torch.amp.GradScaler, position: Position, info: D.DistInfo, keep: int) -> None:
-    """Gather every process's data position and RNG, then rank 0 writes the checkpoint."""
-    mine = {"data": position.as_dict(), "rng": rng_state()}
+                scaler: torch.amp.GradScaler, position: Position, info: D.DistInfo, keep: int,
+                damage: dict[str, Any] | None = None) -> None:
+    """Gather every process's data position, RNG and damage ledger, then rank 0 writes the checkpoint."""
+    mine = {"data": position.as_dict(), "rng": rng_state(), "damage": damage or {}}
     procs = {"0": mine}
     if info.world_size > 1:
         every: list[Any] = [None] * info.world_size

@@ -87,7 +87,9 @@ class FeatureStage:
                 chunk = rows[start:start + step]
                 try:
                     p, g = self._forward([images[i] for i in chunk])
-                except Exception as exc:  # a bad input must cost its rows, not the job
+                except (RuntimeError, ValueError, MemoryError) as exc:  # what torch raises on an input it
+                    # cannot take (too small for a patch, out of memory): costs its rows, not the job;
+                    # anything else (TypeError, AttributeError, ...) is a bug and propagates
                     for i in chunk:
                         status[i], error[i] = "model_error", f"{type(exc).__name__}: {exc}"[:500]
                     continue

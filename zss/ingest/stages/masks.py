@@ -258,7 +258,8 @@ class MaskStage:
                     masks[i] = self._kmeans(batch["patch"][i], size)
             except BadItem as exc:  # a per-row problem of the input masks
                 status[i], error[i] = exc.kind, str(exc)
-            except Exception as exc:  # a model failure costs its row, not the job
+            except (RuntimeError, ValueError, MemoryError) as exc:  # a model failure on this input costs
+                # its row, not the job; any other exception is a bug and propagates
                 status[i], error[i] = "model_error", f"masks ({mode}): {type(exc).__name__}: {exc}"[:500]
         out = dict(batch)
         out.update({"masks": masks, "status": status, "error": error})

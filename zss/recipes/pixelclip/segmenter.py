@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from zss.errors import ZssError
 from zss.models.clip_dense import DenseCLIP, OpenCLIPSegmenter, load_clip_dense
-from zss.formats.model_dir import SCHEMA, read_model_config
+from zss.formats.model_dir import SCHEMA, read_model_config, read_weights
 
 
 
@@ -73,7 +73,7 @@ def load_prompts(model_dir: Path, config: dict[str, Any] | None = None) -> dict[
     path = Path(model_dir) / config["prompts"]["file"]
     if not path.is_file():
         raise ZssError(f"{path} is missing: not a complete PixelCLIP model directory")
-    return load_file(str(path))
+    return read_weights(path)
 
 
 class PixelCLIPSegmenter(OpenCLIPSegmenter):
@@ -97,5 +97,5 @@ class PixelCLIPSegmenter(OpenCLIPSegmenter):
         adapter = None
         if config.get("adapter"):
             adapter = FeatureAdapter(int(config["adapter"]["dim"]), int(config["adapter"]["hidden"]))
-            adapter.load_state_dict(load_file(str(model_dir / "adapter.safetensors")))
+            adapter.load_state_dict(read_weights(model_dir / "adapter.safetensors"))
         return cls(clip, adapter, config.get("default_size", clip.img_size)).to(device).eval()

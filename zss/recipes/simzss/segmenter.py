@@ -13,11 +13,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
 from zss.errors import ZssError
-from zss.formats.model_dir import read_model_config
+from zss.formats.model_dir import read_model_config, read_weights
 from zss.recipes.simzss.text_tower import TextConfig, TextTower
 from zss.utils.hashing import sha256_file
 
@@ -31,7 +30,7 @@ def load_text_tower(model_dir: str | Path, device: str | torch.device = "cpu",
     weights = Path(model_dir) / "model.safetensors"
     if not weights.is_file():
         raise ZssError(f"{model_dir}: model.safetensors is missing")
-    tower.load_state_dict(load_file(str(weights)), strict=True)
+    tower.load_state_dict(read_weights(weights), strict=True)
     return tower.to(device).eval()
 
 
