@@ -76,7 +76,7 @@ def test_eval_skips_an_unreadable_image_and_label_and_says_so(world, tiny_clip, 
     labels[1].write_bytes(b"")
     text = run_eval(f"openclip:zss-tiny-vit:{tiny_clip}", "synth", root, out=tmp_path / "out", limit=4,
                     overrides=["templates=photo"])
-    assert "(2 images; computed without 2 unreadable" in text
+    assert "(2 images; computed without 2 skipped" in text
     res = json.loads((tmp_path / "out" / "results.json").read_text())["benchmarks"]["synth"]
     assert res["n_images"] == 2 and res["n_skipped"] == 2
     assert {s["id"] for s in res["skipped"]} == {images[0].stem, labels[1].stem}

@@ -235,7 +235,7 @@ def _print_lines(runs: dict[str, dict[str, Any]], model: str) -> list[str]:
     for proto, run in runs.items():
         results = run["benchmarks"]
         lines += [f"[{proto}] {n}: mIoU {_fmt(r['mIoU'])}  aAcc {_fmt(r['aAcc'])}  ({r['n_images']} images"
-                  f"{', %d skipped' % len(r['skipped']) if r.get('skipped') else ''})" for n, r in results.items()]
+                  f"{'; computed without %d skipped (unreadable or bad label), see results.json' % len(r['skipped']) if r.get('skipped') else ''})" for n, r in results.items()]
     standard = [run for run in runs.values() if len([n for n in PAPER_ORDER if n in run["benchmarks"]]) > 1]
     if standard:
         header = [BENCHMARKS[n].column for n in PAPER_ORDER] + ["Avg"]
