@@ -21,6 +21,8 @@ concepts_app = typer.Typer(no_args_is_help=True, help="Build and query the faiss
 prompts_app = typer.Typer(no_args_is_help=True, help="Inspect PixelCLIP's learned prompts.")
 app.add_typer(concepts_app, name="concepts")
 app.add_typer(prompts_app, name="prompts")
+import_app = typer.Typer(no_args_is_help=True, help="Turn the authors' released checkpoints into zss model directories.")
+app.add_typer(import_app, name="import")
 
 
 @app.command()
@@ -157,6 +159,17 @@ def prompts_explain(run: Path = typer.Argument(..., help="PixelCLIP run director
     from zss.recipes.pixelclip.explain import explain_prompts
 
     typer.echo(explain_prompts(run_dir=run, k=k, out=out))
+
+
+@import_app.command("simzss")
+def import_simzss_cmd(ckpt: Path = typer.Argument(..., help="The release's checkpoint file (.pt/.pth)."),
+                      out: Path = typer.Argument(..., help="Model directory to write."),
+                      backbone: str = typer.Option("vit_base_patch14_reg4_dinov2", "--backbone",
+                                                   help="timm name of the release's frozen ViT.")) -> None:
+    """A SimZSS release checkpoint (github.com/tileb1/simzss) -> a model directory for eval/segment."""
+    from zss.commands.import_simzss import import_simzss
+
+    typer.echo(f"wrote {import_simzss(ckpt, out, backbone)}")
 
 
 @app.command()
