@@ -207,6 +207,17 @@ def serve(models: List[str] = typer.Argument(..., help="Model directories or ope
     run_server(list(models), host=host, port=port, max_side=max_side, overrides=set_, announce=typer.echo)
 
 
+@import_app.command("simzss")
+def import_simzss_cmd(ckpt: Path = typer.Argument(..., help="The release's checkpoint file (.pt/.pth)."),
+                      out: Path = typer.Argument(..., help="Model directory to write."),
+                      backbone: str = typer.Option("vit_base_patch14_reg4_dinov2", "--backbone",
+                                                   help="timm name of the release's frozen ViT.")) -> None:
+    """A SimZSS release checkpoint (github.com/tileb1/simzss) -> a model directory for eval/segment."""
+    from zss.commands.import_simzss import import_simzss
+
+    typer.echo(f"wrote {import_simzss(ckpt, out, backbone)}")
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("demo_out"), "--out"),
          steps: int = typer.Option(300, "--steps", min=1),

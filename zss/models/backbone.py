@@ -25,6 +25,34 @@ from zss.utils.hashing import sha256_file
 
 
 
+# Input normalisations by name: `imagenet` (timm's DINOv2 default) and `clip` (OpenAI CLIP's, which
+# SimZSS's release uses in front of DINOv2). `auto` = the model's own pretrained config.
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+}
+
+
+def resolve_normalization(normalize: str = "auto", mean: Any = None, std: Any = None,
+                          ) -> tuple[str, tuple[float, ...] | None, tuple[float, ...] | None]:
+    """`auto` | `imagenet` | `clip` | `custom` (with `mean` and `std`, 3 floats each) ->
+    (name, mean, std); mean/std None for `auto` (the model decides)."""
+    if normalize in NORMALIZATIONS:
+        m, s = NORMALIZATIONS[normalize]
+        return normalize, m, s
+    if normalize == "auto":
+        return "auto", None, None
+    if normalize == "custom":
+        try:
+            m, s = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        except (TypeError, ValueError) as exc:
+            raise ZssError(f"normalize: custom needs mean and std (3 numbers each), got {mean!r} / {std!r}") from exc
+        if len(m) != 3 or len(s) != 3 or min(s) <= 0:
+            raise ZssError(f"normalize: custom needs 3 means and 3 positive stds, got {m} / {s}")
+        return "custom", m, s
+    raise ZssError(f"normalize must be auto, imagenet, clip or custom, got {normalize!r}")
+
+
 class Backbone(nn.Module):
     """A frozen encoder with normalisation inside, so callers only ever pass [0, 1] images.
 
@@ -43,6 +71,13 @@ class Backbone(nn.Module):
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
 
+    def set_normalization(self, name: str, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """Replace the input normalisation (recorded in `spec["normalize"]`)."""
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(v) for v in std)
+        self._mean.copy_(torch.tensor(self.mean).view(1, 3, 1, 1))
+        self._std.copy_(torch.tensor(self.std).view(1, 3, 1, 1))
+        self.spec = {**self.spec, "normalize": {"name": name, "mean": list(self.mean), "std": list(self.std)}}
+
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         """Patch grid of an input of this size (partial border patches are dropped)."""
         return height // self.patch_size, width // self.patch_size
@@ -51,7 +86,11 @@ class Backbone(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B,3,H,W], got {tuple(images.shape)}")
         x = (images.to(self._mean.dtype) - self._mean) / self._std
-        return self._tokens(x)
+        patch, glob = self._tokens(x)
+        denoiser = getattr(self, "denoiser", None)
+        if denoiser is not None:  # patch tokens only; the global token is untouched
+            patch = denoiser(patch)
+        return patch, glob
 
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -156,21 +195,43 @@ def _load_open_clip(arch: str, checkpoint: str | Path | None, img_size: int) -> 
     return _freeze(model)
 
 
-def load_backbone(name: str, checkpoint: str | Path | None = None, img_size: int = 224) -> Backbone:
+def load_backbone(name: str, checkpoint: str | Path | None = None, img_size: int = 224,
+                  normalize: str = "auto", mean: Any = None, std: Any = None,
+                  denoiser: str | Path | None = None) -> Backbone:
     """Load a frozen backbone by name, from a local checkpoint file or (checkpoint None) the hub.
 
     `open_clip/ARCH` returns clip_dense's `OpenCLIPBackbone`, which has the same attributes and
-    forward contract (its features live in CLIP's joint space)."""
+    forward contract (its features live in CLIP's joint space). `normalize` (see
+    `resolve_normalization`) overrides the model's own input normalisation; `denoiser` is a local
+    file of DVT denoiser weights applied to the patch tokens (zss.models.denoiser). Both are
+    recorded in `spec` (the manifest's and model directory's backbone record)."""
     if img_size <= 0:
         raise ZssError(f"img_size must be positive, got {img_size}")
+    norm_name, norm_mean, norm_std = resolve_normalization(normalize, mean, std)
     if is_openclip_spec(name):
         arch, in_name = parse_openclip_spec(name, bare_ok=False)
-        return _load_open_clip(arch, checkpoint or in_name, img_size)
-    path = _check_checkpoint(checkpoint)
-    model = create_timm_vit(name, img_size, path, pretrained=True)
-    spec = {"name": name, "checkpoint": str(path) if path else None,
-            "sha256": sha256_file(path) if path else None, "img_size": int(img_size)}
-    return _freeze(TimmBackbone(model, spec))
+        if norm_mean is not None or denoiser:
+            raise ZssError("normalize and denoiser apply to timm ViT backbones only, not openclip:")
+        model: Any = _load_open_clip(arch, checkpoint or in_name, img_size)
+    else:
+        path = _check_checkpoint(checkpoint)
+        vit = create_timm_vit(name, img_size, path, pretrained=True)
+        spec = {"name": name, "checkpoint": str(path) if path else None,
+                "sha256": sha256_file(path) if path else None, "img_size": int(img_size)}
+        model = _freeze(TimmBackbone(vit, spec))
+    if norm_mean is not None and norm_std is not None:
+        model.set_normalization(norm_name, norm_mean, norm_std)
+    else:
+        model.spec = {**model.spec, "normalize": {"name": "auto", "mean": list(model.mean), "std": list(model.std)}}
+    if denoiser:
+        from zss.models.denoiser import load_denoiser
+
+        net, record = load_denoiser(denoiser)
+        if record["dim"] != model.embed_dim:
+            raise ZssError(f"denoiser {denoiser} is {record['dim']}-d, the backbone {model.embed_dim}-d")
+        model.denoiser = net
+        model.spec = {**model.spec, "denoiser": record}
+    return model
 
 
 def parse_feature_spec(value: str) -> tuple[str, str | None]:

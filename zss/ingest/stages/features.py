@@ -8,7 +8,7 @@ instead of killing the job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -26,10 +26,16 @@ class FeatureConfig:
     name: str = "vit_small_patch14_dinov2"
     checkpoint: str | None = None
     img_size: int = setting(224, ge=1)
+    # Input normalisation: auto (the model's own) | imagenet | clip | custom (with mean and std).
+    normalize: str = setting("auto", choices=("auto", "imagenet", "clip", "custom"))
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+    # A local file of DVT denoiser weights applied to the patch tokens (zss.models.denoiser); None = off.
+    denoiser: Optional[str] = None
     batch_size: int = setting(16, ge=1)
     device: str = "auto"
     amp: bool = True
-    dtype: str = "float16"  # how patch features are stored: float16 | int8 (per-token absmax scale)
+    dtype: str = setting("float16", choices=("float16", "int8"))  # how patch features are stored: float16 | int8 (per-token absmax scale)
 
 
 def _as_list(images: np.ndarray) -> list[np.ndarray]:
@@ -49,7 +55,8 @@ class FeatureStage:
 
         self.cfg = cfg or FeatureConfig()
         self.device = default_device(self.cfg.device)
-        self.model = load_backbone(self.cfg.name, self.cfg.checkpoint, self.cfg.img_size).to(self.device)
+        self.model = load_backbone(self.cfg.name, self.cfg.checkpoint, self.cfg.img_size, self.cfg.normalize,
+                                   self.cfg.mean, self.cfg.std, self.cfg.denoiser).to(self.device)
         self.patch_size = int(self.model.patch_size)
         self.embed_dim = int(self.model.embed_dim)
 

@@ -7,6 +7,8 @@ Under DDP the recipe gathers the inputs (zss.trainer.distributed) and calls the 
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 
@@ -93,22 +95,61 @@ def local_targets(logits: torch.Tensor, own_index: torch.Tensor, target: str = "
     raise ValueError(f"local target must be 'own' or 'argmax', got {target!r}")
 
 
+class Gather(Protocol):
+    """How the local loss sees the other processes' occurrences (a DDP hook).
+
+    `rows(x)` concatenates `x` [n_r, ...] over processes along dim 0 (rank 0 first) with
+    gradients flowing back to each owner; `offset(n, device)` is this process's first row in
+    that concatenation; `world_size` the number of processes. `SINGLE_PROCESS` is the identity.
+    """
+
+    world_size: int
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def offset(self, n_local: int, device: torch.device) -> int: ...
+
+
+class _SingleProcess:
+    world_size = 1
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def offset(self, n_local: int, device: torch.device) -> int:
+        return 0
+
+
+SINGLE_PROCESS: Gather = _SingleProcess()
+
+
 def local_concept_loss(tokens: torch.Tensor, patches: torch.Tensor, occ_batch: torch.Tensor,
                        occ_start: torch.Tensor, occ_end: torch.Tensor, occ_ids: torch.Tensor,
                        temperature: float = 0.1, scale: float = 1 / 0.07,
-                       target: str = "own") -> torch.Tensor:
-    """SimZSS's concept-local loss on one batch (single process); mean cross-entropy over the N
-    occurrences, 0 (still attached to `tokens`) when the batch has none.
+                       target: str = "own", gather: Gather = SINGLE_PROCESS) -> torch.Tensor:
+    """SimZSS's concept-local loss; mean cross-entropy over the N occurrences, 0 (still attached
+    to `tokens`) when the batch has none.
 
-    tokens [B,L,D], patches [B,P,D], occ_* [N] -> scalar.
+    tokens [B,L,D], patches [B,P,D], occ_* [N] -> scalar. With a DDP `gather`, the concept bank
+    is built from every process's occurrences (each occurrence still attends over its own image)
+    and the value is world · (this process's summed cross-entropies) / (occurrences in all
+    processes), whose average over processes is the mean over the whole gathered batch.
     """
-    if occ_ids.numel() == 0:
-        return tokens.sum() * 0.0
     occ = occurrence_embeddings(tokens, occ_batch, occ_start, occ_end)
-    bank, _, index = concept_bank(occ, occ_ids)
+    occ_all = gather.rows(occ)
+    ids_all = gather.rows(occ_ids)
+    if ids_all.numel() == 0:
+        return tokens.sum() * 0.0
+    bank, _, index_all = concept_bank(occ_all, ids_all)
+    n = occ.shape[0]
+    start = gather.offset(n, occ.device)  # collective: every process calls it
+    if n == 0:
+        return bank.sum() * 0.0
+    index = index_all[start: start + n]
     visual = attention_pool(bank[index], patches, occ_batch, temperature)
     logits = local_logits(visual, bank, scale)
-    return F.cross_entropy(logits, local_targets(logits, index, target))
+    ce = F.cross_entropy(logits, local_targets(logits, index, target), reduction="sum")
+    return ce * gather.world_size / ids_all.numel()
 
 
 def total_loss(global_loss: torch.Tensor, local_loss: torch.Tensor, weight: float = 0.05) -> torch.Tensor:

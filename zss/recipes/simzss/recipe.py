@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
@@ -27,8 +26,8 @@ from zss.recipes.simzss.text_tower import TextConfig, build_text_tower
 from zss.models.tokenizer import tokenize
 from zss.trainer import distributed as D
 from zss.trainer.data import load_npy
-from zss.recipes.simzss.losses import (attention_pool, concept_bank, global_infonce, local_logits, local_targets,
-                                occurrence_embeddings)
+from zss.recipes.simzss.segmenter import TEXT_POOLINGS
+from zss.recipes.simzss.losses import global_infonce, local_concept_loss, total_loss
 from zss.trainer.recipe import Recipe
 from zss.utils.config import setting
 
@@ -46,9 +45,10 @@ class SimZSSConfig:
     local_target: str = setting("own", choices=("own", "argmax"))  # own | argmax (the authors' released code)
     logit_scale_init: float = setting(1 / 0.07, gt=0)
     logit_scale_max: float = setting(100.0, gt=0)
-    # How inference embeds class names: `concept` (their own tokens, as the local loss trains) or
-    # `eot` (the prompt's end-of-text token, as the global loss trains). Recorded in config.json.
-    text_pooling: str = setting("concept", choices=("concept", "eot"))
+    # How inference embeds class names: `concept` (their own tokens, as the local loss trains),
+    # `eot` (the templated prompt's end-of-text token, as the global loss trains) or `eot-name`
+    # (end-of-text of the bare class name, no templates: the authors' release). In config.json.
+    text_pooling: str = setting("concept", choices=("concept", "eot", "eot-name"))
 
 
 class SimZSSModel(nn.Module):
@@ -66,6 +66,23 @@ class SimZSSModel(nn.Module):
         return tokens, eot, self.logit_scale.exp().clamp(max=self.logit_scale_max)
 
 
+class _DDPGather:
+    """The local loss's gather hook under torchrun (identity without a process group)."""
+
+    @property
+    def world_size(self) -> int:
+        return D.world_size()
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        return D.all_gather_with_grad(x)
+
+    def offset(self, n_local: int, device: torch.device) -> int:
+        return D.gather_offset(n_local, device)
+
+
+DDP_GATHER = _DDPGather()
+
+
 class SimZSSRecipe(Recipe):
     name = "simzss"
     config_cls = SimZSSConfig
@@ -77,8 +94,8 @@ class SimZSSRecipe(Recipe):
             raise ZssError(f"global_token must be cls or mean, got {cfg.global_token!r}")
         if cfg.local_target not in ("own", "argmax"):
             raise ZssError(f"local_target must be own or argmax, got {cfg.local_target!r}")
-        if cfg.text_pooling not in ("concept", "eot"):
-            raise ZssError(f"text_pooling must be concept or eot, got {cfg.text_pooling!r}")
+        if cfg.text_pooling not in TEXT_POOLINGS:
+            raise ZssError(f"text_pooling must be one of {', '.join(TEXT_POOLINGS)}, got {cfg.text_pooling!r}")
         feats = self.manifest.get("models", {}).get("features")
         if not feats:
             raise ZssError(f"{shards}/manifest.json records no feature backbone (models.features)")
@@ -130,31 +147,15 @@ class SimZSSRecipe(Recipe):
         image = batch["global"] if self.cfg.global_token == "cls" else patches.mean(dim=1)
         lg = global_infonce(D.all_gather_with_grad(image), D.all_gather_with_grad(eot.float()), scale)
         ll = self._local(tokens, patches, batch)
-        total = lg + self.cfg.local_weight * ll
+        total = total_loss(lg, ll, self.cfg.local_weight)
         return total, {"loss_global": lg.detach(), "loss_local": ll.detach(),
                        "logit_scale": scale.detach()}
 
     def _local(self, tokens: torch.Tensor, patches: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        """Concept-local loss with the bank over the gathered batch.
-
-        Returns world · (sum of this process's cross-entropies) / (occurrences in all processes),
-        whose process average is the mean over the whole batch (see zss.trainer.distributed).
-        """
-        occ = occurrence_embeddings(tokens, batch["occ_batch"], batch["occ_start"], batch["occ_end"])
-        occ_all = D.all_gather_with_grad(occ)
-        ids_all = D.all_gather_with_grad(batch["occ_ids"])
-        if ids_all.numel() == 0:
-            return tokens.sum() * 0.0
-        bank, _, index_all = concept_bank(occ_all, ids_all)
-        n = occ.shape[0]
-        offset = D.gather_offset(n, occ.device)
-        index = index_all[offset: offset + n]
-        if n == 0:
-            return bank.sum() * 0.0
-        visual = attention_pool(bank[index], patches, batch["occ_batch"], self.cfg.local_temperature)
-        logits = local_logits(visual, bank, self.cfg.local_scale)
-        ce = F.cross_entropy(logits, local_targets(logits, index, self.cfg.local_target), reduction="sum")
-        return ce * D.world_size() / ids_all.numel()
+        """The tested `local_concept_loss`, with the concept bank over the gathered batch."""
+        return local_concept_loss(tokens, patches, batch["occ_batch"], batch["occ_start"], batch["occ_end"],
+                                  batch["occ_ids"], self.cfg.local_temperature, self.cfg.local_scale,
+                                  self.cfg.local_target, gather=DDP_GATHER)
 
     # -- export ---------------------------------------------------------------------------------
     def export(self, model: nn.Module, out_dir: Path) -> None:

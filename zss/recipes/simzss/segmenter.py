@@ -34,6 +34,9 @@ def load_text_tower(model_dir: str | Path, device: str | torch.device = "cpu",
     return tower.to(device).eval()
 
 
+TEXT_POOLINGS = ("concept", "eot", "eot-name")
+
+
 class SimZSSSegmenter(nn.Module):
     """Segmenter (docs/contracts.md): dense = the frozen backbone's normalised patch grid, text =
     the tower's normalised end-of-text embedding; both live in the backbone's feature space."""
@@ -46,10 +49,15 @@ class SimZSSSegmenter(nn.Module):
         self.patch_size = int(backbone.patch_size)
         self.default_size = int(config["backbone"].get("img_size") or backbone.img_size)
         # "concept": class names are read like caption concepts (their own tokens, as the local
-        # loss trains them); "eot": the end-of-text token, as the global loss trains it.
-        self.text_pooling = str(config.get("text_pooling", "concept"))
-        if self.text_pooling not in ("concept", "eot"):
-            raise ZssError(f"text_pooling must be concept or eot, got {self.text_pooling!r}")
+        # loss trains them); "eot": the templated prompt's end-of-text token, as the global loss
+        # trains it; "eot-name": the end-of-text token of the bare class name, no template (what
+        # the authors' release does at inference).
+        self.pooling = str(config.get("text_pooling", "concept"))
+        if self.pooling not in TEXT_POOLINGS:
+            raise ZssError(f"text_pooling must be one of {', '.join(TEXT_POOLINGS)}, got {self.pooling!r}")
+        # The predictor hands class-name spans inside each prompt when `text_pooling` is "concept";
+        # eot-name needs those spans too (to cut the bare name out of the prompt).
+        self.text_pooling = "concept" if self.pooling in ("concept", "eot-name") else "eot"
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, device: str | torch.device = "cpu",
@@ -64,7 +72,18 @@ class SimZSSSegmenter(nn.Module):
         if ckpt and rec.get("sha256") and Path(ckpt).is_file() and sha256_file(ckpt) != rec["sha256"]:
             raise ZssError(f"backbone checkpoint {ckpt} differs from the one the model was trained on "
                            f"(sha256 mismatch)")
-        backbone = load_backbone(rec["name"], ckpt, int(rec.get("img_size") or 224))
+        norm = rec.get("normalize") or {}
+        name = norm.get("name", "auto")
+        den = rec.get("denoiser") or {}
+        if den.get("file") and den.get("sha256") and Path(den["file"]).is_file() \
+                and sha256_file(den["file"]) != den["sha256"]:
+            raise ZssError(f"denoiser weights {den['file']} differ from the ones the model was trained on "
+                           f"(sha256 mismatch)")
+        if den and not den.get("file"):
+            raise ZssError(f"{model_dir}/config.json records a denoiser without a weights file")
+        backbone = load_backbone(rec["name"], ckpt, int(rec.get("img_size") or 224),
+                                 normalize="auto" if name == "auto" else "custom",
+                                 mean=norm.get("mean"), std=norm.get("std"), denoiser=den.get("file"))
         return cls(backbone, load_text_tower(model_dir, device, config), config).to(device).eval()
 
     @torch.no_grad()
@@ -74,7 +93,10 @@ class SimZSSSegmenter(nn.Module):
 
     @torch.no_grad()
     def encode_text_spans(self, texts: list[str], char_spans: list[tuple[int, int]]) -> torch.Tensor:
-        """[N, C] L2-normalised embeddings of the marked class-name spans of `texts`."""
+        """[N, C] L2-normalised embeddings of the marked class-name spans of `texts` (eot-name: the
+        end-of-text embedding of the span's text alone, so every template gives the same vector)."""
+        if self.pooling == "eot-name":
+            return self.tower.encode([t[s:e] for t, (s, e) in zip(texts, char_spans)])
         return self.tower.encode_spans(list(texts), list(char_spans))
 
     @torch.no_grad()
