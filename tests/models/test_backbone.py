@@ -93,7 +93,8 @@ def test_user_errors_are_zss_errors(tmp_path, vit_s14, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ZssError, match="offline"):  # hub name, no network, no cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ZssError, match=r"cannot fetch .*HF_HUB_OFFLINE is set"):  # hub name, no network, no cache
         load_backbone("vit_small_patch14_dinov2", None, 56)
 
 

@@ -108,15 +108,18 @@ def import_simzss(ckpt: Path, out: Path, backbone: str = RELEASE_BACKBONE) -> Pa
     tcfg = _text_config(parts["text"])
     tower = TextTower(tcfg, int(parts["text"]["text_projection"].shape[1]))
     _load_exact(tower.text, parts["text"], "text.")
-    vit = create_timm_vit(backbone, 518, checkpoint=None, pretrained=False)
-    _load_exact(vit, parts["vit"], "visual.vit.model.")
-    dim = int(vit.embed_dim)
+    # The denoiser is checked before the ViT is built (cheap first); its width must match the ViT's.
     pos = parts["denoiser"].get("pos_embed")
     if pos is None:
         raise ZssError("checkpoint lacks visual.pos_embed")
-    grid = int(round(pos.shape[1] ** 0.5))
-    den = PatchDenoiser(dim, grid)
+    grid, den_dim = int(round(pos.shape[1] ** 0.5)), int(pos.shape[-1])
+    den = PatchDenoiser(den_dim, grid)
     _load_exact(den, parts["denoiser"], "visual.")
+    vit = create_timm_vit(backbone, 518, checkpoint=None, pretrained=False)
+    _load_exact(vit, parts["vit"], "visual.vit.model.")
+    dim = int(vit.embed_dim)
+    if den_dim != dim:
+        raise ZssError(f"visual.pos_embed is {den_dim}-d but the backbone {backbone} is {dim}-d")
     if tower.out_dim != dim:
         raise ZssError(f"text projection is {tower.out_dim}-d but the backbone {dim}-d")
 

@@ -106,8 +106,9 @@ def check_activation(arch: str, pretrained: str) -> None:
 def create_openclip(arch: str, pretrained: str | None, device: str | torch.device = "cpu") -> nn.Module:
     """An open_clip CLIP model from an architecture name and a hub tag or local checkpoint path.
 
-    `pretrained=None` takes the architecture's first published tag (a download, which fails offline
-    with a clear message); architectures without published weights need a checkpoint file.
+    `pretrained=None` takes the architecture's first published tag whose weights fit its activation
+    (OpenAI's QuickGELU weights are skipped for a GELU architecture); it is a download, which fails
+    offline with a clear message. Architectures without published weights need a checkpoint file.
     """
     name = _model_name(arch)
     tags = open_clip.list_pretrained_tags_by_model(name)
@@ -115,7 +116,8 @@ def create_openclip(arch: str, pretrained: str | None, device: str | torch.devic
         if not tags:
             raise ZssError(f"OpenCLIP architecture {arch!r} has no published weights; "
                            f"give a checkpoint file as {arch}:PATH")
-        pretrained = tags[0]
+        quick = (open_clip.get_model_config(name) or {}).get("quick_gelu", False)
+        pretrained = next((t for t in tags if quick or not is_openai_weights(t)), tags[0])
     is_tag = pretrained in tags
     if not is_tag and not Path(pretrained).is_file():
         raise ZssError(f"OpenCLIP checkpoint {pretrained!r} for {arch} is neither a known tag "

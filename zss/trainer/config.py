@@ -40,5 +40,5 @@ class TrainConfig:
     ckpt_every: int = setting(500, ge=1)                # optimizer steps between checkpoints (and at the end)
     keep_checkpoints: int = setting(3, ge=0)            # newest checkpoints kept on disk; 0 = keep all
     tensorboard: bool = True
-    max_bad_fraction: float = 0.01         # share of samples lost to damaged shards before the run stops
+    max_bad_fraction: float = setting(0.01, ge=0.0, le=1.0)        # share of samples lost to damaged shards before the run stops
     recipe: dict[str, Any] = field(default_factory=dict)  # the recipe's own config_cls fields
