@@ -36,6 +36,9 @@ def _slow(self, model, step):
     time.sleep({seconds})
 SimZSSRecipe.after_step = _slow
 """
+# Fast first step (its metrics row shows the run is going), then steps that sleep `seconds`.
+SLOW_AFTER_FIRST = SLOW_STEP.replace("time.sleep({seconds})", "time.sleep({seconds} if _slow.calls else 0.1)\n    _slow.calls += 1")\
+    + "_slow.calls = 0\n"
 
 
 def _rows(run) -> list[dict]:
@@ -89,7 +92,7 @@ def test_signal_checkpoints_then_resume_matches_uninterrupted(feature_world, ove
 @pytest.mark.slow
 def test_second_ctrl_c_stops_at_once(feature_world, overrides, tmp_path):
     run, log = tmp_path / "run", tmp_path / "train.log"
-    proc = start_zss(_train_args(feature_world.shards, run, overrides), log, SLOW_STEP.format(seconds=60))
+    proc = start_zss(_train_args(feature_world.shards, run, overrides), log, SLOW_AFTER_FIRST.format(seconds=60))
     wait_for(lambda: len(_rows(run)) >= 1, proc, log)
     import os
     os.kill(proc.pid, signal.SIGINT)
