@@ -4,11 +4,12 @@ Talk2DINO configs/*/eval_*.yml + datasets/*.py, PixelCLIP eval.sh + datasets/*.j
 
 from pathlib import Path
 
+import json
 import pytest
 
 from zss.errors import ZssError
 from zss.eval.benchmarks import get_benchmark
-from zss.eval.protocols import (benchmarks_of, default_protocol, matching_published, protocol_info,
+from zss.eval.protocols import (backbone_key, benchmarks_of, default_protocol, matching_published, protocol_info,
                                 protocol_names, resolve)
 from zss.eval.templates import get_templates
 
@@ -152,3 +153,18 @@ def test_defaults_errors_and_published_rows():
     assert len(rows) == 1 and rows[0]["mIoU"]["voc21"] == 59.63 and "README" in rows[0]["source"]
     assert matching_published("sclip", "openclip:ViT-L-14:openai") == []
     assert [r["mIoU"]["ade20k"] for r in matching_published("pixelclip", "openclip:ViT-B-16")] == [18.7, 17.4]
+
+
+def test_published_rows_match_model_directories_by_their_backbone(tmp_path):
+    """An imported PixelCLIP model (OpenAI ViT-B/16, QuickGELU arch) is set beside PixelCLIP's rows;
+    a SimZSS model on DINOv2 ViT-B/14 has no ViT-B/16 row to be set beside."""
+    pix, sim = tmp_path / "pix", tmp_path / "sim"
+    pix.mkdir(), sim.mkdir()
+    (pix / "config.json").write_text(json.dumps({"kind": "pixelclip", "schema": 1, "clip": {"arch": "ViT-B-16-quickgelu"}}))
+    (sim / "config.json").write_text(json.dumps({"kind": "simzss", "schema": 1,
+                                                 "backbone": {"name": "vit_base_patch14_reg4_dinov2"}}))
+    assert [r["method"] for r in matching_published("pixelclip", str(pix))] == \
+        ["PixelCLIP (SA-1B masks)", "PixelCLIP (DINO masks)"]
+    assert matching_published("pixelclip", str(sim)) == []
+    assert matching_published("sclip", str(tmp_path / "nothing-here")) == []
+    assert backbone_key("vit_base_patch16_224") == backbone_key("ViT-B/16") == "vitb16"

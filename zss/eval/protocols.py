@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -100,14 +101,43 @@ def published_rows(protocol: str) -> list[dict[str, Any]]:
     return list(_load(protocol).get("published") or [])
 
 
+_TIMM_VIT = re.compile(r"vit_(small|base|large|huge|giant)_patch(\d+)")
+
+
 def backbone_key(text: str) -> str:
-    """'ViT-B/16', 'ViT-B-16', 'vit_b_16' -> 'vitb16' (to match a model with a published row)."""
-    return re.sub(r"[^a-z0-9]", "", text.lower())
+    """'ViT-B/16', 'ViT-B-16', 'vit_b_16', 'ViT-B-16-quickgelu', timm's 'vit_base_patch16_224'
+    -> 'vitb16' (to match a model with a published row)."""
+    text = text.lower().replace("quickgelu", "")
+    m = _TIMM_VIT.search(text)
+    if m:
+        text = f"vit{m.group(1)[0]}{m.group(2)}"
+    return re.sub(r"[^a-z0-9]", "", text)
+
+
+def model_arch(model: str) -> str | None:
+    """The backbone architecture of an eval model: `openclip:ARCH[:CKPT]`, or a zss model directory
+    (PixelCLIP: its CLIP arch; SimZSS: its frozen vision backbone); None when it cannot be told."""
+    if model.startswith("openclip:"):
+        return model.split(":")[1]
+    from zss.formats.model_dir import read_model_config, resolve_model_dir
+
+    try:
+        config = read_model_config(resolve_model_dir(Path(model)))
+    except ZssError:
+        return None
+    clip, backbone = config.get("clip"), config.get("backbone")
+    if isinstance(clip, dict) and clip.get("arch"):
+        return str(clip["arch"])
+    if isinstance(backbone, dict) and backbone.get("name"):
+        return str(backbone["name"])
+    return None
 
 
 def matching_published(protocol: str, model: str) -> list[dict[str, Any]]:
-    """Published rows of `protocol` whose backbone is the model's (`openclip:ARCH[:CKPT]` models)."""
-    if not model.startswith("openclip:"):
+    """Published rows of `protocol` whose backbone is the model's (an `openclip:ARCH[:CKPT]` model or a
+    model directory whose config names its backbone)."""
+    arch = model_arch(model)
+    if arch is None:
         return []
-    arch = backbone_key(model.split(":")[1])
-    return [row for row in published_rows(protocol) if backbone_key(str(row.get("backbone", ""))) == arch]
+    key = backbone_key(arch)
+    return [row for row in published_rows(protocol) if backbone_key(str(row.get("backbone", ""))) == key]
