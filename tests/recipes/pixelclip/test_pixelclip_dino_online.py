@@ -96,13 +96,10 @@ def _overrides(tiny_clip: Path, extra: list[str]) -> list[str]:
 def test_full_mode_trains_on_online_dino_masks(sa1b_shards, tiny_clip, tiny_dino, tmp_path):
     run = tmp_path / "run"
     run_training("pixelclip", sa1b_shards, run, config=DEMO, steps=12,
-                 overrides=_overrides(tiny_clip, [f"recipe.dino_checkpoint={tiny_dino}"]))
+                 overrides=_overrides(tiny_clip, [f"recipe.dino_checkpoint={tiny_dino}", "batch_size=4",
+                                                  "recipe.k=8", "recipe.mask_size=32"]))
     losses = _losses(run)
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
-    import json
-
-    train = json.loads((run / "model" / "config.json").read_text())
-    assert train["train"]["masks"] == "dino-online" if "train" in train else True
 
 
 def test_online_masks_replace_the_shard_masks_and_lose_the_cutout(sa1b_shards, tiny_clip, tiny_dino):
@@ -117,12 +114,15 @@ def test_online_masks_replace_the_shard_masks_and_lose_the_cutout(sa1b_shards, t
     cfg = load_config(TrainConfig, DEMO)
     rc = PixelCLIPConfig(**{**cfg.recipe, "mode": "full", "clip": f"zss-tiny-vit:{tiny_clip}", "img_size": 64,
                             "masks": "dino-online", "dino_checkpoint": str(tiny_dino), "dino_img_size": SIDE,
-                            "dino_k": 4, "cutout_unsupervised": True, "cutout_p": 1.0, "mask_size": 64})
+                            "dino_k": 4, "cutout_unsupervised": True, "cutout_p": 1.0, "mask_size": 64,
+                            "weak_color_ssd": True, "crop_size": 48})
     recipe = PixelCLIPRecipe(rc, sa1b_shards, cfg)
     assert "masks.json" not in recipe.members
     raws = list(read_tar_samples(sorted(sa1b_shards.glob("*.tar"))[0], set(recipe.members)))[:3]
     samples = [recipe.decode_sample(r, random.Random(i)) for i, r in enumerate(raws)]
-    assert all(s["dino"].dtype == torch.uint8 and s["dino"].shape == (3, SIDE, SIDE) for s in samples)
+    for s in samples:  # DINO sees the weak view itself: the same crop, flip and colour distortion
+        assert s["dino"].dtype == torch.uint8 and s["dino"].shape == (3, SIDE, SIDE)
+        assert float((s["dino"].float() / 255 - s["weak"]).abs().max()) <= 0.5 / 255 + 1e-6
     batch = recipe.online_masks(recipe.collate(samples))
     masks, owner = batch["masks"], batch["owner"]
     assert masks.shape[1:] == (64, 64) and set(owner.tolist()) == {0, 1, 2}
@@ -148,3 +148,26 @@ def test_missing_dino_checkpoint_is_one_line(sa1b_shards, tiny_clip, tmp_path):
     with pytest.raises(ZssError, match="mode: full"):
         run_training("pixelclip", sa1b_shards, tmp_path / "run3", config=DEMO, steps=2,
                      overrides=["recipe.masks=dino-online", f"recipe.dino_checkpoint={tmp_path}"])
+
+
+def test_official_presets_name_their_mask_source():
+    """SA-1B presets read the shards' masks; the DINO preset is the ViT-B/16 one with online DINO
+    masks (the release's settings) and the cutout left in them, nothing else changed."""
+    import yaml
+
+    from zss.recipes.pixelclip.recipe import PixelCLIPConfig
+
+    train = MANIFESTS / "train"
+    for name in ("vitb16", "convnext-b"):
+        raw = yaml.safe_load((train / f"pixelclip-official-{name}.yaml").read_text())
+        assert raw["recipe"]["masks"] == "shard"
+    sa1b = yaml.safe_load((train / "pixelclip-official-vitb16.yaml").read_text())
+    dino = yaml.safe_load((train / "pixelclip-official-vitb16-dino.yaml").read_text())
+    assert set(dino["recipe"]) == set(PixelCLIPConfig.__dataclass_fields__)
+    assert {k: v for k, v in dino.items() if k != "recipe"} == {k: v for k, v in sa1b.items() if k != "recipe"}
+    changed = {k for k in dino["recipe"] if dino["recipe"][k] != sa1b["recipe"][k]}
+    assert changed == {"masks", "dino_checkpoint", "cutout_unsupervised"}
+    r = dino["recipe"]
+    assert (r["masks"], r["dino_model"], r["dino_img_size"], r["dino_k"], r["dino_iters"]) == \
+        ("dino-online", "vit_small_patch16_224.dino", 640, 16, 100)
+    assert r["crop_size"] == 640 and r["img_size"] == 320 and r["cutout_unsupervised"] is False
