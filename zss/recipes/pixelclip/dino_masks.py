@@ -56,7 +56,7 @@ class DinoMaskMaker:
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, S, S] (uint8 0–255 or float 0–1) -> patch tokens [B, Hp, Wp, D] (float32)."""
         net = self.backbone
-        if net._mean.device != images.device:
+        if next(net.parameters()).device != images.device:
             net.to(images.device)
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
@@ -70,7 +70,3 @@ class DinoMaskMaker:
         feats = self.features(images).cpu().numpy()
         return [torch.from_numpy(masks_from_features(f, self.k, int(s), self.iters, self.mask_size))
                 .to(images.device) for f, s in zip(feats, seeds)]
-
-    def describe(self) -> dict:
-        return {"method": "dino-online", "model": self.model_name, "checkpoint": str(self.checkpoint),
-                "img_size": self.img_size, "k": self.k, "iters": self.iters, "metric": "euclidean"}
