@@ -171,3 +171,24 @@ def test_official_presets_name_their_mask_source():
     assert (r["masks"], r["dino_model"], r["dino_img_size"], r["dino_k"], r["dino_iters"]) == \
         ("dino-online", "vit_small_patch16_224.dino", 640, 16, 100)
     assert r["crop_size"] == 640 and r["img_size"] == 320 and r["cutout_unsupervised"] is False
+
+
+def test_resume_repeats_the_online_masks(sa1b_shards, tiny_clip, tiny_dino, tmp_path):
+    """k-means seeds come from the per-sample data RNG: a resumed run makes the same masks, so it
+    ends with the same bytes as a straight one."""
+    import shutil
+
+    args = dict(config=DEMO, steps=4, overrides=_overrides(tiny_clip, [
+        f"recipe.dino_checkpoint={tiny_dino}", "batch_size=4", "recipe.k=8", "recipe.mask_size=32",
+        "ckpt_every=2", "keep_checkpoints=0"]))
+    straight = tmp_path / "straight"
+    run_training("pixelclip", sa1b_shards, straight, **args)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(resumed / "model")
+    for p in (resumed / "checkpoints").glob("step_000004.*"):
+        p.unlink()
+    run_training("pixelclip", sa1b_shards, resumed, resume=True, **args)
+    for name in ("model.safetensors", "prompts.safetensors"):
+        assert (straight / "model" / name).read_bytes() == (resumed / "model" / name).read_bytes(), name
+    assert _losses(straight) == _losses(resumed)
