@@ -27,6 +27,7 @@ from pycocotools import mask as mask_utils
 from zss.errors import BadItem, ZssError
 from zss.formats.rle import check_sa1b_annotations, encode_mask
 from zss.utils.config import setting
+from zss.utils.kmeans import kmeans, kmeans_label_grid, upsample_labels  # noqa: F401 (kmeans: re-exported)
 
 MODES = ("sam", "sa1b", "feature-kmeans", "dino-kmeans", "dino", "none")
 ALIASES = {"dino-kmeans": "feature-kmeans"}  # old name: the features were the ingest backbone's
@@ -55,71 +56,18 @@ class MaskConfig:
     device: str = "auto"
 
 
-
-def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50, spherical: bool = True) -> np.ndarray:
-    """k-means labels of the rows of `x` [N, D]: seeded k-means++ init, Lloyd steps. Spherical
-    (unit rows, cosine assignment, renormalised centres) or, `spherical=False`, Euclidean.
-
-    Done in float64 numpy on one image's few hundred patches: cheap, and the same bits on every run
-    (a multi-threaded float32 k-means is not guaranteed to be).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if spherical:
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    n = len(x)
-    k = max(1, min(k, n))
-    rng = np.random.default_rng(seed)
-    centres = [x[rng.integers(n)]]
-    d2 = np.full(n, np.inf)
-    for _ in range(1, k):
-        d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
-        total = d2.sum()
-        if total <= 0:  # fewer distinct points than k: stop adding duplicates
-            break
-        centres.append(x[rng.choice(n, p=d2 / total)])
-    c = np.stack(centres)
-    labels = np.full(n, -1)
-    for _ in range(iters):
-        if spherical:
-            new = np.argmax(x @ c.T, axis=1)
-        else:
-            new = np.argmin((x ** 2).sum(1, keepdims=True) - 2 * x @ c.T + (c ** 2).sum(1)[None], axis=1)
-        if np.array_equal(new, labels):
-            break
-        labels = new
-        for j in range(len(c)):
-            members = x[labels == j]
-            if len(members):
-                m = members.sum(0)
-                c[j] = m / max(np.linalg.norm(m), 1e-12) if spherical else members.mean(0)
-    return labels
-
-
-def upsample_labels(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour upsampling of a [Hp, Wp] label grid to [h, w] (patch centres' labels)."""
-    hp, wp = grid.shape
-    h, w = size
-    rows = np.minimum((np.arange(h) * hp) // h, hp - 1)
-    cols = np.minimum((np.arange(w) * wp) // w, wp - 1)
-    return grid[rows[:, None], cols[None, :]]
-
-
 def kmeans_masks(patch: np.ndarray, size: tuple[int, int], k: int, seed: int,
                  iters: int = 50, spherical: bool = True) -> list[dict[str, Any]]:
     """One annotation per non-empty cluster of an image's patch grid, clusters numbered by first
     appearance in raster order; `score` = mean cosine of the cluster's patches to its centre."""
     hp, wp, d = patch.shape
     x = patch.reshape(-1, d).astype(np.float64)
-    labels = kmeans(x, k, seed, iters, spherical)
-    _, first = np.unique(labels, return_index=True)
-    order = labels[np.sort(first)]
-    remap = np.zeros(labels.max() + 1, dtype=np.int64)
-    remap[order] = np.arange(len(order))
-    labels = remap[labels]
+    grid = kmeans_label_grid(patch, k, seed, iters, spherical)
+    labels = grid.reshape(-1)
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    full = upsample_labels(labels.reshape(hp, wp), size)
+    full = upsample_labels(grid, size)
     anns = []
-    for j in range(len(order)):
+    for j in range(int(labels.max()) + 1):
         mask = full == j
         if not mask.any():
             continue

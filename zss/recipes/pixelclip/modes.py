@@ -149,8 +149,11 @@ class FullMode:
     def needs_clip_spec(self) -> bool:
         return True
 
-    def decode(self, raw: dict[str, Any], masks: torch.Tensor, size: tuple[int, int],
+    def decode(self, raw: dict[str, Any], masks: torch.Tensor | None, size: tuple[int, int],
                rng: random.Random, recipe: Any) -> dict[str, Any] | None:
+        """Weak and strong views of one crop, with the crop's masks at mask_size; `masks` None
+        (`masks: dino-online`) returns instead DINO's copy of the weak crop (uint8, dino_img_size²),
+        the cutout box and a k-means seed, and the masks are made in the training step."""
         cfg = recipe.cfg
         if "jpg" not in raw:
             raise ZssError(f"sample {raw['__key__']} has no stored image: full-mode pixelclip needs "
@@ -162,8 +165,21 @@ class FullMode:
         else:
             crop = draw_crop(rng, size[0], size[1], cfg.crop_min_scale)
         weak = crop_image(img_t, crop, cfg.img_size)
+        online = masks is None  # `masks: dino-online`: DINO sees the weak crop at dino_img_size
+        if online:
+            dino = crop_image(img_t, crop, cfg.dino_img_size)
+            state = rng.getstate()
         if cfg.weak_color_ssd:  # as released: the weak view is colour-distorted, the strong one derives from it
             weak = color_aug_ssd(weak, rng)
+            if online:  # the same distortion (the same draws) on DINO's copy, as the release's DINO sees the weak view
+                replay = random.Random()
+                replay.setstate(state)
+                dino = color_aug_ssd(dino, replay)
+        if online:
+            strong, cut = strong_view(weak, rng, recipe.strong, return_cutout=True)
+            return {"weak": weak, "strong": strong, "dino": (dino * 255).round().to(torch.uint8),
+                    "cutout": list(cut) if cut is not None and cfg.cutout_unsupervised else [-1, -1, -1, -1],
+                    "dino_seed": rng.getrandbits(31)}
         masks = recipe.keep_visible(crop_masks(masks, crop, cfg.mask_size))
         if masks is None:
             return None

@@ -29,14 +29,16 @@ from zss.formats.specs import LEGACY_OPENCLIP
 from zss.models.clip_dense import load_clip_dense, parse_clip_spec
 from zss.recipes.pixelclip.augment import StrongAug
 from zss.recipes.pixelclip.decoder import DECODERS
+from zss.recipes.pixelclip.dino_masks import DINO_DEFAULT, DinoMaskMaker
 from zss.recipes.pixelclip.model import PixelCLIPNet
-from zss.recipes.pixelclip.modes import get_mode
+from zss.recipes.pixelclip.modes import get_mode, remove_box
 from zss.recipes.pixelclip.prompts import DEFAULT_TEMPLATE
 from zss.recipes.pixelclip.targets import decode_rle_masks
 from zss.trainer.recipe import Recipe, default_no_decay
 from zss.utils.config import setting
 
 OPEN_CLIP_PREFIX = LEGACY_OPENCLIP  # how shard manifests name an OpenCLIP feature backbone
+MASK_SOURCES = ("shard", "dino-online")
 
 
 @dataclass
@@ -83,6 +85,12 @@ class PixelCLIPConfig:
     decoder: str = setting("zss", choices=("zss", "official"))  # zss (guided, residual on the cosine map) | official (release)
     decoder_hidden: int = setting(32, ge=1)  # zss decoder only
     decoder_guide: int = setting(16, ge=1)  # zss decoder only
+    masks: str = setting("shard", choices=MASK_SOURCES)  # shard (the shards' masks) | dino-online (full mode: DINO k-means masks of each weak crop, the release's DINO variant)
+    dino_model: str = DINO_DEFAULT       # dino-online: timm name of the frozen mask backbone
+    dino_checkpoint: str = ""            # dino-online: its local weights (required: nothing is downloaded)
+    dino_img_size: int = setting(640, ge=16)  # dino-online: the weak crop's side for DINO (release: the 640 crop -> 40x40)
+    dino_k: int = setting(16, ge=1)      # dino-online: k-means clusters (= masks) per crop
+    dino_iters: int = setting(100, ge=1)  # dino-online: at most this many Lloyd steps (release: fast_pytorch_kmeans max_iter 100)
 
     def strong_aug(self) -> StrongAug:
         return StrongAug(jitter_p=self.strong_jitter_p, brightness=self.strong_brightness,
@@ -118,11 +126,20 @@ class PixelCLIPRecipe(Recipe):
             raise ZssError(f"pixelclip decoder must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
         if cfg.sinkhorn_start not in ("exp", "softmax"):
             raise ZssError(f"pixelclip sinkhorn_start must be exp or softmax, got {cfg.sinkhorn_start!r}")
+        self.dino: DinoMaskMaker | None = None
+        if cfg.masks not in MASK_SOURCES:
+            raise ZssError(f"pixelclip masks must be one of {', '.join(MASK_SOURCES)}, got {cfg.masks!r}")
+        if cfg.masks == "dino-online":
+            if self.impl.name != "full":
+                raise ZssError("pixelclip masks: dino-online needs mode: full (it runs DINO on the weak image crop)")
+            self.dino = DinoMaskMaker(cfg.dino_model, cfg.dino_checkpoint or None, cfg.dino_img_size,
+                                      cfg.dino_k, cfg.dino_iters, cfg.mask_size)
         masks = (self.manifest.get("models", {}).get("masks") or {}).get("mode", "none")
-        if masks == "none":
-            raise ZssError(f"{shards} has no masks: ingest with --masks sam|sa1b|dino|feature-kmeans for pixelclip")
+        if masks == "none" and self.dino is None:
+            raise ZssError(f"{shards} has no masks: ingest with --masks sam|sa1b|dino|feature-kmeans for "
+                           f"pixelclip, or train full mode with recipe.masks=dino-online")
         self.arch, self.checkpoint = self._clip_source()
-        self.members = self.impl.members
+        self.members = tuple(m for m in self.impl.members if self.dino is None or m != "masks.json")
         self.strong = cfg.strong_aug()
 
     def _clip_source(self) -> tuple[str, str | None]:
@@ -196,9 +213,42 @@ class PixelCLIPRecipe(Recipe):
             keep = keep[: self.cfg.max_masks]
         return masks[keep] if keep else None
 
+    def select_masks(self, masks: torch.Tensor) -> torch.Tensor | None:
+        """Online masks [M, S, S]: the shard masks' rules at mask_size (largest first, tiny ones
+        dropped, at most `max_masks` unless 0, at least `min_mask_pixels`), or None."""
+        areas = masks.flatten(1).sum(1)
+        order = torch.argsort(-areas, stable=True)
+        order = order[areas[order] >= self.cfg.min_mask_frac * masks.shape[-1] * masks.shape[-2]]
+        if self.cfg.max_masks > 0:
+            order = order[: self.cfg.max_masks]
+        return self.keep_visible(masks[order]) if len(order) else None
+
+    def online_masks(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """`masks: dino-online`: the batch's masks and owners from DINO k-means of each weak crop
+        (`dino`, [B, 3, S, S] uint8), the cutout box (`cutout`, [B, 4], -1 = none) cleared from
+        them when `cutout_unsupervised`; images left without a mask just contribute none."""
+        assert self.dino is not None
+        made = self.dino.masks(batch["dino"], [int(s) for s in batch["dino_seed"]])
+        kept, owner = [], []
+        for i, m in enumerate(made):
+            box = [int(v) for v in batch["cutout"][i]]
+            if self.cfg.cutout_unsupervised and box[0] >= 0:
+                m = remove_box(m, tuple(box), self.cfg.img_size)
+            m = self.select_masks(m)
+            if m is not None:
+                kept.append(m)
+                owner.append(torch.full((len(m),), i, dtype=torch.long, device=m.device))
+        if not kept:
+            raise ZssError("dino-online: no crop of the batch kept a mask (check min_mask_pixels / min_mask_frac)")
+        out = {k: v for k, v in batch.items() if k not in ("dino", "dino_seed", "cutout")}
+        out["masks"], out["owner"] = torch.cat(kept), torch.cat(owner)
+        return out
+
     def decode_sample(self, raw: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
         meta = json.loads(raw["json"])
         size = (int(meta["size"][0]), int(meta["size"][1]))
+        if self.dino is not None:  # masks come from DINO on the weak crop, in the training step
+            return self.impl.decode(raw, None, size, rng, self)
         masks_np = self._masks(raw, size)
         if masks_np is None:
             return None
@@ -215,6 +265,12 @@ class PixelCLIPRecipe(Recipe):
                            "(zss inspect) or lower recipe.min_mask_frac")
         views = self.impl.views
         batch: dict[str, Any] = {v: torch.stack(_same_grid([s[v] for s in samples])) for v in views}
+        if self.dino is not None:
+            batch["dino"] = torch.stack([s["dino"] for s in samples])
+            batch["cutout"] = torch.tensor([s["cutout"] for s in samples], dtype=torch.long)
+            batch["dino_seed"] = torch.tensor([s["dino_seed"] for s in samples], dtype=torch.long)
+            batch["n_images"] = torch.tensor(len(samples))
+            return batch
         batch["masks"] = torch.cat([s["masks"] for s in samples])
         batch["owner"] = torch.cat([torch.full((len(s["masks"]),), i, dtype=torch.long)
                                     for i, s in enumerate(samples)])
@@ -223,6 +279,8 @@ class PixelCLIPRecipe(Recipe):
 
     # -- loss & hooks ---------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.dino is not None:
+            batch = self.online_masks(batch)
         return model(batch)
 
     def after_step(self, model: nn.Module, step: int) -> None:
