@@ -92,6 +92,24 @@ def test_pool_mask_features_averages_over_the_mask():
     assert torch.allclose(pooled[:, 0], torch.tensor([0.5, (4 + 6 + 5) / 3]))
 
 
+def test_bilinear_pooling_is_the_mean_of_upsampled_features_over_the_mask():
+    """The release's pooling (upsample the teacher grid to the mask resolution, average over the
+    mask), computed without the upsampled tensor, equals doing it literally."""
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 5, 7, 3, generator=gen)
+    masks = torch.rand(4, 40, 56, generator=gen) > 0.6
+    masks[3] = False
+    masks[3, 10:20, 30:50] = True
+    owner = torch.tensor([0, 1, 1, 0])
+    up = torch.nn.functional.interpolate(feats.permute(0, 3, 1, 2), size=(40, 56), mode="bilinear",
+                                         align_corners=False).permute(0, 2, 3, 1)       # [B, 40, 56, C]
+    want = torch.stack([up[owner[i]][masks[i]].mean(0) for i in range(4)])
+    got = pool_mask_features(feats, masks, owner, "bilinear")
+    assert torch.allclose(got, want, atol=1e-5)
+    # The zss default weighs cells by covered area instead: a different (close) number.
+    assert not torch.allclose(pool_mask_features(feats, masks, owner, "area"), want, atol=1e-3)
+
+
 # ----------------------------------------------------------------------------- EMA
 def test_ema_update_by_hand():
     student = torch.nn.BatchNorm1d(2)

@@ -25,7 +25,7 @@ RELEASE_LOOP = {"steps": 10000, "batch_size": 48, "accum_steps": 1, "lr": 2e-4, 
                 "warmup": 0.0, "weight_decay": 1e-4, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
                 "grad_clip": 0.01, "amp": False}
 RELEASE_RECIPE = {"mode": "full", "k": 64, "template": "A photo of a {} {} {} {} in the scene",
-                  "sinkhorn_iters": 3, "sinkhorn_start": "softmax", "momentum": 0.999, "mask_size": 256,
+                  "sinkhorn_iters": 3, "sinkhorn_start": "softmax", "mask_pooling": "bilinear", "momentum": 0.999, "mask_size": 256,
                   "crop_size": 640, "weak_color_ssd": True, "max_masks": 0, "min_mask_frac": 0.0,
                   "min_mask_pixels": 2, "cutout_unsupervised": True, "strong_jitter_p": 0.8,
                   "strong_brightness": 0.5, "strong_contrast": 0.5, "strong_saturation": 0.5,

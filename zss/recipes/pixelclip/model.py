@@ -37,7 +37,7 @@ class PixelCLIPNet(nn.Module):
                  prompt_seed: int = 0, mask_size: int = 256, cluster_scale: float = 20.0,
                  sinkhorn_iters: int = 3, momentum: float = 0.999, adapter_hidden: int = 256,
                  decoder_hidden: int = 32, decoder_guide: int = 16, decoder: str = "zss",
-                 sinkhorn_start: str = "exp"):
+                 sinkhorn_start: str = "exp", mask_pooling: str = "area"):
         super().__init__()
         self.impl = get_mode(mode)
         self.mode = self.impl.name
@@ -45,6 +45,7 @@ class PixelCLIPNet(nn.Module):
         self.cluster_scale = cluster_scale
         self.sinkhorn_iters = sinkhorn_iters
         self.sinkhorn_start = sinkhorn_start
+        self.mask_pooling = mask_pooling
         self.momentum = momentum
         for p in clip.parameters():
             p.requires_grad_(False)
@@ -67,7 +68,7 @@ class PixelCLIPNet(nn.Module):
     def assign(self, teacher_feats: torch.Tensor, text: torch.Tensor, masks: torch.Tensor,
                owner: torch.Tensor) -> torch.Tensor:
         """Hard cluster id per mask: Sinkhorn over cos(mask mean teacher feature, prompt) × scale."""
-        mask_feats = F.normalize(pool_mask_features(teacher_feats.float(), masks, owner), dim=-1)
+        mask_feats = F.normalize(pool_mask_features(teacher_feats.float(), masks, owner, self.mask_pooling), dim=-1)
         return sinkhorn_assign(mask_feats @ text.detach().float().t() * self.cluster_scale,
                                self.sinkhorn_iters, start=self.sinkhorn_start)
 

@@ -54,6 +54,7 @@ class PixelCLIPConfig:
     cluster_scale: float = setting(20.0, gt=0)  # cosine × scale before Sinkhorn (release: 100 ViT, 1 ConvNeXt)
     sinkhorn_iters: int = setting(3, ge=1)
     sinkhorn_start: str = setting("exp", choices=("exp", "softmax"))  # exp (SwAV) | softmax (release: per-mask softmax first)
+    mask_pooling: str = setting("area", choices=("area", "bilinear"))  # teacher features per mask: area-averaged masks on the grid (zss) | mean of bilinearly upsampled features (release)
     momentum: float = setting(0.999, ge=0, le=1)  # EMA teacher
     mask_size: int = setting(256, ge=1)  # target / logit resolution
     img_size: int = setting(224, ge=1)  # full mode: student/teacher input side
@@ -171,7 +172,7 @@ class PixelCLIPRecipe(Recipe):
                             sinkhorn_iters=cfg.sinkhorn_iters, momentum=cfg.momentum,
                             adapter_hidden=cfg.adapter_hidden, decoder_hidden=cfg.decoder_hidden,
                             decoder_guide=cfg.decoder_guide, decoder=cfg.decoder,
-                            sinkhorn_start=cfg.sinkhorn_start)
+                            sinkhorn_start=cfg.sinkhorn_start, mask_pooling=cfg.mask_pooling)
 
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         """Groups per part with `lr_scale`; the prompt context gets no weight decay (CoOp keeps

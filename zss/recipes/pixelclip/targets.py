@@ -48,14 +48,33 @@ def covered_pixels(masks: torch.Tensor, owner: torch.Tensor, batch_size: int) ->
     return (cover > 0).reshape(batch_size, h, w)
 
 
-def pool_mask_features(feats: torch.Tensor, masks: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+def _bilinear_matrix(out: int, n: int, device, dtype=torch.float32) -> torch.Tensor:
+    """[out, n]: row i = the weights bilinear upsampling (align_corners=False) gives grid cell j at
+    output pixel i; each row sums to 1."""
+    eye = torch.eye(n, device=device, dtype=dtype)[None, None]          # [1, 1, n, n]
+    return torch.nn.functional.interpolate(eye, size=(out, n), mode="bilinear", align_corners=False)[0, 0]
+
+
+def pool_mask_features(feats: torch.Tensor, masks: torch.Tensor, owner: torch.Tensor,
+                       pooling: str = "area") -> torch.Tensor:
     """Average of a dense feature grid over each mask.
 
-    feats [B, h, w, C] (grid), masks [M, H, W] at any resolution -> [M, C]. Masks are area-averaged
-    down to the grid, so a mask covering part of a cell contributes that cell proportionally.
+    feats [B, h, w, C] (grid), masks [M, H, W] at any resolution -> [M, C].
+    `area` (zss): masks are area-averaged down to the grid, so a mask covering part of a cell
+    contributes that cell proportionally. `bilinear` (the PixelCLIP release): the mean over the mask's
+    pixels of the features bilinearly upsampled to the mask resolution, computed exactly without the
+    upsampled tensor: bilinear upsampling is separable, up(F) = Uh F Uw^T, so the mask's weight on
+    cell (i, j) is (Uh^T M Uw)[i, j].
     """
     b, h, w, c = feats.shape
-    weights = torch.nn.functional.adaptive_avg_pool2d(masks[:, None].float(), (h, w))[:, 0]  # [M,h,w]
+    if pooling == "area":
+        weights = torch.nn.functional.adaptive_avg_pool2d(masks[:, None].float(), (h, w))[:, 0]  # [M,h,w]
+    elif pooling == "bilinear":
+        H, W = masks.shape[-2:]
+        uh, uw = _bilinear_matrix(H, h, masks.device), _bilinear_matrix(W, w, masks.device)
+        weights = uh.t() @ masks.float() @ uw                                       # [M, h, w]
+    else:
+        raise ValueError(f"unknown mask pooling {pooling!r}")
     weights = weights.reshape(len(masks), h * w)
     weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
     grid = feats.reshape(b, h * w, c)[owner.long()]  # [M, h*w, C]
