@@ -17,7 +17,8 @@ from zss.formats import shards as sh
 def _model_line(name: str, spec: object) -> str:
     if not isinstance(spec, dict):
         return f"  {name}: {spec}"
-    keys = ("name", "mode", "kind", "checkpoint", "img_size", "patch_size", "embed_dim", "global", "bank")
+    keys = ("name", "mode", "kind", "checkpoint", "img_size", "patch_size", "embed_dim", "global", "bank",
+            "match", "spacy")
     parts = [f"{k}={spec[k]}" for k in keys if spec.get(k) not in (None, "")]
     if spec.get("sha256"):
         parts.append(f"sha256={str(spec['sha256'])[:12]}")
