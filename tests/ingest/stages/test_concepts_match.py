@@ -121,3 +121,19 @@ def test_strict_vs_zss_on_the_synthetic_world(world, capsys):
                   f"caption), {100 * hit / len(captions):.1f} % with at least one", end="")
     assert totals["strict"][0] < totals["zss"][0]
     assert totals["strict"][0] > 0.5 * totals["zss"][0]  # the world's canonical names still match
+
+
+def test_the_official_preset_concepts_section_runs(world):
+    """simzss-official's concepts (strict, the authors' bank) on the world's captions; the release's
+    en_core_web_trf is swapped for `auto` where it is not installed, as its comment says."""
+    from zss.ingest.config import build_config
+
+    cfg = build_config("simzss-official", ["concepts.spacy_model=auto"]).concepts
+    assert (cfg.match, cfg.bank) == ("strict", "simzss_authors")
+    stage = ConceptStage(cfg)
+    assert stage.describe()["match"] == "strict" and stage.describe()["n_concepts"] == 572
+    data = json.loads((world / "train" / "captions.json").read_text())
+    found = stage.concepts_of([a["caption"] for a in data["annotations"]])
+    names = {c["name"] for per_caption in found for c in per_caption}
+    # the authors' bank lists the world's canonical names and several of its synonyms as names
+    assert {"grass", "sand", "sky", "traffic cone", "ball"} <= names and "brick wall" not in names
