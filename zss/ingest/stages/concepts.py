@@ -139,7 +139,7 @@ def strict_clean(text: str) -> tuple[str, list[int], list[int]]:
 
 def _n_tokens(text: str) -> int:
     """CLIP BPE tokens of `text` (no start/end tokens)."""
-    ids, _ = tokenize_with_spans(text, (), context_length=10_000)
+    ids, _ = tokenize_with_spans(text, (), context_length=4 * len(text) + 2)  # ≤ 4 byte-tokens a char
     return int((ids > 0).sum()) - 2
 
 
