@@ -189,6 +189,26 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _count_concepts(counts: dict[str, int], concepts: list[list[dict]]) -> None:
+    """Add one sample's captions, concept occurrences and captions naming at least one concept."""
+    for per_caption in concepts:
+        counts["captions"] += 1
+        counts["occurrences"] += len(per_caption)
+        counts["with_concept"] += bool(per_caption)
+
+
+def concept_totals(entries: Iterable[dict[str, Any]]) -> dict[str, int] | None:
+    """`_count_concepts` summed over manifest entries (or stats) that record it, with `shards` the
+    number that did; None when none does (shards written before zss recorded it)."""
+    total = {"captions": 0, "occurrences": 0, "with_concept": 0, "shards": 0}
+    for e in entries:
+        if isinstance(e.get("concepts"), dict):
+            for k in ("captions", "occurrences", "with_concept"):
+                total[k] += int(e["concepts"].get(k, 0))
+            total["shards"] += 1
+    return total if total["shards"] else None
+
+
 def _concept_ids(concepts: list[list[dict]] | None) -> list[int]:
     """Sorted unique concept ids over all captions of a sample (the parquet's filter column)."""
     ids = {int(c["id"]) for per_caption in (concepts or []) for c in per_caption}
@@ -229,6 +249,7 @@ def write_shard(out_dir: str | Path, shard_id: int, samples: list[dict[str, Any]
 
     rows: dict[str, list] = {name: [] for name in PARQUET_SCHEMA.names}
     by_status: dict[str, int] = {}
+    counts = {"captions": 0, "occurrences": 0, "with_concept": 0}  # over ok samples' captions
     staging = tempfile.TemporaryDirectory(prefix="zss-shard-") if remote else None
     local = ({k: Path(staging.name) / Path(str(v)).name for k, v in paths.items()} if staging
              else paths)
@@ -251,6 +272,7 @@ def write_shard(out_dir: str | Path, shard_id: int, samples: list[dict[str, Any]
                 if status != "ok":
                     continue
                 meta = sample_meta(key, sample)
+                _count_concepts(counts, meta["concepts"])
                 _add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
                 for ext, array in encode_patch(sample["patch"], feature_dtype).items():
                     _add_member(tar, f"{key}.{ext}", _npy_bytes(array))
@@ -267,6 +289,7 @@ def write_shard(out_dir: str | Path, shard_id: int, samples: list[dict[str, Any]
         os.replace(tmp_pq, local["parquet"])
 
         stats = {"shard": shard_id, "n": len(samples), "by_status": dict(sorted(by_status.items())),
+                 "concepts": counts,
                  "seconds": {k: round(float(v), 4) for k, v in (seconds or {}).items()},
                  "sha256": {"tar": sha256_file(local["tar"]), "parquet": sha256_file(local["parquet"])}}
         if remote:
@@ -429,8 +452,11 @@ def validate_shards(out_dir: str | Path) -> list[str]:
 def entry_from_stats(stats: dict[str, Any]) -> dict[str, Any]:
     """The manifest's record of a finished shard, given its stats."""
     stem = f"{int(stats['shard']):05d}"
-    return {"id": int(stats["shard"]), "tar": f"{stem}.tar", "parquet": f"{stem}.parquet",
-            "n": stats["n"], "n_ok": stats["by_status"].get("ok", 0), "sha256": stats["sha256"]}
+    entry = {"id": int(stats["shard"]), "tar": f"{stem}.tar", "parquet": f"{stem}.parquet",
+             "n": stats["n"], "n_ok": stats["by_status"].get("ok", 0), "sha256": stats["sha256"]}
+    if "concepts" in stats:  # caption/occurrence counts (absent in stats of older zss)
+        entry["concepts"] = stats["concepts"]
+    return entry
 
 
 def read_stats(out_dir: str | Path, shard_id: int) -> dict[str, Any]:

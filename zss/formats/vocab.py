@@ -41,11 +41,13 @@ def _split_words(entry: str) -> list[str]:
 
 
 def read_class_file(path: str | Path) -> list[list[str]]:
-    """One class per non-empty line (label-id order), synonyms separated by ';'."""
+    """One class per non-empty line (label-id order), synonyms separated by ';'; lines starting
+    with '#' are comments (where a shipped list comes from)."""
     p = Path(path)
     if not p.is_file():
         raise ZssError(f"class file not found: {p}")
-    classes = [_split_words(line) for line in p.read_text(encoding="utf-8").splitlines()]
+    classes = [_split_words(line) for line in p.read_text(encoding="utf-8").splitlines()
+               if not line.lstrip().startswith("#")]
     classes = [c for c in classes if c]
     if not classes:
         raise ZssError(f"class file {p} lists no classes")

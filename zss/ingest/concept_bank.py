@@ -42,12 +42,14 @@ class ConceptBank:
     index: Any = None  # faiss.IndexIDMap over IndexFlatIP, ids = concept ids
     text_encoder: dict[str, Any] | None = None  # spec of the encoder that built `index`
     _lookup: dict[str, int] = field(default_factory=dict, repr=False)
+    _names: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         """Exact-match table: names first (they win over another concept's synonym), then synonyms."""
         table: dict[str, int] = {}
         for c in self.concepts:
             table.setdefault(normalise_phrase(c["name"]), c["id"])
+        self._names = dict(table)
         for c in self.concepts:
             for s in c["synonyms"]:
                 table.setdefault(normalise_phrase(s), c["id"])
@@ -62,6 +64,10 @@ class ConceptBank:
     def exact(self, phrase: str) -> int | None:
         """The id of the concept whose name or synonym is `phrase` (case/space-insensitive)."""
         return self._lookup.get(normalise_phrase(phrase))
+
+    def exact_name(self, phrase: str) -> int | None:
+        """The id of the concept named `phrase`, synonyms ignored (strict matching)."""
+        return self._names.get(normalise_phrase(phrase))
 
     def phrases(self) -> tuple[list[str], np.ndarray]:
         """Every name and synonym with its concept id (the rows the faiss index holds)."""

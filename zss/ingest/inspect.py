@@ -17,11 +17,25 @@ from zss.formats import shards as sh
 def _model_line(name: str, spec: object) -> str:
     if not isinstance(spec, dict):
         return f"  {name}: {spec}"
-    keys = ("name", "mode", "kind", "checkpoint", "img_size", "patch_size", "embed_dim", "global", "bank")
+    keys = ("name", "mode", "kind", "checkpoint", "img_size", "patch_size", "embed_dim", "global", "bank",
+            "match", "spacy")
     parts = [f"{k}={spec[k]}" for k in keys if spec.get(k) not in (None, "")]
     if spec.get("sha256"):
         parts.append(f"sha256={str(spec['sha256'])[:12]}")
     return f"  {name}: " + ", ".join(parts)
+
+
+def concept_line(totals: dict[str, int] | None, match: str | None, n_shards: int) -> str | None:
+    """`concepts (match M): X per caption, Y % of N captions name at least one` — what tells
+    `concepts.match: strict` and `zss` apart on a corpus; None without recorded counts."""
+    if not totals:
+        return None
+    n = totals["captions"]
+    mean = totals["occurrences"] / n if n else 0.0
+    share = 100.0 * totals["with_concept"] / n if n else 0.0
+    part = f" (counted in {totals['shards']} of {n_shards} shards)" if totals["shards"] < n_shards else ""
+    return (f"concepts (match {match or '?'}): {mean:.3f} occurrences per caption, {share:.1f} % of "
+            f"{n} captions name at least one ({totals['occurrences']} occurrences){part}")
 
 
 def inspect_shards(out_dir: str | Path) -> str:
@@ -46,6 +60,9 @@ def inspect_shards(out_dir: str | Path) -> str:
     state = "complete" if manifest.get("complete") else "INCOMPLETE"
     lines.append(f"shards: {len(entries)} of {manifest.get('n_shards', '?')} done ({state}), "
                  f"{sum(e['n'] for e in entries)} samples, {sum(e['n_ok'] for e in entries)} ok")
+    match = ((manifest.get("config") or {}).get("concepts") or {}).get("match", "zss" if bank else None)
+    line = concept_line(sh.concept_totals(entries), match, len(entries))
+    lines.append(line or "concepts: occurrences per caption not recorded (shards written by an older zss)")
 
     counts: dict[str, int] = {}
     errors: dict[str, str] = {}

@@ -33,6 +33,7 @@ from zss.errors import Interrupted, ZssError
 from zss.formats import shards as sh
 from zss.ingest.config import IngestConfig, build_config, fingerprint
 from zss.ingest.sources import Source, open_source
+from zss.ingest.inspect import concept_line
 from zss.ingest.workers import (ShardWorker, Stage, StageFactory, batch_to_samples,  # noqa: F401
                                 chunk_spans, model_stages)
 from zss.utils.config import to_dict
@@ -342,6 +343,8 @@ def _ingest(cfg: IngestConfig, source: Source, out: Path | str, factory: StageFa
     sh.write_manifest(out, manifest)
     report["by_status"] = dict(sorted(by_status.items()))
     report["complete"] = manifest["complete"]
+    report["concepts"] = sh.concept_totals(manifest["shards"])
+    report["concept_match"] = getattr(cfg.concepts, "match", None)
     return report
 
 
@@ -462,6 +465,9 @@ def summary_text(report: dict[str, Any]) -> str:
               if report["processed"] else "nothing to compute: every shard was already done")
              + f"; Ray start-up {report['ray_seconds']:.1f} s and the driver's model check "
                f"{report['load_seconds']:.1f} s apart"]
+    line = concept_line(report.get("concepts"), report.get("concept_match"), report["n_shards"])
+    if line:
+        lines.append(line)
     if report.get("nodes"):
         lines.append(f"shards written by workers on {len(report['nodes'])} node(s): "
                      + ", ".join(f"{k[:8] or '?'} {v}" for k, v in sorted(report["nodes"].items())))

