@@ -18,6 +18,8 @@ EXPECTED_INGEST = {
     "decode.img_size": 224, "decode.resize": "square", "features.name": "vit_base_patch14_reg4_dinov2",
     "features.img_size": 224, "features.normalize": "clip", "features.denoiser": "denoiser_reg4_v1.pth",
     "masks.mode": "none", "store_images": False, "decode.patch_size": 14,
+    # RandomResizedCrop(scale 0.9-1) redrawn per sighting, approximated by cached views (docs/ingest.md)
+    "decode.views": 2, "decode.view_scale_min": 0.9, "decode.view_scale_max": 1.0,
 }
 EXPECTED_TRAIN = {
     "lr": 3e-5, "warmup": 0.1, "weight_decay": 0.2, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6,
