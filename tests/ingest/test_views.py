@@ -198,6 +198,8 @@ def test_views_config_cli_and_fingerprint():
     assert build_config(None, ["decode.views=3"]).decode.views == 3
     with pytest.raises(ZssError, match="decode.views"):
         build_config(None, ["decode.views=0"])
+    with pytest.raises(ZssError, match="view_scale_min"):
+        build_config(None, ["decode.views=2", "decode.view_scale_min=0.95", "decode.view_scale_max=0.9"])
     src = {"kind": "x"}
     # one view: the crop settings change nothing written, so they do not change the fingerprint
     assert fingerprint(base, src) == fingerprint(build_config(None, ["batch_size=4", "decode.view_seed=5"]), src)

@@ -111,6 +111,9 @@ def finalize(cfg: IngestConfig) -> IngestConfig:
     """Check every field against its declared range (again: callers may build `cfg` by hand) and
     tie the stage configs together (one img_size, the backbone's patch)."""
     validate(cfg)
+    if cfg.decode.view_scale_min > cfg.decode.view_scale_max:
+        raise ZssError(f"config decode.view_scale_min ({cfg.decode.view_scale_min}) is above "
+                       f"decode.view_scale_max ({cfg.decode.view_scale_max})")
     cfg.features.img_size = cfg.decode.img_size
     cfg.decode.patch_size = patch_size_of(cfg.features.name) or cfg.decode.patch_size
     cfg.decode.store_jpg = cfg.store_images
