@@ -70,6 +70,8 @@ def ingest(source: str = typer.Argument(..., help="Source path; kind inferred or
            mode: Optional[str] = typer.Option(None, "--mode", help="incremental | overwrite"),
            limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N samples."),
            no_images: bool = typer.Option(False, "--no-images", help="Do not store resized JPEGs."),
+           views: Optional[int] = typer.Option(None, "--views", help="Views per image: 1 = the image; "
+                                               "V > 1 adds V-1 seeded random-resized crops (decode.views)."),
            set_: List[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
            ) -> None:
     """Compute masks, frozen patch features and caption concepts once, into resumable shards."""
@@ -78,7 +80,8 @@ def ingest(source: str = typer.Argument(..., help="Source path; kind inferred or
     summary = run_ingest(source=source, out=out, preset=preset, features=features, img_size=img_size,
                          masks=masks, sam_checkpoint=sam_checkpoint, concepts=concepts,
                          shard_size=shard_size, workers=workers, address=address, mode=mode,
-                         limit=limit, store_images=False if no_images else None, overrides=set_)
+                         limit=limit, store_images=False if no_images else None, overrides=set_,
+                         views=views)
     typer.echo(summary)
 
 

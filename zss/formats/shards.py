@@ -10,6 +10,11 @@ The output may be a local folder or an fsspec URL (`s3://bucket/prefix`, `gs://.
 tar and parquet are built in a local temporary file and uploaded with one PUT each (an object
 appears whole or not at all), the stats object last. Patch features are stored as float16 or as
 int8 codes with a per-token absmax scale (`KEY.patch_scale.npy`, float16 [Hp,Wp,1]) beside them.
+
+Augmented views (ingest `decode.views` V > 1): view 0 is the sample's `patch`/`global` as always;
+views v = 1..V-1 add `KEY.patch.v.npy` (and `KEY.patch_scale.v.npy` for int8) and
+`KEY.global.v.npy`, and `KEY.json` gains `views`: V records {box: [top, left, height, width] in
+original pixels, grid}. With V = 1 nothing changes (same members, same bytes).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 import tempfile
 from pathlib import Path
@@ -219,11 +225,24 @@ def sample_meta(key: str, sample: dict[str, Any]) -> dict[str, Any]:
     """The `KEY.json` document of one sample."""
     patch = sample.get("patch")
     grid = list(patch.shape[:2]) if patch is not None else None
-    return {"key": key, "source_id": str(sample["source_id"]), "status": sample["status"],
+    meta = {"key": key, "source_id": str(sample["source_id"]), "status": sample["status"],
             "orig_size": [int(v) for v in sample["orig_size"]],
             "size": [int(v) for v in sample["size"]], "grid": grid,
             "captions": list(sample.get("captions") or []),
             "concepts": sample.get("concepts") or [[] for _ in sample.get("captions") or []]}
+    if sample.get("views"):  # only with augmented views: V = 1 documents stay as they were
+        meta["views"] = [{"box": [0, 0, *meta["orig_size"]], "grid": grid}] + [
+            {"box": [int(b) for b in view["box"]], "grid": list(np.shape(view["patch"])[:2])}
+            for view in sample["views"]]
+    return meta
+
+
+def view_member(member: str, view: int) -> str:
+    """The tar suffix of view `view`'s copy of `member` (`patch.npy`, 2 -> `patch.2.npy`)."""
+    if view == 0:
+        return member
+    stem, _, ext = member.rpartition(".")
+    return f"{stem}.{view}.{ext}"
 
 
 def write_shard(out_dir: str | Path, shard_id: int, samples: list[dict[str, Any]],
@@ -277,6 +296,11 @@ def write_shard(out_dir: str | Path, shard_id: int, samples: list[dict[str, Any]
                 for ext, array in encode_patch(sample["patch"], feature_dtype).items():
                     _add_member(tar, f"{key}.{ext}", _npy_bytes(array))
                 _add_member(tar, f"{key}.global.npy", _npy_bytes(np.asarray(sample["global"], np.float16)))
+                for v, view in enumerate(sample.get("views") or [], start=1):
+                    for ext, array in encode_patch(view["patch"], feature_dtype).items():
+                        _add_member(tar, f"{key}.{view_member(ext, v)}", _npy_bytes(array))
+                    _add_member(tar, f"{key}.{view_member('global.npy', v)}",
+                                _npy_bytes(np.asarray(view["global"], np.float16)))
                 if masks is not None:
                     _add_member(tar, f"{key}.masks.json", json.dumps(masks, sort_keys=True).encode())
                 if sample.get("jpg"):
@@ -307,12 +331,20 @@ def _finish(sample: dict[str, Any]) -> dict[str, Any]:
     if sample["patch"] is not None:
         sample["patch"] = decode_patch(sample["patch"], sample.pop("patch_scale", None))
     sample.pop("patch_scale", None)
+    extra = sample.pop("_views", {})
+    sample["views"] = [{"patch": decode_patch(extra[v]["patch"], extra[v].get("patch_scale"))
+                        if "patch" in extra[v] else None, "global": extra[v].get("global")}
+                       for v in sorted(extra)]
     return sample
+
+
+_VIEW_MEMBER = re.compile(r"^(patch|patch_scale|global)\.([1-9][0-9]*)\.npy$")
 
 
 def iter_samples(tar_path: str | Path) -> Iterator[dict[str, Any]]:
     """Stream the samples of one shard tar (a path or URL): dicts {key, meta, patch, global,
-    masks, jpg}, int8 patches decoded to float32.
+    masks, jpg, views}, int8 patches decoded to float32; `views` lists views 1..V-1 as {patch,
+    global} (empty without augmented views).
 
     Members of a sample are adjacent (the writer guarantees it), so one pass without an index
     suffices; `.npy` members are loaded with `allow_pickle=False`.
@@ -343,6 +375,10 @@ def iter_samples(tar_path: str | Path) -> Iterator[dict[str, Any]]:
                     current["masks"] = json.loads(data)
                 elif ext == "jpg":
                     current["jpg"] = data
+                elif _VIEW_MEMBER.match(ext):
+                    name, v = _VIEW_MEMBER.match(ext).groups()  # type: ignore[union-attr]
+                    current.setdefault("_views", {}).setdefault(int(v), {})[name] = np.load(
+                        io.BytesIO(data), allow_pickle=False)
     except (tarfile.TarError, OSError) as exc:
         raise ZssError(f"cannot read shard {tar_path}: {exc}") from exc
     if current is not None:
@@ -439,6 +475,16 @@ def validate_shards(out_dir: str | Path) -> list[str]:
                 continue
             if list(sample["patch"].shape[:2]) != list(meta["grid"]):
                 problems.append(f"shard {sid}: sample {sample['key']} grid mismatch")
+            n_views = int((manifest.get("views") or {}).get("n", 1))
+            views = meta.get("views") or [{}]
+            if len(views) != n_views or len(sample["views"]) != n_views - 1:
+                problems.append(f"shard {sid}: sample {sample['key']} has {len(sample['views']) + 1} "
+                                f"view(s), the manifest says {n_views}")
+            elif any(v["patch"] is None or v["global"] is None
+                     or list(v["patch"].shape[:2]) != list(rec["grid"])
+                     for v, rec in zip(sample["views"], views[1:])):
+                problems.append(f"shard {sid}: sample {sample['key']} lacks a view's patch/global "
+                                "or its grid differs")
             feat = manifest.get("feature") or {}
             if feat.get("dim") is not None and sample["patch"].shape[-1] != feat["dim"]:
                 problems.append(f"shard {sid}: sample {sample['key']} feature dim mismatch")

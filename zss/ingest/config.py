@@ -69,10 +69,11 @@ def cli_base(features: str | None = None, img_size: int | None = None, masks: st
              sam_checkpoint: str | None = None, concepts: str | None = None,
              shard_size: int | None = None, workers: int | None = None, address: str | None = None,
              mode: str | None = None, limit: int | None = None,
-             store_images: bool | None = None) -> dict[str, Any]:
+             store_images: bool | None = None, views: int | None = None) -> dict[str, Any]:
     """The CLI's options as a nested dict of config keys (None = not given, preset decides)."""
     base: dict[str, Any] = {"shard_size": shard_size, "workers": workers, "address": address,
                             "mode": mode, "limit": limit, "store_images": store_images}
+    decode: dict[str, Any] = {}
     feats: dict[str, Any] = {}
     if features is not None:
         from zss.models.backbone import parse_feature_spec
@@ -80,7 +81,11 @@ def cli_base(features: str | None = None, img_size: int | None = None, masks: st
         feats["name"], feats["checkpoint"] = parse_feature_spec(features)
     if img_size is not None:
         feats["img_size"] = img_size
-        base["decode"] = {"img_size": img_size}
+        decode["img_size"] = img_size
+    if views is not None:
+        decode["views"] = views
+    if decode:
+        base["decode"] = decode
     if feats:
         base["features"] = feats
     mask_keys: dict[str, Any] = {}
@@ -106,6 +111,9 @@ def finalize(cfg: IngestConfig) -> IngestConfig:
     """Check every field against its declared range (again: callers may build `cfg` by hand) and
     tie the stage configs together (one img_size, the backbone's patch)."""
     validate(cfg)
+    if cfg.decode.view_scale_min > cfg.decode.view_scale_max:
+        raise ZssError(f"config decode.view_scale_min ({cfg.decode.view_scale_min}) is above "
+                       f"decode.view_scale_max ({cfg.decode.view_scale_max})")
     cfg.features.img_size = cfg.decode.img_size
     cfg.decode.patch_size = patch_size_of(cfg.features.name) or cfg.decode.patch_size
     cfg.decode.store_jpg = cfg.store_images
@@ -114,10 +122,26 @@ def finalize(cfg: IngestConfig) -> IngestConfig:
 
 # Run-time knobs: they change how fast a run goes, never what it writes.
 RUNTIME_KEYS = ("workers", "threads_per_worker", "mode", "address", "limit")
+VIEW_KEYS = ("views", "view_scale_min", "view_scale_max", "view_seed")
+
+
+def views_record(cfg: IngestConfig) -> dict[str, Any]:
+    """The manifest's `views`: how many views each sample holds and how the crops were drawn."""
+    from zss.ingest.stages.decode import VIEW_RATIO
+
+    d = cfg.decode
+    return {"n": d.views, "view0": "whole image (the square/short-side resize)",
+            "crop": "random-resized crop of the original, resized bicubic to the input size",
+            "scale": [d.view_scale_min, d.view_scale_max], "ratio": [VIEW_RATIO[0], VIEW_RATIO[1]],
+            "seed": d.view_seed, "box": "[top, left, height, width] in original pixels",
+            "rng": "(seed, row index, view index)"}
 
 
 def fingerprint(cfg: IngestConfig, source: dict[str, Any]) -> str:
     """What must match for incremental mode to add shards to an existing folder."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in RUNTIME_KEYS}
+    if data["decode"].get("views", 1) == 1:  # no crops: their settings change nothing written, and
+        for key in VIEW_KEYS:                # folders made before views existed stay resumable
+            data["decode"].pop(key, None)
     data["source"] = {k: v for k, v in source.items() if k != "n"}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

@@ -52,6 +52,11 @@ def inspect_shards(out_dir: str | Path) -> str:
         lines.append(_model_line(name, spec))
     feat = manifest.get("feature", {})
     lines.append(f"features: grid {feat.get('grid')}, dim {feat.get('dim')}, {feat.get('dtype')}")
+    views = manifest.get("views") or {"n": 1}
+    lines.append(f"views: V={views['n']}" + (
+        f" (view 0 the whole image, {views['n'] - 1} random-resized crop(s), scale "
+        f"{views['scale'][0]:g}-{views['scale'][1]:g}, seed {views['seed']})" if views["n"] > 1 else
+        " (the whole image only)"))
     bank = manifest.get("concept_bank") or {}
     if bank:
         n_concepts = (manifest.get("models", {}).get("concepts") or {}).get("n_concepts", "?")
@@ -88,6 +93,8 @@ def inspect_shards(out_dir: str | Path) -> str:
     p, g = sample["patch"], sample["global"]
     lines.append(f"  patch {list(p.shape)} {p.dtype} (mean |x| {float(np.abs(p.astype(np.float32)).mean()):.3f}), "
                  f"global {list(g.shape)} {g.dtype}")
+    for v, rec in enumerate(meta.get("views") or []):
+        lines.append(f"  view {v}: box [top, left, h, w] {rec['box']}, grid {rec['grid']}")
     for caption, concepts in zip(meta["captions"], meta.get("concepts") or []):
         names = ", ".join(f"{c['name']}#{c['id']}" for c in concepts) or "-"
         lines.append(f"  caption: {caption!r} -> {names}")

@@ -31,7 +31,7 @@ from typing import Any
 
 from zss.errors import Interrupted, ZssError
 from zss.formats import shards as sh
-from zss.ingest.config import IngestConfig, build_config, fingerprint
+from zss.ingest.config import IngestConfig, build_config, fingerprint, views_record
 from zss.ingest.sources import Source, open_source
 from zss.ingest.inspect import concept_line
 from zss.ingest.workers import (ShardWorker, Stage, StageFactory, batch_to_samples,  # noqa: F401
@@ -192,6 +192,7 @@ def _manifest(cfg: IngestConfig, fp: str, source: dict[str, Any], models: dict[s
             "models": {**models, "tokenizer": "clip-bpe"},
             "feature": {"grid": grid, "dim": feat.get("embed_dim"),
                         "dtype": getattr(cfg.features, "dtype", "float16")},
+            "views": views_record(cfg),
             "concept_bank": bank, "n_samples": n_samples, "n_shards": n_shards,
             "complete": len(done) == n_shards,
             "shards": [entries[s] for s in done],
@@ -484,11 +485,11 @@ def run_ingest(source: str, out: str | Path, preset: str | Path | None = None,
                sam_checkpoint: str | None = None, concepts: str | None = None,
                shard_size: int | None = None, workers: int | None = None, address: str | None = None,
                mode: str | None = None, limit: int | None = None, store_images: bool | None = None,
-               overrides: list[str] | None = None) -> str:
+               overrides: list[str] | None = None, views: int | None = None) -> str:
     """`zss ingest`: build the config, open the source, run, and return the summary text."""
     cfg = build_config(preset, overrides, features=features, img_size=img_size, masks=masks,
                        sam_checkpoint=sam_checkpoint, concepts=concepts, shard_size=shard_size,
                        workers=workers, address=address, mode=mode, limit=limit,
-                       store_images=store_images)
+                       store_images=store_images, views=views)
     src = open_source(source)
     return summary_text(ingest(cfg, src, out))

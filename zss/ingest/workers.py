@@ -108,6 +108,9 @@ def batch_to_samples(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
                       "concepts": _json_or(batch["concepts"][i], None) if "concepts" in batch else None,
                       "masks": _json_or(batch["masks"][i], None) if "masks" in batch else None,
                       "jpg": bytes(batch["jpg"][i]) or None})
+            if "view_boxes" in batch:  # decode.views > 1: views 1..V-1 (view 0 is patch/global)
+                s["views"] = [{"box": box, "patch": p, "global": g} for box, p, g in
+                              zip(batch["view_boxes"][i][1:], batch["view_patch"][i], batch["view_global"][i])]
         samples.append(s)
     return samples
 

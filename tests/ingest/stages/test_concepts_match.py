@@ -97,7 +97,7 @@ def test_spacy_pipeline_by_name():
 
 def test_the_authors_bank_ships_as_a_class_list():
     bank = build_bank(["simzss_authors"])
-    # 574 lines in the release's file: "bed" twice, "background" never a concept in zss
+    # the release lists 573 distinct names ("bed" twice there, once here); "background" is never a concept in zss
     assert len(bank) == 572 and not any(c["synonyms"] for c in bank.concepts)
     names = {c["name"] for c in bank.concepts}
     assert {"aeroplane", "airplane", "traffic cone", "dining table", "formula 1"} <= names

@@ -20,6 +20,8 @@ EXPECTED_INGEST = {
     "masks.mode": "none", "store_images": False, "decode.patch_size": 14,
     "concepts.match": "strict", "concepts.spacy_model": "en_core_web_trf", "concepts.bank": "simzss_authors",
     "concepts.text_encoder": None,
+    # RandomResizedCrop(scale 0.9-1) redrawn per sighting, approximated by cached views (docs/ingest.md)
+    "decode.views": 2, "decode.view_scale_min": 0.9, "decode.view_scale_max": 1.0,
 }
 EXPECTED_TRAIN = {
     "lr": 3e-5, "warmup": 0.1, "weight_decay": 0.2, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6,

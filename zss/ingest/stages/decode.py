@@ -5,12 +5,19 @@ EXIF-rotated phone photos, decompression bombs, truncated files), so this stage 
 RGB or into a row status, never an exception. The pixel cap is checked on the header, before any
 pixel is decoded. SA-1B masks travel at the original size and are rescaled here to the resized
 image, so every later stage sees masks and image at the same `size`.
+
+Augmented views (`views` V > 1): besides the image (view 0, the whole picture, exactly what V = 1
+stores), V - 1 random-resized crops of the original are drawn, seeded by (`view_seed`, the sample's
+row index, the view index), so a resumed run crops the same boxes. Only features are computed for
+them (masks, concepts and the stored JPEG belong to view 0).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import random
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +31,10 @@ from zss.formats.rle import encode_mask
 from zss.utils.config import setting
 
 MODES = ("square", "short_side")
+# Aspect ratios (w / h) a view's crop box may take: torchvision's RandomResizedCrop default, which the
+# SimZSS release keeps (it only sets the scale).
+VIEW_RATIO = (3 / 4, 4 / 3)
+VIEW_ATTEMPTS = 10
 
 
 @dataclass
@@ -43,6 +54,12 @@ class DecodeConfig:
     store_jpg: bool = True
     jpeg_quality: int = setting(90, ge=1, le=100)
     background: int = setting(255, ge=0, le=255)  # what transparent pixels are composited onto
+    # Views per image: 1 = the image only (no crop); V > 1 adds V - 1 random-resized crops (area a
+    # fraction in [view_scale_min, view_scale_max] of the original, aspect in VIEW_RATIO, bicubic).
+    views: int = setting(1, ge=1, le=64)
+    view_scale_min: float = setting(0.9, gt=0, le=1)
+    view_scale_max: float = setting(1.0, gt=0, le=1)
+    view_seed: int = setting(0, ge=0)
 
 
 class DecodeError(Exception):
@@ -82,8 +99,65 @@ def _to_rgb(im: Image.Image, background: int) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
+def view_rng(seed: int, index: int, view: int) -> random.Random:
+    """The RNG of one view's crop: a function of (seed, row index, view index) only."""
+    return random.Random(f"zss-view-{seed}-{index}-{view}")
+
+
+def crop_box(h: int, w: int, rng: random.Random, scale: tuple[float, float],
+             ratio: tuple[float, float] = VIEW_RATIO) -> tuple[int, int, int, int]:
+    """A random-resized-crop box (top, left, height, width) in an h x w image.
+
+    torchvision's rule: up to 10 draws of an area fraction uniform in `scale` and an aspect ratio
+    log-uniform in `ratio`, the first box that fits (and whose rounded area stays within `scale`)
+    placed uniformly; else the largest centred box with an aspect inside `ratio`."""
+    area = h * w
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(VIEW_ATTEMPTS):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(lo, hi))
+        bw = int(round(math.sqrt(target * aspect)))
+        bh = int(round(math.sqrt(target / aspect)))
+        if 0 < bw <= w and 0 < bh <= h and scale[0] * area <= bw * bh <= scale[1] * area:
+            return rng.randint(0, h - bh), rng.randint(0, w - bw), bh, bw
+    aspect = w / h
+    if aspect < ratio[0]:
+        bw, bh = w, int(round(w / ratio[0]))
+    elif aspect > ratio[1]:
+        bh, bw = h, int(round(h * ratio[1]))
+    else:
+        bh, bw = h, w
+    return (h - bh) // 2, (w - bw) // 2, bh, bw
+
+
+def _crop_views(rgb: Image.Image, orig: tuple[int, int], index: int,
+                cfg: DecodeConfig) -> tuple[list[np.ndarray], list[list[int]]]:
+    """Views 1..V-1 of a decoded image: crops (boxes in original pixels, mapped onto `rgb`, which a
+    JPEG draft may have shrunk) resized bicubic to the backbone's input size."""
+    h, w = orig
+    sy, sx = rgb.size[1] / h, rgb.size[0] / w
+    images, boxes = [], []
+    for v in range(1, cfg.views):
+        top, left, bh, bw = crop_box(h, w, view_rng(cfg.view_seed, index, v),
+                                     (cfg.view_scale_min, cfg.view_scale_max))
+        th, tw = target_size(bh, bw, cfg)
+        crop = rgb.resize((tw, th), Image.BICUBIC,
+                          box=(left * sx, top * sy, (left + bw) * sx, (top + bh) * sy))
+        images.append(np.asarray(crop, dtype=np.uint8))
+        boxes.append([top, left, bh, bw])
+    return images, boxes
+
+
 def decode_image(data: bytes, cfg: DecodeConfig) -> tuple[np.ndarray, tuple[int, int]]:
     """Bytes -> (resized RGB uint8 [h, w, 3], original (H, W) after EXIF orientation)."""
+    pixels, orig, _, _ = decode_views(data, cfg, None)
+    return pixels, orig
+
+
+def decode_views(data: bytes, cfg: DecodeConfig, index: int | None
+                 ) -> tuple[np.ndarray, tuple[int, int], list[np.ndarray], list[list[int]]]:
+    """`decode_image` plus, when `index` (the sample's row index) is given and `cfg.views` > 1, the
+    crops of views 1..V-1 and their boxes [top, left, height, width] in original pixels."""
     if not data:
         raise DecodeError("decode_error", "empty file (0 bytes)")
     try:
@@ -104,6 +178,9 @@ def decode_image(data: bytes, cfg: DecodeConfig) -> tuple[np.ndarray, tuple[int,
             im.load()
             im = ImageOps.exif_transpose(im)
             rgb = _to_rgb(im, cfg.background)
+            orig = (h, w) if orientation < 5 else (w, h)
+            crops, boxes = (_crop_views(rgb, orig, index, cfg) if index is not None and cfg.views > 1
+                            else ([], []))
             if rgb.size != (tw, th):
                 rgb = rgb.resize((tw, th), Image.BICUBIC)
             pixels = np.asarray(rgb, dtype=np.uint8)
@@ -113,7 +190,7 @@ def decode_image(data: bytes, cfg: DecodeConfig) -> tuple[np.ndarray, tuple[int,
         raise DecodeError("too_large", str(exc)) from None
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
         raise DecodeError("decode_error", f"{type(exc).__name__}: {exc}") from None
-    return pixels, ((h, w) if orientation < 5 else (w, h))
+    return pixels, orig, crops, boxes
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -148,12 +225,17 @@ def resize_masks(src_masks: str, orig: tuple[int, int], size: tuple[int, int]) -
 
 class DecodeStage:
     """Batch callable: drops `image_bytes`, adds `image`, `orig_size`, `size`, `jpg`; rescales
-    `src_masks` to `size`. Failed rows get a status/error and zero placeholders."""
+    `src_masks` to `size`. Failed rows get a status/error and zero placeholders. With `views` > 1
+    it also adds `view_images` (per row a list of the V - 1 crops; empty for failed rows) and
+    `view_boxes` (per row the V boxes [top, left, height, width], view 0 the whole image)."""
 
     def __init__(self, cfg: DecodeConfig | None = None):
         self.cfg = cfg or DecodeConfig()
         if self.cfg.resize not in MODES:
             raise ZssError(f"decode.resize must be one of {', '.join(MODES)}, got {self.cfg.resize!r}")
+        if self.cfg.view_scale_min > self.cfg.view_scale_max:
+            raise ZssError(f"decode.view_scale_min ({self.cfg.view_scale_min}) is above "
+                           f"decode.view_scale_max ({self.cfg.view_scale_max})")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["index"])
@@ -164,15 +246,23 @@ class DecodeStage:
         orig_size = np.zeros((n, 2), np.int32)
         size = np.zeros((n, 2), np.int32)
         jpgs = np.empty(n, dtype=object)
+        with_views = self.cfg.views > 1
+        view_images = np.empty(n, dtype=object)
+        view_boxes = np.empty(n, dtype=object)
         placeholder = target_size(self.cfg.img_size, self.cfg.img_size, self.cfg)
         for i in range(n):
             image = np.zeros((*placeholder, 3), np.uint8)
             jpgs[i] = b""
+            view_images[i], view_boxes[i] = [], []
             if status[i] == "ok":
                 try:
-                    image, orig = decode_image(bytes(batch["image_bytes"][i]), self.cfg)
+                    image, orig, crops, boxes = decode_views(bytes(batch["image_bytes"][i]), self.cfg,
+                                                             int(batch["index"][i]) if with_views else None)
                     orig_size[i] = orig
                     size[i] = image.shape[:2]
+                    if with_views:
+                        view_images[i] = crops
+                        view_boxes[i] = [[0, 0, int(orig[0]), int(orig[1])]] + boxes
                     if src_masks[i]:
                         try:
                             src_masks[i] = resize_masks(src_masks[i], orig, image.shape[:2])
@@ -184,6 +274,7 @@ class DecodeStage:
                     status[i], error[i] = exc.kind, str(exc)
                     image = np.zeros((*placeholder, 3), np.uint8)
                     orig_size[i] = size[i] = 0
+                    view_images[i], view_boxes[i] = [], []
             images.append(image)
         out = {k: v for k, v in batch.items() if k != "image_bytes"}
         if self.cfg.resize == "square":
@@ -195,4 +286,6 @@ class DecodeStage:
             out["image"] = arr
         out.update({"status": status, "error": error, "src_masks": src_masks,
                     "orig_size": orig_size, "size": size, "jpg": jpgs})
+        if with_views:
+            out.update({"view_images": view_images, "view_boxes": view_boxes})
         return out

@@ -47,7 +47,10 @@ class FeatureStage:
     """Batch callable adding `patch` float16 [B,Hp,Wp,D] and `global` float16 [B,D].
 
     With `decode.resize: short_side` images differ in size, so `patch` becomes an object array of
-    per-row [Hp_i,Wp_i,D] arrays (rows of equal size still share one forward).
+    per-row [Hp_i,Wp_i,D] arrays (rows of equal size still share one forward). When the batch holds
+    augmented views (`view_images`, decode.views > 1) it also adds `view_patch` and `view_global`:
+    per row the lists of views 1..V-1's features, computed in forwards of their own after view 0's
+    (so view 0 is computed exactly as without views).
     """
 
     def __init__(self, cfg: FeatureConfig | None = None):
@@ -104,6 +107,9 @@ class FeatureStage:
                     patches[i], globs[i] = p[j], g[j]
 
         out = dict(batch)
+        if "view_images" in batch:
+            out["view_patch"], out["view_global"] = self._views(batch["view_images"], status, error)
+            out.pop("view_images")
         if stacked:
             out["patch"] = np.stack(patches) if n else np.zeros((0, side, side, self.embed_dim), np.float16)
         else:
@@ -113,3 +119,33 @@ class FeatureStage:
             out["patch"] = arr
         out.update({"global": globs, "status": status, "error": error})
         return out
+
+    def _views(self, view_images: np.ndarray, status: np.ndarray,
+               error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features of every ok row's extra views, grouped by shape in (row, view) order and cut
+        into forwards of `batch_size`; a failed forward marks its rows `model_error` (in place)."""
+        n = len(view_images)
+        patches = np.empty(n, dtype=object)
+        globs = np.empty(n, dtype=object)
+        groups: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        for i in range(n):
+            crops = list(view_images[i]) if status[i] == "ok" else []
+            patches[i], globs[i] = [None] * len(crops), [None] * len(crops)
+            for v, crop in enumerate(crops):
+                groups.setdefault(np.asarray(crop).shape, []).append((i, v))
+        step = max(1, self.cfg.batch_size)
+        for items in groups.values():
+            for start in range(0, len(items), step):
+                chunk = items[start:start + step]
+                try:
+                    p, g = self._forward([np.asarray(view_images[i][v]) for i, v in chunk])
+                except (RuntimeError, ValueError, MemoryError) as exc:  # as for view 0 above
+                    for i, _ in chunk:
+                        status[i], error[i] = "model_error", f"view: {type(exc).__name__}: {exc}"[:500]
+                    continue
+                for j, (i, v) in enumerate(chunk):
+                    patches[i][v], globs[i][v] = p[j], g[j]
+        for i in range(n):
+            if status[i] != "ok":
+                patches[i], globs[i] = [], []
+        return patches, globs

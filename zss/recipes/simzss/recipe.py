@@ -1,7 +1,9 @@
 """SimZSS on cached features: only the text tower (and the logit scale) learns.
 
 A batch carries each image's cached patch grid (and CLS token), one caption sampled per image
-and that caption's concept occurrences (concept id + token span). The loss is the global
+and that caption's concept occurrences (concept id + token span). Shards ingested with augmented
+views (`--views V`) hold V feature sets per image; each epoch a sample uses one of them, drawn from
+its (seed, epoch, key) RNG, so the choice is the same on every run and on resume. The loss is the global
 image–caption InfoNCE plus λ times the concept-local loss of `zss.recipes.simzss.losses`. Under DDP both
 terms see the whole gathered batch: the InfoNCE over every process's pairs, the concept bank over
 every process's occurrences (each occurrence still attends over its own image only).
@@ -17,11 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
 from zss.errors import ZssError
+from zss.formats.shards import decode_patch, view_member
 from zss.recipes.simzss.text_tower import TextConfig, build_text_tower
 from zss.models.tokenizer import tokenize
 from zss.trainer import distributed as D
@@ -49,6 +53,24 @@ class SimZSSConfig:
     # `eot` (the templated prompt's end-of-text token, as the global loss trains) or `eot-name`
     # (end-of-text of the bare class name, no templates: the authors' release). In config.json.
     text_pooling: str = setting("concept", choices=("concept", "eot", "eot-name"))
+
+
+def pick_view(rng: random.Random, n_views: int) -> int:
+    """Which of a sample's `n_views` cached views it uses this epoch: uniform, from the sample's
+    (seed, epoch, key) RNG after its caption draw; no draw at all with one view (so V = 1 streams
+    exactly as before views existed)."""
+    return rng.randrange(n_views) if n_views > 1 else 0
+
+
+def view_patch(raw: dict[str, Any], view: int) -> np.ndarray:
+    """View `view`'s patch grid from a raw sample (int8 codes times their scale; view 0's are
+    already decoded by the reader). A missing member is a KeyError: the stream counts it as damage."""
+    name = view_member("patch.npy", view)
+    if name not in raw:
+        raise KeyError(f"sample {raw.get('__key__')} lacks {name} (view {view})")
+    patch = load_npy(raw[name])
+    scale = raw.get(view_member("patch_scale.npy", view))
+    return decode_patch(patch, load_npy(scale)) if scale is not None else patch
 
 
 class SimZSSModel(nn.Module):
@@ -101,6 +123,11 @@ class SimZSSRecipe(Recipe):
             raise ZssError(f"{shards}/manifest.json records no feature backbone (models.features)")
         self.backbone = feats
         self.dim = int(self.manifest.get("feature", {}).get("dim") or feats["embed_dim"])
+        self.n_views = int((self.manifest.get("views") or {}).get("n", 1))
+        if self.n_views > 1:  # read every view's members; decode_sample keeps one
+            self.members = type(self).members + tuple(
+                view_member(m, v) for v in range(1, self.n_views)
+                for m in ("patch.npy", "patch_scale.npy", "global.npy"))
         self.model: SimZSSModel | None = None
 
     # -- model ----------------------------------------------------------------------------------
@@ -121,12 +148,14 @@ class SimZSSRecipe(Recipe):
         # The end-of-text token takes the last position when a caption is truncated.
         spans = [(int(c["id"]), int(c["token_span"][0]), int(c["token_span"][1])) for c in concepts
                  if c.get("token_span") and 1 <= c["token_span"][0] < c["token_span"][1] <= ctx - 1]
-        sample = {"key": raw["__key__"], "ids": tokenize([captions[i]], ctx)[0],
-                  "patch": torch.from_numpy(load_npy(raw["patch.npy"]))}
+        view = pick_view(rng, len(meta.get("views") or ()))
+        sample = {"key": raw["__key__"], "ids": tokenize([captions[i]], ctx)[0], "view": view,
+                  "patch": torch.from_numpy(view_patch(raw, view))}
         if self.cfg.global_token == "cls":
-            if "global.npy" not in raw:
-                raise ZssError(f"sample {raw['__key__']} has no global.npy; use global_token=mean")
-            sample["global"] = torch.from_numpy(load_npy(raw["global.npy"]))
+            name = view_member("global.npy", view)
+            if name not in raw:
+                raise ZssError(f"sample {raw['__key__']} has no {name}; use global_token=mean")
+            sample["global"] = torch.from_numpy(load_npy(raw[name]))
         sample["spans"] = spans
         return sample
 
