@@ -30,6 +30,7 @@ import contextlib
 import io
 import logging
 import mmap
+import multiprocessing
 import os
 import random
 import tarfile
@@ -198,27 +199,125 @@ def load_npy(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
 
 def stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """`torch.stack(tensors)` for collating a batch on the CPU, several times faster: the output is
-    allocated once (in shared memory inside a data-loader worker, as torch's `default_collate`
-    does, so handing the batch to the training process copies nothing) and filled by numpy copies.
-    Anything unusual (other devices, autograd, shapes or dtypes that differ) goes to torch.stack."""
+    allocated once and filled by numpy copies. Inside a data-loader worker it is allocated in shared
+    memory (so handing the batch to the training process copies nothing), from the worker's
+    reusable `_Arena` when there is one. Anything unusual (other devices, autograd, shapes or
+    dtypes that differ) goes to torch.stack."""
     first = tensors[0]
-    if (first.device.type != "cpu" or first.requires_grad or first.dtype == torch.bfloat16
+    if (first.device.type != "cpu" or first.requires_grad
             or any(t.shape != first.shape or t.dtype != first.dtype or t.device != first.device
                    or t.requires_grad for t in tensors)):
         return torch.stack(list(tensors))
     shape = (len(tensors), *first.shape)
-    if get_worker_info() is not None:
+    out = _ARENA.tensor(shape, first.dtype) if _ARENA is not None else None
+    if out is None and get_worker_info() is not None:
         storage = first._typed_storage()._new_shared(first.numel() * len(tensors), device=first.device)
         out = first.new(storage).resize_(shape)
-    else:
+    elif out is None:
         out = torch.empty(shape, dtype=first.dtype)
     try:
         o = out.numpy()
         for i, t in enumerate(tensors):
             o[i] = t.numpy()
-    except (TypeError, RuntimeError):  # a dtype or tensor numpy cannot view (conj/neg bits)
+    except (TypeError, RuntimeError):  # a dtype or tensor numpy cannot view (bfloat16, conj bits)
         torch.stack(list(tensors), out=out)
     return out
+
+
+class _Arena:
+    """Reusable shared-memory slabs one data-loader worker collates its batches into.
+
+    A fresh shared-memory batch costs the kernel a page fault and a zeroed page per 4 KiB, on both
+    sides, every batch: on 2 CPUs that is as much as decoding the batch. So each worker keeps
+    `SLABS` slabs; `stack` carves a batch's tensors out of a free one; a one-byte flag per slab
+    (shared with the training process) says it is in use, and the training process clears it once
+    every tensor of that batch is gone (`_Releaser`). When no slab is free (the consumer keeps
+    batches) or a batch outgrows its slab, tensors fall back to fresh shared memory: never a wait,
+    never a slab overwritten while the training process can still see it."""
+
+    SLABS = 6
+    ALIGN = 64
+
+    def __init__(self, flags: Any, base: int) -> None:
+        self.flags, self.base = flags, base
+        self.slabs: list[torch.UntypedStorage | None] = [None] * self.SLABS
+        self.sizes = [0] * self.SLABS
+        self.want = 0          # bytes the largest batch so far asked for
+        self.current: int | None = None
+        self.used = 0
+        self.asked = 0
+
+    def begin(self) -> None:
+        """Start a batch: pick a free slab (grown to the largest batch seen), if any."""
+        self.current, self.used, self.asked = None, 0, 0
+        for i in range(self.SLABS):
+            if self.flags[self.base + i] == 0:
+                if self.sizes[i] < self.want:
+                    size = (self.want * 5 // 4 + self.ALIGN) // self.ALIGN * self.ALIGN
+                    self.slabs[i] = torch.UntypedStorage._new_shared(size)
+                    self.sizes[i] = size
+                self.current = i
+                return
+
+    def tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
+        """An uninitialised contiguous tensor in the current slab, or None (no room)."""
+        n = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
+        n_aligned = (n + self.ALIGN - 1) // self.ALIGN * self.ALIGN
+        self.asked += n_aligned
+        i = self.current
+        if i is None or self.slabs[i] is None or self.used + n_aligned > self.sizes[i]:
+            return None
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        out = torch.empty(0, dtype=dtype).set_(self.slabs[i], self.used // itemsize, shape)
+        self.used += n_aligned
+        return out
+
+    def finish(self) -> int | None:
+        """End a batch: the flag index of the slab it lives in (now marked in use), or None."""
+        self.want = max(self.want, self.asked)
+        i, self.current = self.current, None
+        if i is None or self.used == 0:
+            return None
+        self.flags[self.base + i] = 1
+        return self.base + i
+
+
+_ARENA: _Arena | None = None  # set in data-loader workers by _EpochDataset
+
+
+class _Releaser:
+    """The training process's side of the workers' arenas: a batch's slab flag is cleared once
+    every shared tensor of that batch has been freed (checked as each new batch arrives)."""
+
+    def __init__(self, flags: Any) -> None:
+        from torch.multiprocessing.reductions import StorageWeakRef
+
+        self.flags = flags
+        self.weak = StorageWeakRef
+        self.pending: list[tuple[int, list[Any]]] = []
+
+    def track(self, batch: Any, token: int | None) -> None:
+        still = []
+        for flag, refs in self.pending:
+            if all(r.expired() for r in refs):
+                self.flags[flag] = 0
+            else:
+                still.append((flag, refs))
+        self.pending = still
+        if token is not None:
+            self.pending.append((token, [self.weak(t.untyped_storage()) for t in _tensors(batch)
+                                         if t.is_shared()]))
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
 
 
 # ---------------------------------------------------------------- reading shard tars
@@ -420,6 +519,7 @@ class ShardStream:
         self.n_slots = world_size * self.n_local
         self.shuffle_buffer = max(1, shuffle_buffer)
         self.members = set(members) if members else None
+        self._warm = False
         self.damage = DamageLedger()
         self.total_samples = sum(s.n_ok for s in self.shards)
         if self.batches_per_epoch(0) == 0:
@@ -529,11 +629,30 @@ class ShardStream:
         if self.num_workers == 0:
             yield from self.slot_batches_iter(epoch, self.rank, start)
             return
-        ds = _EpochDataset(self, epoch, start)
+        self._warm_up()
+        flags = multiprocessing.RawArray("b", self.num_workers * _Arena.SLABS)
+        ds = _EpochDataset(self, epoch, start, flags)
         loader = DataLoader(ds, batch_size=None, num_workers=self.num_workers,
                             pin_memory=torch.cuda.is_available(),
                             worker_init_fn=_worker_init)
-        yield from loader
+        releaser = _Releaser(flags)
+        for batch, events, token in loader:
+            releaser.track(batch, token)
+            yield batch, events
+
+    def _warm_up(self) -> None:
+        """Decode one sample here before the first workers start: state a decoder builds lazily (a
+        tokenizer and its imports, caches) is then inherited by every forked worker, instead of
+        rebuilt in each worker every epoch. Damage is ignored here (the workers report it)."""
+        if self._warm:
+            return
+        self._warm = True
+        try:
+            for raw in read_tar_samples(self.shards[0].tar, self.members):
+                self.decode(raw, sample_rng(self.seed, 0, raw["__key__"]))
+                return
+        except READ_ERRORS + DECODE_ERRORS + (ZssError,):
+            return
 
     def batches(self, position: Position = Position()) -> Iterator[tuple[dict[str, Any], Position]]:
         """Endless batches from `position`, each with the position after it."""
@@ -559,14 +678,28 @@ def _worker_init(worker_id: int) -> None:
 class _EpochDataset(IterableDataset):
     """One epoch of one process, split over DataLoader workers (worker w = slot rank·W + w)."""
 
-    def __init__(self, stream: ShardStream, epoch: int, start: int) -> None:
-        self.stream, self.epoch, self.start = stream, epoch, start
+    def __init__(self, stream: ShardStream, epoch: int, start: int, flags: Any) -> None:
+        self.stream, self.epoch, self.start, self.flags = stream, epoch, start, flags
 
-    def __iter__(self) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
+    def __iter__(self) -> Iterator[tuple[Any, list[dict[str, Any]], int | None]]:
+        global _ARENA
         info = get_worker_info()
+        wid = info.id if info is not None else 0
         W = self.stream.n_local
         # Batch i of the epoch comes from worker slot i % W. The DataLoader asks its worker 0 first,
         # so loader worker w serves slot (w + start) % W, which holds the next batch in order.
-        a = ((info.id if info is not None else 0) + self.start) % W
+        a = (wid + self.start) % W
         skip = (self.start - a + W - 1) // W if self.start > a else 0
-        return self.stream.slot_batches_iter(self.epoch, self.stream.rank * W + a, skip)
+        batches = self.stream.slot_batches_iter(self.epoch, self.stream.rank * W + a, skip)
+        arena = _ARENA = _Arena(self.flags, wid * _Arena.SLABS) if info is not None else None
+        try:
+            while True:
+                if arena is not None:
+                    arena.begin()
+                try:
+                    batch, events = next(batches)
+                except StopIteration:
+                    return
+                yield batch, events, (arena.finish() if arena is not None else None)
+        finally:
+            _ARENA = None
