@@ -272,6 +272,20 @@ class _Arena:
         self.used += n_aligned
         return out
 
+    def adopt(self, batch: Any) -> Any:
+        """A dict batch with its other CPU tensors (e.g. small index tensors built by the recipe's
+        collate) copied into the slab too: each separate storage costs the training process a file
+        descriptor handed over a socket, whatever its size. Other batches are returned as they are."""
+        if not isinstance(batch, dict) or self.current is None:
+            return batch
+        out = dict(batch)
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor) and v.device.type == "cpu" and not v.requires_grad and not v.is_shared():
+                t = self.tensor(tuple(v.shape), v.dtype)
+                if t is not None:
+                    out[k] = t.copy_(v)
+        return out
+
     def finish(self) -> int | None:
         """End a batch: the flag index of the slab it lives in (now marked in use), or None."""
         self.want = max(self.want, self.asked)
@@ -700,6 +714,8 @@ class _EpochDataset(IterableDataset):
                     batch, events = next(batches)
                 except StopIteration:
                     return
+                if arena is not None:
+                    batch = arena.adopt(batch)
                 yield batch, events, (arena.finish() if arena is not None else None)
         finally:
             _ARENA = None
