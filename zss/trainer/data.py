@@ -12,9 +12,18 @@ resuming re-reads the current epoch up to the position without decoding the skip
 Random choices inside a sample (e.g. which caption) use an RNG seeded by (seed, epoch, key), so
 they do not depend on worker count or order.
 
-Shards are read by `read_tar_samples`, a minimal tar reader: a member the recipe does not need is
-skipped by seeking past it (never copied or decoded), int8 patch features are decoded to float32
-once, beside their per-token scale. Shard folders may be local or fsspec URLs (`s3://...`).
+Shards are read by `read_tar_samples`, a minimal tar reader: a member the recipe does not need
+(`Recipe.members`) is skipped unread, int8 patch features are decoded to float32 once, beside their
+per-token scale. Shard folders may be local or fsspec URLs (`s3://...`).
+
+Speed (benchmarks/train_step.py, loader section; the goal is >= 1 GiB/s of shard bytes per loader
+process): a local tar is mapped privately, so a `.npy` member is a zero-copy view and `load_npy`
+parses each distinct .npy header once per process; URLs are streamed in large blocks. `stack`
+collates with numpy into one preallocated tensor (torch.stack is several times slower on CPU, and
+far slower with intra-op threads on a busy machine). Inside data-loader workers batches are
+collated into reusable shared-memory slabs (`_Arena`): fresh shared memory costs a page fault and a
+zeroed page per 4 KiB on both sides, as much as decoding. A slab is reused only after the training
+process has dropped every tensor of its batch (`_Releaser`), so held batches are never overwritten.
 
 Damaged shards (docs/reliability.md): a tar that cannot be read past some point (truncated, a
 corrupt header) costs the rest of that shard; a sample whose members cannot be decoded costs that
