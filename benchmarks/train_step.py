@@ -356,6 +356,11 @@ def loader_section(args: argparse.Namespace) -> dict[str, float]:
                 "int8_over_fp16": res["int8_bytes"] / res["float16_bytes"]})
     cpu1 = best["simzss, 1 worker"][2] + best["simzss, 1 worker"][3]
     cpu2 = best["simzss, 2 workers"][2] + best["simzss, 2 workers"][3]
+    res["gib_per_cpu_s_process"] = gib / max(best["simzss, in-process"][2], 1e-9)
+    res["gib_per_cpu_s_worker"] = gib / max(best["simzss, 1 worker"][3], 1e-9)
+    print(f"  per CPU-second (what a process does on an idle CPU): in-process {res['gib_per_cpu_s_process']:.2f} "
+          f"GiB, in one worker {res['gib_per_cpu_s_worker']:.2f} GiB (+ {best['simzss, 1 worker'][2] / gib:.2f} "
+          f"CPU s/GiB in the training process)")
     print(f"  per loader process: {res['gib_s_process']:.2f} GiB/s (goal >= 1); 2 workers / 1 worker "
           f"{res['speedup_2_over_1']:.2f}x (goal >= 1.7x; needs 2 idle CPUs: CPU s/GiB of 2 workers / 1 "
           f"worker {cpu2 / max(cpu1, 1e-9):.2f}, 1.00 = no extra work)")
