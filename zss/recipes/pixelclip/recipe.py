@@ -33,6 +33,7 @@ from zss.recipes.pixelclip.model import PixelCLIPNet
 from zss.recipes.pixelclip.modes import get_mode
 from zss.recipes.pixelclip.prompts import DEFAULT_TEMPLATE
 from zss.recipes.pixelclip.targets import decode_rle_masks
+from zss.trainer.data import stack
 from zss.trainer.recipe import Recipe, default_no_decay
 from zss.utils.config import setting
 
@@ -214,7 +215,7 @@ class PixelCLIPRecipe(Recipe):
             raise ZssError("a whole batch of samples had no usable mask; check the shards' masks "
                            "(zss inspect) or lower recipe.min_mask_frac")
         views = self.impl.views
-        batch: dict[str, Any] = {v: torch.stack(_same_grid([s[v] for s in samples])) for v in views}
+        batch: dict[str, Any] = {v: stack(_same_grid([s[v] for s in samples])) for v in views}
         batch["masks"] = torch.cat([s["masks"] for s in samples])
         batch["owner"] = torch.cat([torch.full((len(s["masks"]),), i, dtype=torch.long)
                                     for i, s in enumerate(samples)])
