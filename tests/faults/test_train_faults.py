@@ -37,7 +37,7 @@ def _slow(self, model, step):
 SimZSSRecipe.after_step = _slow
 """
 # Fast first step (its metrics row shows the run is going), then steps that sleep `seconds`.
-SLOW_AFTER_FIRST = SLOW_STEP.replace("time.sleep({seconds})", "time.sleep({seconds} if _slow.calls else 0.1)\n    _slow.calls += 1")\
+SLOW_AFTER_FIRST = SLOW_STEP.replace("time.sleep({seconds})", "time.sleep({seconds} if _slow.calls else 0)\n    _slow.calls += 1")\
     + "_slow.calls = 0\n"
 
 
@@ -94,6 +94,7 @@ def test_second_ctrl_c_stops_at_once(feature_world, overrides, tmp_path):
     run, log = tmp_path / "run", tmp_path / "train.log"
     proc = start_zss(_train_args(feature_world.shards, run, overrides), log, SLOW_AFTER_FIRST.format(seconds=60))
     wait_for(lambda: len(_rows(run)) >= 1, proc, log)
+    time.sleep(2.0)                   # inside the second step's 60 s, not the first step's tail
     import os
     os.kill(proc.pid, signal.SIGINT)
     time.sleep(0.5)

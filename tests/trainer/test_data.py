@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 
@@ -90,3 +91,98 @@ def test_tar_reader_skips_unneeded_members_and_decodes_int8(tmp_path):
     ref = list(sh.iter_samples(tar))
     assert [e["masks.json"] for e in everything] == [json.dumps(r["masks"], sort_keys=True).encode() for r in ref]
     assert [e["__key__"] for e in read_tar_samples(tar, None, lambda i: i % 2 == 1)] == ["000030002"]
+
+
+def _npy(array: np.ndarray, version=None) -> bytes:
+    buf = io.BytesIO()
+    if version is None:
+        np.save(buf, array, allow_pickle=True)
+    else:
+        np.lib.format.write_array(buf, array, version=version, allow_pickle=True)
+    return buf.getvalue()
+
+
+def test_load_npy_matches_np_load_views_writable_buffers_and_refuses_damage():
+    from zss.trainer.data import load_npy
+
+    rng = np.random.default_rng(0)
+    cases = [rng.normal(size=(3, 4, 5)).astype(np.float16), np.asfortranarray(rng.normal(size=(4, 6))),
+             np.array(7, np.int8), np.zeros((0, 3), np.float32), rng.integers(0, 9, 5).astype(">i4")]
+    for a in cases:
+        for version in (None, (2, 0)):
+            data = _npy(a, version)
+            got = load_npy(bytearray(data))  # the reader's buffers are writable: a view
+            assert got.dtype == a.dtype and got.shape == a.shape and np.array_equal(got, a)
+            ref = np.load(io.BytesIO(data), allow_pickle=False)
+            assert (got.flags.c_contiguous, got.flags.f_contiguous) == (ref.flags.c_contiguous, ref.flags.f_contiguous)
+            copy = load_npy(data)  # read-only bytes: a writable copy, like np.load
+            assert copy.flags.writeable and np.array_equal(copy, a)
+    buf = bytearray(_npy(cases[0]))
+    view = load_npy(memoryview(buf))
+    assert np.shares_memory(view, np.frombuffer(buf, np.uint8))
+    good = _npy(cases[0])
+    for bad in (good[:-1], b"not an npy member", b"", _npy(np.array([{"a": 1}], dtype=object))):
+        with pytest.raises(ValueError):
+            load_npy(bad)
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.5, 0.77, 0.999])
+def test_mapped_and_streamed_readers_agree_on_damaged_tars(tmp_path, monkeypatch, cut):
+    """Local tars are read through a map, URLs streamed: same samples, same error, same point."""
+    from zss.formats import shards as sh
+    from zss.trainer import data as D
+
+    rng = np.random.default_rng(1)
+    samples = [{"source_id": f"s{i}", "status": "ok", "error": "", "captions": ["a cat"],
+                "orig_size": (8, 8), "size": (8, 8), "patch": rng.normal(size=(2, 2, 8)).astype(np.float16),
+                "global": rng.normal(size=8).astype(np.float16), "concepts": None, "masks": None,
+                "jpg": b"j" * 700} for i in range(6)]
+    sh.write_shard(tmp_path, 0, samples)
+    tar = tmp_path / "00000.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[: int(len(data) * cut)])
+
+    def read(members):
+        got, err = [], None
+        try:
+            for s in D.read_tar_samples(tar, members):
+                got.append({k: (D.load_npy(v).tolist() if k.endswith("npy") else v) for k, v in s.items()})
+        except D.READ_ERRORS + (ZssError,) as exc:
+            err = (type(exc), str(exc))
+        return got, err
+
+    for members in (None, {"json", "patch.npy"}):
+        mapped = read(members)
+        monkeypatch.setattr(D, "_map", lambda url: None)
+        streamed = read(members)
+        monkeypatch.undo()
+        assert mapped == streamed
+        assert len(mapped[0]) < 6 or cut > 0.9  # the last cut only loses the end-of-archive blocks
+
+
+def test_worker_batches_stay_intact_while_the_consumer_holds_them(feature_world):
+    """Workers collate into reusable shared-memory slabs: a batch the training process still holds
+    is never overwritten, and every batch equals the one the slot computes in-process."""
+    import torch
+
+    from zss.trainer.data import load_npy, stack
+
+    refs = shards_from_manifest(feature_world.shards, read_manifest(feature_world.shards))
+
+    def decode(raw, rng):
+        return {"patch": torch.from_numpy(load_npy(raw["patch.npy"])), "pick": rng.randrange(1000)}
+
+    def collate(samples):
+        return {"patch": stack([s["patch"] for s in samples]),
+                "pick": torch.tensor([s["pick"] for s in samples])}
+
+    s = ShardStream(refs, decode, collate, batch_size=4, seed=3, shuffle_buffer=8, num_workers=2,
+                    members=("patch.npy",))
+    slots = [[b for b, _ in s.slot_batches_iter(0, w, 0)] for w in range(2)]
+    expected = [b for pair in zip(*slots) for b in pair]
+    held = [b for b, _ in s.epoch_batches(0)]  # every batch kept alive: no slab may be reused
+    assert len(held) == len(expected) == 16
+    for got, exp in zip(held, expected):
+        assert torch.equal(got["patch"], exp["patch"]) and torch.equal(got["pick"], exp["pick"])
+    for (got, _), exp in zip(s.epoch_batches(0), expected):  # dropped as they go: slabs reused
+        assert torch.equal(got["patch"], exp["patch"]) and torch.equal(got["pick"], exp["pick"])

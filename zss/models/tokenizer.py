@@ -30,16 +30,34 @@ def _tokenizer():
     return SimpleTokenizer()
 
 
+# word (as matched) -> its BPE ids: a corpus has far fewer distinct words than captions, so this
+# makes tokenising a caption (once per sample per epoch in the trainer's data workers) cheap.
+_WORD_IDS: dict[str, list[int]] = {}
+
+
+def _word_ids(word: str) -> list[int]:
+    tok = _tokenizer()
+    ids = _WORD_IDS.get(word)
+    if ids is None:
+        enc = "".join(tok.byte_encoder[b] for b in word.lower().encode("utf-8"))
+        ids = [tok.encoder[p] for p in tok.bpe(enc).split(" ")]
+        if len(_WORD_IDS) >= 1 << 18:
+            _WORD_IDS.clear()
+        _WORD_IDS[word] = ids
+    return ids
+
+
 def _word_pieces(text: str) -> list[tuple[int, int, list[int]]]:
     """(char start, char end, BPE ids) of every word the CLIP regex finds in `text`."""
-    tok = _tokenizer()
-    pieces = []
-    for match in tok.pat.finditer(text):
-        word = match.group(0).lower()
-        word = "".join(tok.byte_encoder[b] for b in word.encode("utf-8"))
-        ids = [tok.encoder[p] for p in tok.bpe(word).split(" ")]
-        pieces.append((match.start(), match.end(), ids))
-    return pieces
+    return [(m.start(), m.end(), _word_ids(m.group(0))) for m in _tokenizer().pat.finditer(text)]
+
+
+@lru_cache(maxsize=1 << 14)
+def _caption_ids(text: str, context_length: int) -> np.ndarray:
+    """`tokenize_with_spans(text)` ids, cached (read-only) for texts seen again, e.g. next epoch."""
+    ids = tokenize_with_spans(text, (), context_length)[0]
+    ids.flags.writeable = False
+    return ids
 
 
 def tokenize_with_spans(text: str, char_spans: Sequence[tuple[int, int] | None] = (),
@@ -88,5 +106,7 @@ def tokenize(texts: str | Sequence[str], context_length: int = CONTEXT_LENGTH) -
     """LongTensor [N, context_length] of `texts` — the same ids `tokenize_with_spans` produces."""
     if isinstance(texts, str):
         texts = [texts]
-    rows = [tokenize_with_spans(t, (), context_length)[0] for t in texts]
+    if context_length < 2:
+        raise ValueError("context_length must leave room for <start_of_text> and <end_of_text>")
+    rows = [_caption_ids(t, context_length) for t in texts]
     return torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, context_length, dtype=torch.long)

@@ -12,9 +12,18 @@ resuming re-reads the current epoch up to the position without decoding the skip
 Random choices inside a sample (e.g. which caption) use an RNG seeded by (seed, epoch, key), so
 they do not depend on worker count or order.
 
-Shards are read by `read_tar_samples`, a minimal tar reader: a member the recipe does not need is
-skipped by seeking past it (never copied or decoded), int8 patch features are decoded to float32
-once, beside their per-token scale. Shard folders may be local or fsspec URLs (`s3://...`).
+Shards are read by `read_tar_samples`, a minimal tar reader: a member the recipe does not need
+(`Recipe.members`) is skipped unread, int8 patch features are decoded to float32 once, beside their
+per-token scale. Shard folders may be local or fsspec URLs (`s3://...`).
+
+Speed (benchmarks/train_step.py, loader section; the goal is >= 1 GiB/s of shard bytes per loader
+process): a local tar is mapped privately, so a `.npy` member is a zero-copy view and `load_npy`
+parses each distinct .npy header once per process; URLs are streamed in large blocks. `stack`
+collates with numpy into one preallocated tensor (torch.stack is several times slower on CPU, and
+far slower with intra-op threads on a busy machine). Inside data-loader workers batches are
+collated into reusable shared-memory slabs (`_Arena`): fresh shared memory costs a page fault and a
+zeroed page per 4 KiB on both sides, as much as decoding. A slab is reused only after the training
+process has dropped every tensor of its batch (`_Releaser`), so held batches are never overwritten.
 
 Damaged shards (docs/reliability.md): a tar that cannot be read past some point (truncated, a
 corrupt header) costs the rest of that shard; a sample whose members cannot be decoded costs that
@@ -26,14 +35,18 @@ run still does the same number of steps per epoch on every process and resumes e
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import mmap
+import multiprocessing
+import os
 import random
 import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -134,12 +147,200 @@ def shards_from_manifest(shard_dir: Path | str, manifest: dict[str, Any]) -> lis
     return refs
 
 
-def load_npy(data: bytes | np.ndarray) -> np.ndarray:
+_NPY_MAGIC = b"\x93NUMPY"
+# .npy header bytes -> (dtype, shape, fortran order, element count): a shard's members share a few
+# headers, so each is parsed once per process instead of once per member.
+_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool, int]] = {}
+
+
+def _npy_header(prefix: bytes) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+    info = _NPY_HEADERS.get(prefix)
+    if info is None:
+        fp = io.BytesIO(prefix)
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        if dtype.hasobject:
+            raise ValueError("object arrays cannot be loaded from shards (no pickles)")
+        info = (dtype, tuple(shape), bool(fortran), int(np.prod(shape, dtype=np.int64)))
+        if len(_NPY_HEADERS) > 4096:
+            _NPY_HEADERS.clear()
+        _NPY_HEADERS[prefix] = info
+    return info
+
+
+def load_npy(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     """A `.npy` tar member's bytes as an array (no pickles); an array (already decoded by the
-    reader, e.g. int8 patch features) is returned as is."""
+    reader, e.g. int8 patch features) is returned as is.
+
+    The array is a view of the member's buffer when that buffer is writable (what the shard reader
+    hands out: a private map of the tar), else a copy, as `np.load` would give. Damaged bytes raise
+    ValueError like `np.load` does."""
     if isinstance(data, np.ndarray):
         return data
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    buf = memoryview(data)
+    if buf.ndim != 1 or buf.itemsize != 1:
+        buf = buf.cast("B")
+    head = bytes(buf[:12])
+    if head[:6] != _NPY_MAGIC or len(head) < 10:
+        raise ValueError("not a .npy member (bad magic string)")
+    if head[6] == 1:
+        start = 10 + int.from_bytes(head[8:10], "little")
+    elif head[6] in (2, 3) and len(head) == 12:
+        start = 12 + int.from_bytes(head[8:12], "little")
+    else:
+        raise ValueError(f"unsupported .npy version {head[6]}")
+    if head[6] == 3 or start > len(buf):
+        return np.load(io.BytesIO(buf), allow_pickle=False)  # rare (utf-8 header) or damaged
+    dtype, shape, fortran, count = _npy_header(bytes(buf[:start]))
+    if count * dtype.itemsize > len(buf) - start:
+        raise ValueError(f"truncated .npy member: {len(buf) - start} bytes for {shape} {dtype}")
+    if count == 0:
+        return np.empty(shape, dtype, order="F" if fortran else "C")
+    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=start)
+    arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+    return arr.copy() if buf.readonly else arr
+
+
+def stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`torch.stack(tensors)` for collating a batch on the CPU, several times faster: the output is
+    allocated once and filled by numpy copies. Inside a data-loader worker it is allocated in shared
+    memory (so handing the batch to the training process copies nothing), from the worker's
+    reusable `_Arena` when there is one. Anything unusual (other devices, autograd, shapes or
+    dtypes that differ) goes to torch.stack."""
+    first = tensors[0]
+    if (first.device.type != "cpu" or first.requires_grad
+            or any(t.shape != first.shape or t.dtype != first.dtype or t.device != first.device
+                   or t.requires_grad for t in tensors)):
+        return torch.stack(list(tensors))
+    shape = (len(tensors), *first.shape)
+    out = _ARENA.tensor(shape, first.dtype) if _ARENA is not None else None
+    if out is None and get_worker_info() is not None:
+        storage = first._typed_storage()._new_shared(first.numel() * len(tensors), device=first.device)
+        out = first.new(storage).resize_(shape)
+    elif out is None:
+        out = torch.empty(shape, dtype=first.dtype)
+    try:
+        o = out.numpy()
+        for i, t in enumerate(tensors):
+            o[i] = t.numpy()
+    except (TypeError, RuntimeError):  # a dtype or tensor numpy cannot view (bfloat16, conj bits)
+        torch.stack(list(tensors), out=out)
+    return out
+
+
+class _Arena:
+    """Reusable shared-memory slabs one data-loader worker collates its batches into.
+
+    A fresh shared-memory batch costs the kernel a page fault and a zeroed page per 4 KiB, on both
+    sides, every batch: on 2 CPUs that is as much as decoding the batch. So each worker keeps
+    `SLABS` slabs; `stack` carves a batch's tensors out of a free one; a one-byte flag per slab
+    (shared with the training process) says it is in use, and the training process clears it once
+    every tensor of that batch is gone (`_Releaser`). When no slab is free (the consumer keeps
+    batches) or a batch outgrows its slab, tensors fall back to fresh shared memory: never a wait,
+    never a slab overwritten while the training process can still see it."""
+
+    SLABS = 6
+    ALIGN = 64
+
+    def __init__(self, flags: Any, base: int) -> None:
+        self.flags, self.base = flags, base
+        self.slabs: list[torch.UntypedStorage | None] = [None] * self.SLABS
+        self.sizes = [0] * self.SLABS
+        self.want = 0          # bytes the largest batch so far asked for
+        self.current: int | None = None
+        self.used = 0
+        self.asked = 0
+
+    def begin(self) -> None:
+        """Start a batch: pick a free slab (grown to the largest batch seen), if any."""
+        self.current, self.used, self.asked = None, 0, 0
+        for i in range(self.SLABS):
+            if self.flags[self.base + i] == 0:
+                if self.sizes[i] < self.want:
+                    size = (self.want * 5 // 4 + self.ALIGN) // self.ALIGN * self.ALIGN
+                    self.slabs[i] = torch.UntypedStorage._new_shared(size)
+                    self.sizes[i] = size
+                self.current = i
+                return
+
+    def tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
+        """An uninitialised contiguous tensor in the current slab, or None (no room)."""
+        n = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
+        n_aligned = (n + self.ALIGN - 1) // self.ALIGN * self.ALIGN
+        self.asked += n_aligned
+        i = self.current
+        if i is None or self.slabs[i] is None or self.used + n_aligned > self.sizes[i]:
+            return None
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        out = torch.empty(0, dtype=dtype).set_(self.slabs[i], self.used // itemsize, shape)
+        self.used += n_aligned
+        return out
+
+    def adopt(self, batch: Any) -> Any:
+        """A dict batch with its other CPU tensors (e.g. small index tensors built by the recipe's
+        collate) copied into the slab too: each separate storage costs the training process a file
+        descriptor handed over a socket, whatever its size. Other batches are returned as they are."""
+        if not isinstance(batch, dict) or self.current is None:
+            return batch
+        out = dict(batch)
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor) and v.device.type == "cpu" and not v.requires_grad and not v.is_shared():
+                t = self.tensor(tuple(v.shape), v.dtype)
+                if t is not None:
+                    out[k] = t.copy_(v)
+        return out
+
+    def finish(self) -> int | None:
+        """End a batch: the flag index of the slab it lives in (now marked in use), or None."""
+        self.want = max(self.want, self.asked)
+        i, self.current = self.current, None
+        if i is None or self.used == 0:
+            return None
+        self.flags[self.base + i] = 1
+        return self.base + i
+
+
+_ARENA: _Arena | None = None  # set in data-loader workers by _EpochDataset
+
+
+class _Releaser:
+    """The training process's side of the workers' arenas: a batch's slab flag is cleared once
+    every shared tensor of that batch has been freed (checked as each new batch arrives)."""
+
+    def __init__(self, flags: Any) -> None:
+        from torch.multiprocessing.reductions import StorageWeakRef
+
+        self.flags = flags
+        self.weak = StorageWeakRef
+        self.pending: list[tuple[int, list[Any]]] = []
+
+    def track(self, batch: Any, token: int | None) -> None:
+        still = []
+        for flag, refs in self.pending:
+            if all(r.expired() for r in refs):
+                self.flags[flag] = 0
+            else:
+                still.append((flag, refs))
+        self.pending = still
+        if token is not None:
+            self.pending.append((token, [self.weak(t.untyped_storage()) for t in _tensors(batch)
+                                         if t.is_shared()]))
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
 
 
 # ---------------------------------------------------------------- reading shard tars
@@ -183,8 +384,13 @@ def _members(f: BinaryIO, wanted: set[str] | None) -> Iterator[tuple[str, str, b
             _skip(f, padded, seekable)
             yield key, ext, b""
             continue
-        data = f.read(size)
-        if len(data) != size:
+        if ext.endswith("npy"):  # a writable buffer: load_npy can then view it instead of copying
+            data = bytearray(size)
+            got = f.readinto(data) if size else 0
+        else:
+            data = f.read(size)
+            got = len(data)
+        if got != size:
             raise ZssError(f"truncated tar member {name}")
         _skip(f, padded - size, seekable)
         yield key, ext, data
@@ -197,6 +403,67 @@ def _skip(f: BinaryIO, n: int, seekable: bool) -> None:
         f.seek(n, 1)
     else:
         f.read(n)
+
+
+def _map(url: Path | str) -> "mmap.mmap | bytes | None":
+    """A local shard's bytes as a private (copy-on-write) map: members become zero-copy views and
+    nothing is read twice. None for URLs (streamed instead) or files that cannot be mapped."""
+    if sh.is_url(url):
+        return None
+    with open(url, "rb") as f:  # a missing file raises here, like the streaming reader would
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return b""
+        try:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):
+            return None
+    if hasattr(mm, "madvise"):
+        mm.madvise(mmap.MADV_SEQUENTIAL)
+    return mm
+
+
+def _mapped_members(mm: "mmap.mmap | bytes", wanted: set[str] | None
+                    ) -> Iterator[tuple[str, str, bytes | memoryview]]:
+    """`_members` over a mapped tar: the same members, names and errors, with each `.npy` member
+    a zero-copy (writable, private) view and other members as bytes."""
+    view = memoryview(mm)
+    size = len(view)
+    pos = 0
+    long_name: str | None = None
+    while True:
+        if pos + 512 > size:
+            return
+        header = mm[pos:pos + 512]
+        if header == _ZERO_BLOCK:
+            return
+        pos += 512
+        n = _octal(header[124:136])
+        kind = header[156:157]
+        padded = (n + 511) & ~511
+        if kind == b"L":
+            long_name = mm[pos:pos + padded][:n].rstrip(b"\0").decode()
+            pos += padded
+            continue
+        name = long_name or header[:100].rstrip(b"\0").decode()
+        prefix = header[345:500].rstrip(b"\0") if header[257:262] == b"ustar" and not long_name else b""
+        if prefix:
+            name = prefix.decode() + "/" + name
+        long_name = None
+        start = pos
+        pos += max(padded, 0)
+        if kind not in (b"0", b"\0"):
+            continue
+        key, _, ext = name.rpartition("/")[2].partition(".")
+        if wanted is not None and ext not in wanted:
+            yield key, ext, b""
+            continue
+        if n < 0 or start + n > size:
+            raise ZssError(f"truncated tar member {name}")
+        yield key, ext, (view[start:start + n] if ext.endswith("npy") else mm[start:start + n])
+
+
+_ZERO_BLOCK = b"\0" * 512
 
 
 def _decode_int8(sample: dict[str, Any]) -> dict[str, Any]:
@@ -214,11 +481,13 @@ def read_tar_samples(url: Path | str, members: set[str] | None = None,
     wanted = None
     if members is not None:
         wanted = set(members) | ({"patch_scale.npy"} if "patch.npy" in members else set())
-    with _open(url) as f:
+    mapped = _map(url)
+    with (contextlib.nullcontext() if mapped is not None else _open(url)) as f:
+        members = _mapped_members(mapped, wanted) if mapped is not None else _members(f, wanted)
         current: dict[str, Any] | None = None
         i = -1
         take = True
-        for key, ext, data in _members(f, wanted):
+        for key, ext, data in members:
             if current is None or current["__key__"] != key:
                 if current is not None and take:
                     yield _decode_int8(current)
@@ -273,6 +542,7 @@ class ShardStream:
         self.n_slots = world_size * self.n_local
         self.shuffle_buffer = max(1, shuffle_buffer)
         self.members = set(members) if members else None
+        self._warm = False
         self.damage = DamageLedger()
         self.total_samples = sum(s.n_ok for s in self.shards)
         if self.batches_per_epoch(0) == 0:
@@ -382,11 +652,30 @@ class ShardStream:
         if self.num_workers == 0:
             yield from self.slot_batches_iter(epoch, self.rank, start)
             return
-        ds = _EpochDataset(self, epoch, start)
+        self._warm_up()
+        flags = multiprocessing.RawArray("b", self.num_workers * _Arena.SLABS)
+        ds = _EpochDataset(self, epoch, start, flags)
         loader = DataLoader(ds, batch_size=None, num_workers=self.num_workers,
                             pin_memory=torch.cuda.is_available(),
                             worker_init_fn=_worker_init)
-        yield from loader
+        releaser = _Releaser(flags)
+        for batch, events, token in loader:
+            releaser.track(batch, token)
+            yield batch, events
+
+    def _warm_up(self) -> None:
+        """Decode one sample here before the first workers start: state a decoder builds lazily (a
+        tokenizer and its imports, caches) is then inherited by every forked worker, instead of
+        rebuilt in each worker every epoch. Damage is ignored here (the workers report it)."""
+        if self._warm:
+            return
+        self._warm = True
+        try:
+            for raw in read_tar_samples(self.shards[0].tar, self.members):
+                self.decode(raw, sample_rng(self.seed, 0, raw["__key__"]))
+                return
+        except READ_ERRORS + DECODE_ERRORS + (ZssError,):
+            return
 
     def batches(self, position: Position = Position()) -> Iterator[tuple[dict[str, Any], Position]]:
         """Endless batches from `position`, each with the position after it."""
@@ -412,14 +701,30 @@ def _worker_init(worker_id: int) -> None:
 class _EpochDataset(IterableDataset):
     """One epoch of one process, split over DataLoader workers (worker w = slot rank·W + w)."""
 
-    def __init__(self, stream: ShardStream, epoch: int, start: int) -> None:
-        self.stream, self.epoch, self.start = stream, epoch, start
+    def __init__(self, stream: ShardStream, epoch: int, start: int, flags: Any) -> None:
+        self.stream, self.epoch, self.start, self.flags = stream, epoch, start, flags
 
-    def __iter__(self) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
+    def __iter__(self) -> Iterator[tuple[Any, list[dict[str, Any]], int | None]]:
+        global _ARENA
         info = get_worker_info()
+        wid = info.id if info is not None else 0
         W = self.stream.n_local
         # Batch i of the epoch comes from worker slot i % W. The DataLoader asks its worker 0 first,
         # so loader worker w serves slot (w + start) % W, which holds the next batch in order.
-        a = ((info.id if info is not None else 0) + self.start) % W
+        a = (wid + self.start) % W
         skip = (self.start - a + W - 1) // W if self.start > a else 0
-        return self.stream.slot_batches_iter(self.epoch, self.stream.rank * W + a, skip)
+        batches = self.stream.slot_batches_iter(self.epoch, self.stream.rank * W + a, skip)
+        arena = _ARENA = _Arena(self.flags, wid * _Arena.SLABS) if info is not None else None
+        try:
+            while True:
+                if arena is not None:
+                    arena.begin()
+                try:
+                    batch, events = next(batches)
+                except StopIteration:
+                    return
+                if arena is not None:
+                    batch = arena.adopt(batch)
+                yield batch, events, (arena.finish() if arena is not None else None)
+        finally:
+            _ARENA = None

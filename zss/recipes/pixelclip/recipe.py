@@ -34,6 +34,7 @@ from zss.recipes.pixelclip.model import PixelCLIPNet
 from zss.recipes.pixelclip.modes import get_mode, remove_box
 from zss.recipes.pixelclip.prompts import DEFAULT_TEMPLATE
 from zss.recipes.pixelclip.targets import decode_rle_masks
+from zss.trainer.data import stack
 from zss.trainer.recipe import Recipe, default_no_decay
 from zss.utils.config import setting
 
@@ -265,9 +266,9 @@ class PixelCLIPRecipe(Recipe):
             raise ZssError("a whole batch of samples had no usable mask; check the shards' masks "
                            "(zss inspect) or lower recipe.min_mask_frac")
         views = self.impl.views
-        batch: dict[str, Any] = {v: torch.stack(_same_grid([s[v] for s in samples])) for v in views}
+        batch: dict[str, Any] = {v: stack(_same_grid([s[v] for s in samples])) for v in views}
         if self.dino is not None:
-            batch["dino"] = torch.stack([s["dino"] for s in samples])
+            batch["dino"] = stack([s["dino"] for s in samples])
             batch["cutout"] = torch.tensor([s["cutout"] for s in samples], dtype=torch.long)
             batch["dino_seed"] = torch.tensor([s["dino_seed"] for s in samples], dtype=torch.long)
             batch["n_images"] = torch.tensor(len(samples))

@@ -29,7 +29,7 @@ from zss.formats.shards import decode_patch, view_member
 from zss.recipes.simzss.text_tower import TextConfig, build_text_tower
 from zss.models.tokenizer import tokenize
 from zss.trainer import distributed as D
-from zss.trainer.data import load_npy
+from zss.trainer.data import load_npy, stack
 from zss.recipes.simzss.segmenter import TEXT_POOLINGS
 from zss.recipes.simzss.losses import global_infonce, local_concept_loss, total_loss
 from zss.trainer.recipe import Recipe
@@ -160,10 +160,10 @@ class SimZSSRecipe(Recipe):
         return sample
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch: dict[str, Any] = {"ids": torch.stack([s["ids"] for s in samples]),
-                                 "patch": torch.stack([s["patch"] for s in samples])}
+        batch: dict[str, Any] = {"ids": stack([s["ids"] for s in samples]),
+                                 "patch": stack([s["patch"] for s in samples])}
         if self.cfg.global_token == "cls":
-            batch["global"] = torch.stack([s["global"] for s in samples])
+            batch["global"] = stack([s["global"] for s in samples])
         occ = [(b, *sp) for b, s in enumerate(samples) for sp in s["spans"]]
         t = torch.tensor(occ, dtype=torch.long).reshape(-1, 4)
         batch.update(occ_batch=t[:, 0], occ_ids=t[:, 1], occ_start=t[:, 2], occ_end=t[:, 3])
