@@ -24,10 +24,12 @@ import math
 import os
 import tempfile
 import time
+from array import array
 from collections import defaultdict
 from contextlib import nullcontext
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from zss.errors import Interrupted, ZssError
 from zss.formats import shards as sh
@@ -45,6 +47,7 @@ IN_FLIGHT_PER_WORKER = 2  # one shard computing, one being written (or waiting f
 MANIFEST_EVERY_SHARDS = 32  # the manifest is rewritten at most this often (and at the end) ...
 MANIFEST_EVERY_SECONDS = 10.0  # ... or after this long, whichever comes first
 OWN_FILES = ("manifest.json", "concepts.json", "concepts.faiss")
+SHARD_TAILS = (".tar", ".parquet", "_stats.json", ".tar.tmp", ".parquet.tmp", "_stats.json.tmp")
 
 
 # ---------------------------------------------------------------- planning
@@ -67,6 +70,59 @@ def plan_chunks(source: Source, n: int, shard_size: int, batch_size: int,
             chunks.append({"shard": s, "start": a, "n_chunks": len(spans),
                            "refs": json.dumps(source.refs(a, b))})
     return chunks
+
+
+def plan_shards(out: Path | str, names: set[str], n: int, shard_size: int
+                ) -> tuple[array, dict[int, dict[str, Any]], dict[str, int]]:
+    """(pending shard ids, manifest entries of finished shards, their status counts), from one
+    listing of OUT (`names`) and a read only for shards with a stats file; partial files of a
+    pending shard are removed. Pending ids are an int64 array: 8 bytes a shard, no items."""
+    entries: dict[int, dict[str, Any]] = {}
+    by_status: dict[str, int] = {}
+    pending = array("q")
+    for s in range(math.ceil(n / shard_size)):
+        stem = f"{s:05d}"
+        if not names or not any(stem + tail in names for tail in SHARD_TAILS):
+            pending.append(s)
+            continue
+        lo, hi = shard_rows(n, shard_size, s)
+        stats = _finished_stats(out, s, hi - lo) if stem + "_stats.json" in names else None
+        if stats is not None:
+            entries[s] = sh.entry_from_stats(stats)
+            _add_status(by_status, stats)
+            continue
+        pending.append(s)
+        sh.remove_partial_shard(out, s)
+    return pending, entries, by_status
+
+
+class ShardRefs:
+    """The refs of shards asked for in increasing order, from one forward walk of the source:
+    shard i is items [i*S, (i+1)*S) of `source.iter_refs()`, built only when the shard is
+    submitted, so the driver holds one shard's refs at a time, never the item list. A gap
+    (finished shards skipped on resume) is walked over when short, re-opened at the shard's
+    start (`iter_refs(start)`) when long."""
+
+    REOPEN_AFTER_SHARDS = 4
+
+    def __init__(self, source: Source, n: int, shard_size: int):
+        self.source, self.n, self.shard_size = source, n, shard_size
+        self._it: Iterator[dict[str, Any]] | None = None
+        self._pos = 0
+
+    def __call__(self, shard: int) -> list[dict[str, Any]]:
+        lo, hi = shard_rows(self.n, self.shard_size, shard)
+        gap = lo - self._pos
+        if self._it is None or gap < 0 or gap > self.REOPEN_AFTER_SHARDS * self.shard_size:
+            self._it, self._pos = self.source.iter_refs(lo), lo
+        elif gap:
+            next(islice(self._it, gap - 1, gap), None)
+        refs = list(islice(self._it, hi - lo))
+        self._pos = lo + len(refs)
+        if len(refs) != hi - lo:
+            raise ZssError(f"the source yielded {self._pos} items, fewer than the {self.n} it counted; "
+                           f"did it change during the run?")
+        return refs
 
 
 # ---------------------------------------------------------------- Ray
@@ -289,21 +345,7 @@ def _ingest(cfg: IngestConfig, source: Source, out: Path | str, factory: StageFa
     load_seconds = time.perf_counter() - t_load
 
     n_shards = math.ceil(n / cfg.shard_size)
-    entries: dict[int, dict[str, Any]] = {}
-    by_status: dict[str, int] = {}
-    pending: list[int] = []
-    for s in range(n_shards):  # one listing of OUT, a read only for shards with a stats file
-        lo, hi = shard_rows(n, cfg.shard_size, s)
-        stats = _finished_stats(out, s, hi - lo) if f"{s:05d}_stats.json" in names else None
-        if stats is not None:
-            entries[s] = sh.entry_from_stats(stats)
-            _add_status(by_status, stats)
-            continue
-        pending.append(s)
-        stem = f"{s:05d}"
-        if any(stem + tail in names for tail in (".tar", ".parquet", "_stats.json", ".tar.tmp",
-                                                 ".parquet.tmp", "_stats.json.tmp")):
-            sh.remove_partial_shard(out, s)
+    pending, entries, by_status = plan_shards(out, names, n, cfg.shard_size)
     meta = dict(cfg=cfg, fp=fp, source=src_desc, models=models, bank=bank, n_shards=n_shards,
                 n_samples=n, entries=entries)
     sh.write_manifest(out, _manifest(**meta))
@@ -346,7 +388,7 @@ def _ingest(cfg: IngestConfig, source: Source, out: Path | str, factory: StageFa
 
 
 def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dict[str, Any],
-             source: Source, n: int, pending: list[int], report: dict[str, Any],
+             source: Source, n: int, pending: Sequence[int], report: dict[str, Any],
              progress: bool | None, meta: dict[str, Any], by_status: dict[str, int],
              stop: StopRequest | None = None) -> None:
     """Stream the pending shards through the workers, a bounded window at a time; once `stop` has
@@ -358,14 +400,16 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
     load = {i: 0 for i in range(len(actors))}
     in_flight: dict[Any, tuple[int, int]] = {}  # object ref -> (shard, actor index)
     todo = iter(pending)
+    shard_refs = ShardRefs(source, n, cfg.shard_size)
     seconds: dict[str, float] = defaultdict(float)
     arrivals: list[tuple[float, int, int]] = []
     nodes: dict[str, int] = defaultdict(int)
     t0 = time.perf_counter()
     first: float | None = None
     last_manifest, since_manifest = time.monotonic(), 0
-    total = sum(shard_rows(n, cfg.shard_size, s)[1] - shard_rows(n, cfg.shard_size, s)[0]
-                for s in pending)
+    total = len(pending) * cfg.shard_size  # only the last shard of the source can be short
+    if pending and pending[-1] == math.ceil(n / cfg.shard_size) - 1:
+        total -= cfg.shard_size - (n - pending[-1] * cfg.shard_size)
     target = str(out)
 
     def submit() -> bool:
@@ -377,8 +421,7 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
         shard = next(todo, None)
         if shard is None:
             return False
-        lo, hi = shard_rows(n, cfg.shard_size, shard)
-        ref = actors[i].write.remote(target, shard, source.refs(lo, hi))
+        ref = actors[i].write.remote(target, shard, shard_refs(shard))
         in_flight[ref] = (shard, i)
         load[i] += 1
         return True
