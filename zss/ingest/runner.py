@@ -41,6 +41,7 @@ from zss.utils.config import to_dict
 from zss.utils.enverrors import environment_error, is_environment_error
 from zss.utils.lock import FolderLock
 from zss.utils.progress import progress_bar
+from zss.utils import procs
 from zss.utils.signals import StopRequest
 
 IN_FLIGHT_PER_WORKER = 2  # one shard computing, one being written (or waiting for the models)
@@ -304,6 +305,13 @@ def _interrupted(stop: StopRequest, out: Path | str) -> Interrupted:
                                        "re-run the same command to resume")
 
 
+def _ray_failure(exc: BaseException, report: dict[str, Any]) -> ZssError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ZssError(f"the Ray job failed after {report['written']} new shard(s) "
+                    f"({type(exc).__name__}: {first[:300]}); finished shards are kept, "
+                    f"re-run the same command to resume")
+
+
 def _is_stage_bug(exc: BaseException) -> bool:
     """A Ray task/actor whose code raised something other than a user error: a bug in a stage
     (foreseen per-item problems never leave the worker, see `workers.run_model_stages`)."""
@@ -355,7 +363,10 @@ def _ingest(cfg: IngestConfig, source: Source, out: Path | str, factory: StageFa
                               "processed": 0, "ray_seconds": 0.0, "load_seconds": load_seconds,
                               "run_seconds": 0.0, "seconds": {}}
     if pending:
+        before = procs.descendants()
         started, report["ray_seconds"] = _ray_init(cfg)
+        ours = procs.descendants() - before if started else set()  # the local Ray we started
+        failure: BaseException | None = None
         try:
             res = resources(cfg)
             report["resources"] = res
@@ -363,23 +374,25 @@ def _ingest(cfg: IngestConfig, source: Source, out: Path | str, factory: StageFa
                 _execute(out, cfg, factory, res, source, n, pending, report, progress, meta, by_status, stop)
             except ray_error() as exc:  # a dead node or actor: finished shards stay, resume later
                 sh.write_manifest(out, _manifest(**meta))
-                if stop.signum is not None:  # Ctrl-C reached the workers too
-                    raise _interrupted(stop, out) from None
-                if _is_stage_bug(exc):  # our code raised (issue 9 item 6): loud, with its traceback
-                    raise
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                sh.write_manifest(out, _manifest(**meta))
-                raise ZssError(f"the Ray job failed after {report['written']} new shard(s) "
-                               f"({type(exc).__name__}: {first[:300]}); finished shards are kept, "
-                               f"re-run the same command to resume") from exc
+                if stop.signum is None and _is_stage_bug(exc):  # our code raised (issue 9 item 6):
+                    raise  # loud, with its traceback
+                failure = _ray_failure(exc, report)  # a one-line error, holding no Ray object
+                del exc
         finally:
             if started:
                 import ray
 
+                # the actors were killed and every ref dropped by `_execute`; the workers of the
+                # local Ray go with its raylet, and whatever is still alive after a grace period
+                # is killed, so no Ray process outlives the command
+                ours |= procs.descendants() - before
                 ray.shutdown()
-        if stop.signum is not None:
+                procs.reap(ours)
+        if stop.signum is not None:  # counted once every worker is gone: the count is final
             sh.write_manifest(out, _manifest(**meta))
             raise _interrupted(stop, out)
+        if failure is not None:
+            raise failure
     manifest = _manifest(**meta)
     sh.write_manifest(out, manifest)
     report["by_status"] = dict(sorted(by_status.items()))
@@ -426,45 +439,66 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
         load[i] += 1
         return True
 
-    with progress_bar(None if progress is None else not progress) as bar:
-        task = bar.add_task("ingest", total=total, info="", unit="samples")
-        while submit():
-            pass
-        while in_flight:
-            if stop is not None and stop.signum is not None:
-                break  # finished shards are complete on disk; the rest resume later
-            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
-            if not done:
-                continue
-            shard, i = in_flight.pop(done[0])
-            load[i] -= 1
-            result = ray.get(done[0])
-            if first is None:
-                first = time.perf_counter()
-            stats = result["stats"]
-            meta["entries"][shard] = sh.entry_from_stats(stats)
-            _add_status(by_status, stats)
-            for k, v in stats["seconds"].items():
-                seconds[k] += v
-            seconds["write"] += result["write_seconds"]
-            for t, k in result["done_at"]:
-                arrivals.append((t, k, result["worker"]))
-            nodes[result.get("node", "")] += 1
-            report["written"] += 1
-            report["processed"] += stats["n"]
-            bar.update(task, advance=stats["n"], info=f"{report['written']}/{len(pending)} shards")
-            since_manifest += 1
-            if (since_manifest >= MANIFEST_EVERY_SHARDS
-                    or time.monotonic() - last_manifest >= MANIFEST_EVERY_SECONDS):
-                sh.write_manifest(out, _manifest(**meta))
-                last_manifest, since_manifest = time.monotonic(), 0
+    worker_cpu: dict[int, float] = {}
+    cpu0, main0 = time.process_time(), time.thread_time()
+    try:
+        with progress_bar(None if progress is None else not progress) as bar:
+            task = bar.add_task("ingest", total=total, info="", unit="samples")
             while submit():
                 pass
+            while in_flight:
+                if stop is not None and stop.signum is not None:
+                    break  # finished shards are complete on disk; the rest resume later
+                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+                if not done:
+                    continue
+                shard, i = in_flight.pop(done[0])
+                load[i] -= 1
+                result = ray.get(done[0])
+                if first is None:
+                    first = time.perf_counter()
+                stats = result["stats"]
+                meta["entries"][shard] = sh.entry_from_stats(stats)
+                _add_status(by_status, stats)
+                for k, v in stats["seconds"].items():
+                    seconds[k] += v
+                seconds["write"] += result["write_seconds"]
+                for t, k in result["done_at"]:
+                    arrivals.append((t, k, result["worker"]))
+                nodes[result.get("node", "")] += 1
+                worker_cpu[result["worker"]] = result.get("cpu_seconds", 0.0)
+                report["written"] += 1
+                report["processed"] += stats["n"]
+                bar.update(task, advance=stats["n"], info=f"{report['written']}/{len(pending)} shards")
+                since_manifest += 1
+                if (since_manifest >= MANIFEST_EVERY_SHARDS
+                        or time.monotonic() - last_manifest >= MANIFEST_EVERY_SECONDS):
+                    sh.write_manifest(out, _manifest(**meta))
+                    last_manifest, since_manifest = time.monotonic(), 0
+                while submit():
+                    pass
+    finally:
+        # stop every actor now (a shard in flight is abandoned: its temporary files are removed by
+        # the resumed run) and drop every ref and handle, so nothing of this Ray session is
+        # referenced once the caller shuts Ray down, whatever ended the loop
+        for actor in actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already dead, node gone
+                pass
+        in_flight.clear()
+        actors.clear()
+        done = result = None  # noqa: F841 - frames kept by a traceback must not hold refs
     report["run_seconds"] = time.perf_counter() - t0
     report["first_result_seconds"] = (first - t0) if first else 0.0
     report["arrivals"] = arrivals
     report["seconds"] = dict(seconds)
     report["nodes"] = dict(nodes)
+    # the driver's CPU while streaming (all its threads, Ray's included; and its main thread alone)
+    # and the workers' (process CPU of each actor, model loading included): for benchmarks/ingest.py
+    report["driver_cpu_seconds"] = time.process_time() - cpu0
+    report["driver_main_cpu_seconds"] = time.thread_time() - main0
+    report["worker_cpu_seconds"] = sum(worker_cpu.values())
 
 
 def steady_rate(arrivals: list[tuple[float, int, int]]) -> float:

@@ -169,7 +169,7 @@ class ShardWorker:
                                feature_dtype=getattr(self.cfg.features, "dtype", "float16"))
         write_s = time.perf_counter() - t0
         return {"stats": stats, "write_seconds": write_s, "done_at": timing["done_at"],
-                "worker": os.getpid(), "node": _node_id()}
+                "worker": os.getpid(), "node": _node_id(), "cpu_seconds": time.process_time()}
 
 
 def _node_id() -> str:
