@@ -7,7 +7,6 @@ order (and so every shard key) is the same on every run.
 from __future__ import annotations
 
 import json
-import mmap
 import re
 from array import array
 from pathlib import Path
@@ -103,8 +102,8 @@ class _Scanner:
 
 class CocoSource(Source):
     """The index is a handful of int64 arrays (byte spans of each image and annotation object in
-    the JSON, images in id order, each image's annotations in file order); a ref re-reads its
-    objects from the memory-mapped file. Opening parses the JSON one element at a time, so the
+    the JSON, images in id order, each image's annotations in file order); a ref carries its spans
+    and the worker re-reads those objects from the file. Opening parses the JSON one element at a time, so the
     file never turns into one Python dict per image or caption."""
 
     kind = "coco"
@@ -116,7 +115,6 @@ class CocoSource(Source):
             raise ZssError(f"COCO captions JSON not found: {ann}")
         super().__init__(ann)
         self.image_dir = Path(image_dir) if image_dir else _find_image_dir(ann)
-        self._mm: mmap.mmap | None = None
         img_ids: list[Any] = []
         img_span = array("q")
         ann_ids: list[Any] = []
@@ -150,29 +148,39 @@ class CocoSource(Source):
     def _count(self) -> int:
         return int(len(self._img))
 
-    def _bytes(self) -> mmap.mmap:
-        if self._mm is None:
-            with open(self.path, "rb") as f:
-                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        return self._mm
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_mm": None}
+    BLOCK = 4096  # refs are cut from the index arrays this many images at a time
 
     def iter_refs(self, start: int = 0) -> Iterator[dict[str, Any]]:
-        if start >= len(self):
-            return
-        mm, loads, image_dir = self._bytes(), json.loads, self.image_dir
-        img, ann, first = self._img, self._ann, self._first
-        for k in range(start, len(img)):
-            a, b = img[k]
-            im = loads(mm[a:b])
-            captions = [loads(mm[x:y]).get("caption") for x, y in ann[first[k]:first[k + 1]].tolist()]
-            yield {"kind": self.kind, "index": k, "source_id": str(im["id"]),
-                   "path": str(image_dir / str(im["file_name"])), "captions": captions}
+        """Refs carry byte spans into the JSON (the worker reads and checks the objects), so the
+        driver spends a few microseconds per item and never parses a caption."""
+        path, image_dir, n = str(self.path), str(self.image_dir), len(self)
+        for b0 in range(start, n, self.BLOCK):
+            b1 = min(n, b0 + self.BLOCK)
+            images = self._img[b0:b1].tolist()
+            first = self._first[b0:b1 + 1].tolist()
+            anns = self._ann[first[0]:first[-1]].tolist()
+            base = first[0]
+            for j, span in enumerate(images):
+                yield {"kind": self.kind, "index": b0 + j, "json": path, "image_dir": image_dir,
+                       "image": span, "annotations": anns[first[j] - base:first[j + 1] - base]}
+
+    @staticmethod
+    def resolve(ref: dict[str, Any]) -> dict[str, Any]:
+        """A span ref -> {index, source_id, path, captions}, reading its objects from the JSON."""
+        with open(ref["json"], "rb") as f:
+            def obj(span: list[int]) -> Any:
+                f.seek(span[0])
+                return json.loads(f.read(span[1] - span[0]))
+
+            im = obj(ref["image"])
+            captions = [obj(span).get("caption") for span in ref["annotations"]]
+        return {"index": ref["index"], "source_id": str(im["id"]),
+                "path": str(Path(ref["image_dir"]) / str(im["file_name"])), "captions": captions}
 
     @staticmethod
     def load(ref: dict[str, Any]) -> Row:
+        if "json" in ref:
+            ref = CocoSource.resolve(ref)
         try:
             captions = check_captions(ref["captions"])
         except BadItem as exc:
