@@ -1,7 +1,8 @@
 """The ingest job: shard workers on Ray, a streaming plan, shard-level resume, progress, summary.
 
 Shards are the unit of work: the driver walks the pending shards in order, hands each one's refs
-(small JSON dicts, made only when the shard is submitted) to a `ShardWorker` actor, and keeps at
+(small JSON dicts, made only when the shard is submitted, from one forward walk of the source's
+lazy enumeration: shard i = items [i*S, (i+1)*S), see `ShardRefs`) to a `ShardWorker` actor, and keeps at
 most `IN_FLIGHT_PER_WORKER` shards per actor in flight. The actor reads, decodes, runs the model
 stages in batches cut at the shard's start and writes the tar + parquet + stats itself; only the
 stats (counts, seconds, sha256) come back. So the driver's CPU and memory per sample are tiny and
@@ -457,6 +458,7 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
                 result = ray.get(done[0])
                 if first is None:
                     first = time.perf_counter()
+                    report["driver_cpu_first_seconds"] = time.process_time() - cpu0
                 stats = result["stats"]
                 meta["entries"][shard] = sh.entry_from_stats(stats)
                 _add_status(by_status, stats)
