@@ -488,6 +488,11 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
                 ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001 - already dead, node gone
                 pass
+        if in_flight:  # let the failed replies of the killed calls land before Ray is shut down
+            try:
+                ray.wait(list(in_flight), num_returns=len(in_flight), timeout=10)
+            except Exception:  # noqa: BLE001 - nothing to save here
+                pass
         in_flight.clear()
         actors.clear()
         done = result = None  # noqa: F841 - frames kept by a traceback must not hold refs
