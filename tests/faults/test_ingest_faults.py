@@ -48,8 +48,6 @@ def _shard_files(out) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known race: the driver sometimes exits 1 inside ray.shutdown() after "
-                   "SIGINT (Ray core worker accessed after shutdown); passes when the race is not hit")
 @pytest.mark.usefixtures("ray_2cpu")
 def test_ctrl_c_keeps_finished_shards_leaves_no_ray_and_locks_out_a_second_writer(
         ingested_shards, ingest_kwargs, tmp_path):

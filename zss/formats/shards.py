@@ -247,7 +247,7 @@ def view_member(member: str, view: int) -> str:
 
 def write_shard(out_dir: str | Path, shard_id: int, samples: list[dict[str, Any]],
                 seconds: dict[str, float] | None = None,
-                feature_dtype: str = "float16") -> dict[str, Any]:
+                feature_dtype: str = "float16", extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write one complete shard; return its stats (also written, last, to `NNNNN_stats.json`).
 
     `samples` are in input order, one per input row, each a dict with `source_id`, `status`,
@@ -255,6 +255,7 @@ def write_shard(out_dir: str | Path, shard_id: int, samples: list[dict[str, Any]
     ((H, W)), `patch` (float [Hp,Wp,D]), `global` (float16 [D]), `concepts` (list per caption),
     `masks` (list of COCO-RLE annotations, or None when no mask source ran) and `jpg` (bytes or
     None). Failed rows only reach the parquet. `out_dir` may be a local folder or a URL.
+    `extra` (JSON-able, e.g. the node that wrote the shard) is added to the stats only.
     """
     if len(samples) > MAX_SHARD_SIZE:
         raise ZssError(f"a shard holds at most {MAX_SHARD_SIZE} samples, got {len(samples)}")
@@ -315,7 +316,8 @@ def write_shard(out_dir: str | Path, shard_id: int, samples: list[dict[str, Any]
         stats = {"shard": shard_id, "n": len(samples), "by_status": dict(sorted(by_status.items())),
                  "concepts": counts,
                  "seconds": {k: round(float(v), 4) for k, v in (seconds or {}).items()},
-                 "sha256": {"tar": sha256_file(local["tar"]), "parquet": sha256_file(local["parquet"])}}
+                 "sha256": {"tar": sha256_file(local["tar"]), "parquet": sha256_file(local["parquet"])},
+                 **(extra or {})}
         if remote:
             fs = _fs(str(out_dir))
             for kind in ("tar", "parquet"):

@@ -1,7 +1,8 @@
 """The ingest job: shard workers on Ray, a streaming plan, shard-level resume, progress, summary.
 
 Shards are the unit of work: the driver walks the pending shards in order, hands each one's refs
-(small JSON dicts, made only when the shard is submitted) to a `ShardWorker` actor, and keeps at
+(small JSON dicts, made only when the shard is submitted, from one forward walk of the source's
+lazy enumeration: shard i = items [i*S, (i+1)*S), see `ShardRefs`) to a `ShardWorker` actor, and keeps at
 most `IN_FLIGHT_PER_WORKER` shards per actor in flight. The actor reads, decodes, runs the model
 stages in batches cut at the shard's start and writes the tar + parquet + stats itself; only the
 stats (counts, seconds, sha256) come back. So the driver's CPU and memory per sample are tiny and
@@ -24,10 +25,12 @@ import math
 import os
 import tempfile
 import time
+from array import array
 from collections import defaultdict
 from contextlib import nullcontext
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from zss.errors import Interrupted, ZssError
 from zss.formats import shards as sh
@@ -40,12 +43,14 @@ from zss.utils.config import to_dict
 from zss.utils.enverrors import environment_error, is_environment_error
 from zss.utils.lock import FolderLock
 from zss.utils.progress import progress_bar
+from zss.utils import procs
 from zss.utils.signals import StopRequest
 
 IN_FLIGHT_PER_WORKER = 2  # one shard computing, one being written (or waiting for the models)
 MANIFEST_EVERY_SHARDS = 32  # the manifest is rewritten at most this often (and at the end) ...
 MANIFEST_EVERY_SECONDS = 10.0  # ... or after this long, whichever comes first
 OWN_FILES = ("manifest.json", "concepts.json", "concepts.faiss")
+SHARD_TAILS = (".tar", ".parquet", "_stats.json", ".tar.tmp", ".parquet.tmp", "_stats.json.tmp")
 
 
 # ---------------------------------------------------------------- planning
@@ -68,6 +73,59 @@ def plan_chunks(source: Source, n: int, shard_size: int, batch_size: int,
             chunks.append({"shard": s, "start": a, "n_chunks": len(spans),
                            "refs": json.dumps(source.refs(a, b))})
     return chunks
+
+
+def plan_shards(out: Path | str, names: set[str], n: int, shard_size: int
+                ) -> tuple[array, dict[int, dict[str, Any]], dict[str, int]]:
+    """(pending shard ids, manifest entries of finished shards, their status counts), from one
+    listing of OUT (`names`) and a read only for shards with a stats file; partial files of a
+    pending shard are removed. Pending ids are an int64 array: 8 bytes a shard, no items."""
+    entries: dict[int, dict[str, Any]] = {}
+    by_status: dict[str, int] = {}
+    pending = array("q")
+    for s in range(math.ceil(n / shard_size)):
+        stem = f"{s:05d}"
+        if not names or not any(stem + tail in names for tail in SHARD_TAILS):
+            pending.append(s)
+            continue
+        lo, hi = shard_rows(n, shard_size, s)
+        stats = _finished_stats(out, s, hi - lo) if stem + "_stats.json" in names else None
+        if stats is not None:
+            entries[s] = sh.entry_from_stats(stats)
+            _add_status(by_status, stats)
+            continue
+        pending.append(s)
+        sh.remove_partial_shard(out, s)
+    return pending, entries, by_status
+
+
+class ShardRefs:
+    """The refs of shards asked for in increasing order, from one forward walk of the source:
+    shard i is items [i*S, (i+1)*S) of `source.iter_refs()`, built only when the shard is
+    submitted, so the driver holds one shard's refs at a time, never the item list. A gap
+    (finished shards skipped on resume) is walked over when short, re-opened at the shard's
+    start (`iter_refs(start)`) when long."""
+
+    REOPEN_AFTER_SHARDS = 4
+
+    def __init__(self, source: Source, n: int, shard_size: int):
+        self.source, self.n, self.shard_size = source, n, shard_size
+        self._it: Iterator[dict[str, Any]] | None = None
+        self._pos = 0
+
+    def __call__(self, shard: int) -> list[dict[str, Any]]:
+        lo, hi = shard_rows(self.n, self.shard_size, shard)
+        gap = lo - self._pos
+        if self._it is None or gap < 0 or gap > self.REOPEN_AFTER_SHARDS * self.shard_size:
+            self._it, self._pos = self.source.iter_refs(lo), lo
+        elif gap:
+            next(islice(self._it, gap - 1, gap), None)
+        refs = list(islice(self._it, hi - lo))
+        self._pos = lo + len(refs)
+        if len(refs) != hi - lo:
+            raise ZssError(f"the source yielded {self._pos} items, fewer than the {self.n} it counted; "
+                           f"did it change during the run?")
+        return refs
 
 
 # ---------------------------------------------------------------- Ray
@@ -250,6 +308,13 @@ def _interrupted(stop: StopRequest, out: Path | str) -> Interrupted:
                                        "re-run the same command to resume")
 
 
+def _ray_failure(exc: BaseException, report: dict[str, Any]) -> ZssError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ZssError(f"the Ray job failed after {report['written']} new shard(s) "
+                    f"({type(exc).__name__}: {first[:300]}); finished shards are kept, "
+                    f"re-run the same command to resume")
+
+
 def _is_stage_bug(exc: BaseException) -> bool:
     """A Ray task/actor whose code raised something other than a user error: a bug in a stage
     (foreseen per-item problems never leave the worker, see `workers.run_model_stages`)."""
@@ -291,21 +356,7 @@ def _ingest(cfg: IngestConfig, source: Source, out: Path | str, factory: StageFa
     load_seconds = time.perf_counter() - t_load
 
     n_shards = math.ceil(n / cfg.shard_size)
-    entries: dict[int, dict[str, Any]] = {}
-    by_status: dict[str, int] = {}
-    pending: list[int] = []
-    for s in range(n_shards):  # one listing of OUT, a read only for shards with a stats file
-        lo, hi = shard_rows(n, cfg.shard_size, s)
-        stats = _finished_stats(out, s, hi - lo) if f"{s:05d}_stats.json" in names else None
-        if stats is not None:
-            entries[s] = sh.entry_from_stats(stats)
-            _add_status(by_status, stats)
-            continue
-        pending.append(s)
-        stem = f"{s:05d}"
-        if any(stem + tail in names for tail in (".tar", ".parquet", "_stats.json", ".tar.tmp",
-                                                 ".parquet.tmp", "_stats.json.tmp")):
-            sh.remove_partial_shard(out, s)
+    pending, entries, by_status = plan_shards(out, names, n, cfg.shard_size)
     meta = dict(cfg=cfg, fp=fp, source=src_desc, models=models, bank=bank, n_shards=n_shards,
                 n_samples=n, entries=entries)
     sh.write_manifest(out, _manifest(**meta))
@@ -315,7 +366,10 @@ def _ingest(cfg: IngestConfig, source: Source, out: Path | str, factory: StageFa
                               "processed": 0, "ray_seconds": 0.0, "load_seconds": load_seconds,
                               "run_seconds": 0.0, "seconds": {}}
     if pending:
+        before = procs.descendants()
         started, report["ray_seconds"] = _ray_init(cfg)
+        ours = procs.descendants() - before if started else set()  # the local Ray we started
+        failure: BaseException | None = None
         try:
             res = resources(cfg)
             report["resources"] = res
@@ -323,23 +377,25 @@ def _ingest(cfg: IngestConfig, source: Source, out: Path | str, factory: StageFa
                 _execute(out, cfg, factory, res, source, n, pending, report, progress, meta, by_status, stop)
             except ray_error() as exc:  # a dead node or actor: finished shards stay, resume later
                 sh.write_manifest(out, _manifest(**meta))
-                if stop.signum is not None:  # Ctrl-C reached the workers too
-                    raise _interrupted(stop, out) from None
-                if _is_stage_bug(exc):  # our code raised (issue 9 item 6): loud, with its traceback
-                    raise
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                sh.write_manifest(out, _manifest(**meta))
-                raise ZssError(f"the Ray job failed after {report['written']} new shard(s) "
-                               f"({type(exc).__name__}: {first[:300]}); finished shards are kept, "
-                               f"re-run the same command to resume") from exc
+                if stop.signum is None and _is_stage_bug(exc):  # our code raised (issue 9 item 6):
+                    raise  # loud, with its traceback
+                failure = _ray_failure(exc, report)  # a one-line error, holding no Ray object
+                del exc
         finally:
             if started:
                 import ray
 
+                # the actors were killed and every ref dropped by `_execute`; the workers of the
+                # local Ray go with its raylet, and whatever is still alive after a grace period
+                # is killed, so no Ray process outlives the command
+                ours |= procs.descendants() - before
                 ray.shutdown()
-        if stop.signum is not None:
+                procs.reap(ours)
+        if stop.signum is not None:  # counted once every worker is gone: the count is final
             sh.write_manifest(out, _manifest(**meta))
             raise _interrupted(stop, out)
+        if failure is not None:
+            raise failure
     manifest = _manifest(**meta)
     sh.write_manifest(out, manifest)
     report["by_status"] = dict(sorted(by_status.items()))
@@ -350,7 +406,7 @@ def _ingest(cfg: IngestConfig, source: Source, out: Path | str, factory: StageFa
 
 
 def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dict[str, Any],
-             source: Source, n: int, pending: list[int], report: dict[str, Any],
+             source: Source, n: int, pending: Sequence[int], report: dict[str, Any],
              progress: bool | None, meta: dict[str, Any], by_status: dict[str, int],
              stop: StopRequest | None = None) -> None:
     """Stream the pending shards through the workers, a bounded window at a time; once `stop` has
@@ -362,14 +418,16 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
     load = {i: 0 for i in range(len(actors))}
     in_flight: dict[Any, tuple[int, int]] = {}  # object ref -> (shard, actor index)
     todo = iter(pending)
+    shard_refs = ShardRefs(source, n, cfg.shard_size)
     seconds: dict[str, float] = defaultdict(float)
     arrivals: list[tuple[float, int, int]] = []
     nodes: dict[str, int] = defaultdict(int)
     t0 = time.perf_counter()
     first: float | None = None
     last_manifest, since_manifest = time.monotonic(), 0
-    total = sum(shard_rows(n, cfg.shard_size, s)[1] - shard_rows(n, cfg.shard_size, s)[0]
-                for s in pending)
+    total = len(pending) * cfg.shard_size  # only the last shard of the source can be short
+    if pending and pending[-1] == math.ceil(n / cfg.shard_size) - 1:
+        total -= cfg.shard_size - (n - pending[-1] * cfg.shard_size)
     target = str(out)
 
     def submit() -> bool:
@@ -381,51 +439,77 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
         shard = next(todo, None)
         if shard is None:
             return False
-        lo, hi = shard_rows(n, cfg.shard_size, shard)
-        ref = actors[i].write.remote(target, shard, source.refs(lo, hi))
+        ref = actors[i].write.remote(target, shard, shard_refs(shard))
         in_flight[ref] = (shard, i)
         load[i] += 1
         return True
 
-    with progress_bar(None if progress is None else not progress) as bar:
-        task = bar.add_task("ingest", total=total, info="", unit="samples")
-        while submit():
-            pass
-        while in_flight:
-            if stop is not None and stop.signum is not None:
-                break  # finished shards are complete on disk; the rest resume later
-            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
-            if not done:
-                continue
-            shard, i = in_flight.pop(done[0])
-            load[i] -= 1
-            result = ray.get(done[0])
-            if first is None:
-                first = time.perf_counter()
-            stats = result["stats"]
-            meta["entries"][shard] = sh.entry_from_stats(stats)
-            _add_status(by_status, stats)
-            for k, v in stats["seconds"].items():
-                seconds[k] += v
-            seconds["write"] += result["write_seconds"]
-            for t, k in result["done_at"]:
-                arrivals.append((t, k, result["worker"]))
-            nodes[result.get("node", "")] += 1
-            report["written"] += 1
-            report["processed"] += stats["n"]
-            bar.update(task, advance=stats["n"], info=f"{report['written']}/{len(pending)} shards")
-            since_manifest += 1
-            if (since_manifest >= MANIFEST_EVERY_SHARDS
-                    or time.monotonic() - last_manifest >= MANIFEST_EVERY_SECONDS):
-                sh.write_manifest(out, _manifest(**meta))
-                last_manifest, since_manifest = time.monotonic(), 0
+    worker_cpu: dict[int, float] = {}
+    cpu0, main0 = time.process_time(), time.thread_time()
+    try:
+        with progress_bar(None if progress is None else not progress) as bar:
+            task = bar.add_task("ingest", total=total, info="", unit="samples")
             while submit():
                 pass
+            while in_flight:
+                if stop is not None and stop.signum is not None:
+                    break  # finished shards are complete on disk; the rest resume later
+                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+                if not done:
+                    continue
+                shard, i = in_flight.pop(done[0])
+                load[i] -= 1
+                result = ray.get(done[0])
+                if first is None:
+                    first = time.perf_counter()
+                    report["driver_cpu_first_seconds"] = time.process_time() - cpu0
+                stats = result["stats"]
+                meta["entries"][shard] = sh.entry_from_stats(stats)
+                _add_status(by_status, stats)
+                for k, v in stats["seconds"].items():
+                    seconds[k] += v
+                seconds["write"] += result["write_seconds"]
+                for t, k in result["done_at"]:
+                    arrivals.append((t, k, result["worker"]))
+                nodes[result.get("node", "")] += 1
+                worker_cpu[result["worker"]] = result.get("cpu_seconds", 0.0)
+                report["written"] += 1
+                report["processed"] += stats["n"]
+                bar.update(task, advance=stats["n"], info=f"{report['written']}/{len(pending)} shards")
+                since_manifest += 1
+                if (since_manifest >= MANIFEST_EVERY_SHARDS
+                        or time.monotonic() - last_manifest >= MANIFEST_EVERY_SECONDS):
+                    sh.write_manifest(out, _manifest(**meta))
+                    last_manifest, since_manifest = time.monotonic(), 0
+                while submit():
+                    pass
+    finally:
+        # stop every actor now (a shard in flight is abandoned: its temporary files are removed by
+        # the resumed run) and drop every ref and handle, so nothing of this Ray session is
+        # referenced once the caller shuts Ray down, whatever ended the loop
+        for actor in actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already dead, node gone
+                pass
+        if in_flight:  # let the failed replies of the killed calls land before Ray is shut down
+            try:
+                ray.wait(list(in_flight), num_returns=len(in_flight), timeout=10)
+            except Exception:  # noqa: BLE001 - nothing to save here
+                pass
+        in_flight.clear()
+        actors.clear()
+        done = result = None  # noqa: F841 - frames kept by a traceback must not hold refs
     report["run_seconds"] = time.perf_counter() - t0
     report["first_result_seconds"] = (first - t0) if first else 0.0
     report["arrivals"] = arrivals
     report["seconds"] = dict(seconds)
     report["nodes"] = dict(nodes)
+    # the driver's CPU while streaming (all its threads, Ray's included; and its main thread alone)
+    # and the workers' (process CPU of each actor, model loading included): for benchmarks/ingest.py
+    report["driver_cpu_seconds"] = time.process_time() - cpu0
+    report["driver_main_cpu_seconds"] = time.thread_time() - main0
+    report["worker_cpu_seconds"] = sum(worker_cpu.values())
 
 
 def steady_rate(arrivals: list[tuple[float, int, int]]) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -168,11 +169,13 @@ class ShardWorker:
             samples, timing = compute_shard(self.stages, refs, self.cfg.batch_size, self.cfg.decode,
                                             pool=self.pool)
         t0 = time.perf_counter()
+        node = _node_id()
         stats = sh.write_shard(out, shard, samples, timing["seconds"],
-                               feature_dtype=getattr(self.cfg.features, "dtype", "float16"))
+                               feature_dtype=getattr(self.cfg.features, "dtype", "float16"),
+                               extra={"node": node, "host": socket.gethostname()})
         write_s = time.perf_counter() - t0
         return {"stats": stats, "write_seconds": write_s, "done_at": timing["done_at"],
-                "worker": os.getpid(), "node": _node_id()}
+                "worker": os.getpid(), "node": node, "cpu_seconds": time.process_time()}
 
 
 def _node_id() -> str:

@@ -71,5 +71,5 @@ def load_ref(ref: dict[str, Any]) -> Row:
     try:
         return SOURCES[ref["kind"]].load(ref)
     except Exception as exc:  # noqa: BLE001 - recorded in the row, counted in the stats
-        return make_row(ref["index"], ref["source_id"], status="read_error",
+        return make_row(ref["index"], ref.get("source_id", f"#{ref['index']}"), status="read_error",
                         error=f"{type(exc).__name__}: {exc}"[:500])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -99,33 +100,51 @@ def read_sidecar_captions(path: Path) -> list[str]:
 
 
 class Source(ABC):
-    """A fixed, ordered list of input items. `len`, iteration, refs for workers, a description."""
+    """A fixed, ordered sequence of input items, enumerated lazily.
+
+    `iter_refs(start)` yields the refs of items start, start+1, ... in one deterministic order
+    without building the whole list (a reader holds at most a compact index: numbers and offsets,
+    or one input tar / directory at a time), so the driver's memory does not grow with the
+    dataset. `len` is counted once (a pass that keeps nothing per item) and cached."""
 
     kind: str = ""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._n: int | None = None
 
     @abstractmethod
-    def __len__(self) -> int: ...
+    def _count(self) -> int:
+        """The number of items (called once; must not keep per-item Python objects)."""
 
     @abstractmethod
-    def ref(self, index: int) -> dict[str, Any]:
-        """A small JSON-able description of item `index`, enough for `load_ref` in a worker."""
+    def iter_refs(self, start: int = 0) -> Iterator[dict[str, Any]]:
+        """Small JSON-able descriptions of items start, start+1, ..., enough for `load_ref` in a worker."""
 
     @staticmethod
     @abstractmethod
     def load(ref: dict[str, Any]) -> Row:
         """The row of a ref (never raises for a per-item problem)."""
 
+    def __len__(self) -> int:
+        if self._n is None:
+            self._n = self._count()
+        return self._n
+
+    def ref(self, index: int) -> dict[str, Any]:
+        """Item `index`'s ref (a convenience; the runner walks `iter_refs`)."""
+        for r in self.iter_refs(index):
+            return r
+        raise IndexError(f"item {index} of a {len(self)}-item source")
+
+    def refs(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        stop = len(self) if stop is None else min(stop, len(self))
+        return list(islice(self.iter_refs(start), max(0, stop - start)))
+
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the input."""
         return {"kind": self.kind, "path": str(self.path.resolve()), "n": len(self)}
 
-    def refs(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
-        stop = len(self) if stop is None else min(stop, len(self))
-        return [self.ref(i) for i in range(start, stop)]
-
     def __iter__(self) -> Iterator[Row]:
-        for i in range(len(self)):
-            yield self.load(self.ref(i))
+        for r in self.iter_refs():
+            yield self.load(r)

@@ -3,14 +3,44 @@
 
 from __future__ import annotations
 
+import os
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from zss.errors import ZssError
 from zss.ingest.sources.base import (BadItem, Row, Source, failed_row, make_row, read_file,
                                        read_sidecar_captions)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def _walk(root: Path, rel: str = "") -> Iterator[str]:
+    """Image files under `root` as relative POSIX paths, in sorted-path order, one directory
+    listing at a time: a directory's entries sorted with dirs keyed `name/` is exactly the order
+    `sorted()` gives the full paths, so nothing but the current listings is ever held."""
+    try:
+        entries = list(os.scandir(root / rel if rel else root))
+    except OSError:
+        return
+    keyed = []
+    for e in entries:
+        try:
+            is_dir = e.is_dir()
+            recurse = is_dir and not e.is_symlink()  # like Path.rglob: no symlinked dirs
+        except OSError:
+            continue
+        if recurse:
+            keyed.append((e.name + "/", True))
+        elif not is_dir and Path(e.name).suffix.lower() in IMAGE_EXTS:
+            keyed.append((e.name, False))
+    del entries
+    keyed.sort()
+    for key, is_dir in keyed:
+        if is_dir:
+            yield from _walk(root, rel + key)
+        else:
+            yield rel + key
 
 
 class FolderSource(Source):
@@ -20,19 +50,17 @@ class FolderSource(Source):
         super().__init__(path)
         if not self.path.is_dir():
             raise ZssError(f"image folder not found: {self.path}")
-        self._files = sorted(p.relative_to(self.path).as_posix() for p in self.path.rglob("*")
-                             if p.suffix.lower() in IMAGE_EXTS and not p.is_dir())
-        if not self._files:
+        if not len(self):
             raise ZssError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {self.path}")
 
-    def __len__(self) -> int:
-        return len(self._files)
+    def _count(self) -> int:
+        return sum(1 for _ in _walk(self.path))
 
-    def ref(self, index: int) -> dict[str, Any]:
-        rel = self._files[index]
-        path = self.path / rel
-        return {"kind": self.kind, "index": index, "source_id": rel.rsplit(".", 1)[0],
-                "path": str(path), "txt": str(path.with_suffix(".txt"))}
+    def iter_refs(self, start: int = 0) -> Iterator[dict[str, Any]]:
+        for index, rel in enumerate(islice(_walk(self.path), start, None), start):
+            path = self.path / rel
+            yield {"kind": self.kind, "index": index, "source_id": rel.rsplit(".", 1)[0],
+                   "path": str(path), "txt": str(path.with_suffix(".txt"))}
 
     @staticmethod
     def load(ref: dict[str, Any]) -> Row:

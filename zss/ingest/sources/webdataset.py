@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import braceexpand
+import numpy as np
 
 from zss.errors import ZssError
 from zss.ingest.sources.base import (MAX_IMAGE_BYTES, MAX_SIDECAR_BYTES, BadItem, Row, Source,
@@ -74,19 +75,28 @@ class WebDatasetSource(Source):
         super().__init__(spec)
         self._spec = str(spec)
         self.tars = _tar_files(self._spec)
-        self._items: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
-        for t, path in enumerate(self.tars):
-            self._items += [(t, key, members) for key, members in _index_tar(path)]
-        if not self._items:
+        # one pass over the tar headers keeps only a count per tar; `iter_refs` re-indexes one tar
+        # at a time, so millions of samples never sit in the driver as Python objects
+        self._counts = np.array([len(_index_tar(p)) for p in self.tars], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(self._counts)])
+        if not self._starts[-1]:
             raise ZssError(f"no samples in {self._spec}")
 
-    def __len__(self) -> int:
-        return len(self._items)
+    def _count(self) -> int:
+        return int(self._starts[-1])
 
-    def ref(self, index: int) -> dict[str, Any]:
-        t, key, members = self._items[index]
-        return {"kind": self.kind, "index": index, "source_id": key, "tar": str(self.tars[t]),
-                "members": {ext: list(m) for ext, m in members.items()}}
+    def iter_refs(self, start: int = 0) -> Iterator[dict[str, Any]]:
+        if start >= len(self):
+            return
+        t = int(np.searchsorted(self._starts, start, side="right")) - 1
+        index, skip = start, start - int(self._starts[t])
+        for t in range(t, len(self.tars)):
+            tar = str(self.tars[t])
+            for key, members in _index_tar(self.tars[t])[skip:]:
+                yield {"kind": self.kind, "index": index, "source_id": key, "tar": tar,
+                       "members": {ext: list(m) for ext, m in members.items()}}
+                index += 1
+            skip = 0
 
     @staticmethod
     def load(ref: dict[str, Any]) -> Row:
