@@ -61,7 +61,7 @@ def ingest(source: str = typer.Argument(..., help="Source path; kind inferred or
            preset: Optional[Path] = typer.Option(None, "--preset", help="YAML preset (zss/manifests/presets)."),
            features: Optional[str] = typer.Option(None, "--features", help="NAME[:CKPT] frozen backbone."),
            img_size: Optional[int] = typer.Option(None, "--img-size", help="Backbone input side."),
-           masks: Optional[str] = typer.Option(None, "--masks", help="sam | sa1b | dino-kmeans | none"),
+           masks: Optional[str] = typer.Option(None, "--masks", help="sam | sa1b | dino | feature-kmeans | none"),
            sam_checkpoint: Optional[str] = typer.Option(None, "--sam-checkpoint", help="KIND:PATH"),
            concepts: Optional[str] = typer.Option(None, "--concepts", help="Concept bank JSON or class-list names."),
            shard_size: Optional[int] = typer.Option(None, "--shard-size", min=1),
