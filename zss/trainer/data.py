@@ -355,6 +355,21 @@ def _octal(field: bytes) -> int:
     return int(field, 8) if field else 0
 
 
+def _header(header: bytes) -> tuple[int, bytes, int]:
+    """(size, type flag, size padded to whole 512-byte blocks) of a tar header block."""
+    size = _octal(header[124:136])
+    return size, header[156:157], (size + 511) & ~511
+
+
+def _member_name(header: bytes, long_name: str | None) -> str:
+    """The member's path: a preceding GNU long name, else the header's name (with its ustar prefix)."""
+    if long_name:
+        return long_name
+    name = header[:100].rstrip(b"\0").decode()
+    prefix = header[345:500].rstrip(b"\0") if header[257:262] == b"ustar" else b""
+    return prefix.decode() + "/" + name if prefix else name
+
+
 def _members(f: BinaryIO, wanted: set[str] | None) -> Iterator[tuple[str, str, bytes]]:
     """(key, suffix, data) of the regular files of a tar stream; members whose suffix is not in
     `wanted` are skipped unread (seek) and yielded with empty data so sample grouping still sees
@@ -365,17 +380,11 @@ def _members(f: BinaryIO, wanted: set[str] | None) -> Iterator[tuple[str, str, b
         header = f.read(512)
         if len(header) < 512 or header == b"\0" * 512:
             return
-        size = _octal(header[124:136])
-        kind = header[156:157]
-        padded = (size + 511) & ~511
+        size, kind, padded = _header(header)
         if kind == b"L":  # GNU long name: the next member's name is this member's data
             long_name = f.read(padded)[:size].rstrip(b"\0").decode()
             continue
-        name = long_name or header[:100].rstrip(b"\0").decode()
-        prefix = header[345:500].rstrip(b"\0") if header[257:262] == b"ustar" and not long_name else b""
-        if prefix:
-            name = prefix.decode() + "/" + name
-        long_name = None
+        name, long_name = _member_name(header, long_name), None
         if kind not in (b"0", b"\0"):
             _skip(f, padded, seekable)
             continue
@@ -438,18 +447,12 @@ def _mapped_members(mm: "mmap.mmap | bytes", wanted: set[str] | None
         if header == _ZERO_BLOCK:
             return
         pos += 512
-        n = _octal(header[124:136])
-        kind = header[156:157]
-        padded = (n + 511) & ~511
+        n, kind, padded = _header(header)
         if kind == b"L":
             long_name = mm[pos:pos + padded][:n].rstrip(b"\0").decode()
             pos += padded
             continue
-        name = long_name or header[:100].rstrip(b"\0").decode()
-        prefix = header[345:500].rstrip(b"\0") if header[257:262] == b"ustar" and not long_name else b""
-        if prefix:
-            name = prefix.decode() + "/" + name
-        long_name = None
+        name, long_name = _member_name(header, long_name), None
         start = pos
         pos += max(padded, 0)
         if kind not in (b"0", b"\0"):
