@@ -182,3 +182,21 @@ TINY = ["recipe.text.width=64", "recipe.text.heads=2", "recipe.text.layers=2",
 def tiny_overrides() -> list[str]:
     """`--set` overrides for a tiny text tower on the feature world."""
     return list(TINY)
+
+
+@pytest.fixture(autouse=True)
+def _zss_logs_reach_caplog(monkeypatch):
+    """The CLI sends `zss.*` records to its own stderr handler and stops them at the `zss` logger
+    (so a user's root handlers do not print them twice). In tests they also go on to the root logger,
+    so `caplog` sees them whichever test first called `main()`; stderr output is unchanged."""
+    import logging
+
+    import zss.utils.logs as logs
+
+    original = logs.setup_logging
+
+    def setup(*args, **kwargs):
+        original(*args, **kwargs)
+        logging.getLogger("zss").propagate = True
+
+    monkeypatch.setattr(logs, "setup_logging", setup)
