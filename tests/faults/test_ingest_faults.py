@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fault_helpers import alive, descendants, finish, start_zss, wait_for
+from fault_helpers import finish, start_zss, wait_for
 
 from zss.errors import ZssError
 from zss.formats import shards as sh
+from zss.utils.procs import alive, descendants
 from zss.ingest.runner import run_ingest
 
 pytestmark = [pytest.mark.timeout(900)]

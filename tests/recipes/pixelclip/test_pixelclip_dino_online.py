@@ -3,12 +3,13 @@ clusters each weak crop's patch tokens (Euclidean k-means) into the step's masks
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from pixelclip_runs import assert_resume_reproduces, losses as run_losses
 
 from zss.commands.train import run_training
 from zss.errors import ZssError
@@ -81,11 +82,6 @@ def test_euclidean_not_cosine():
     assert np.array_equal(masks, np.array([[[1, 0], [1, 0]], [[0, 1], [0, 1]]], bool))
 
 
-def _losses(run: Path) -> list[float]:
-    with open(run / "metrics.csv", newline="") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
-
-
 def _overrides(tiny_clip: Path, extra: list[str]) -> list[str]:
     return ["tensorboard=false", "log_every=1", "recipe.mode=full", f"recipe.clip=zss-tiny-vit:{tiny_clip}",
             "recipe.img_size=64", "recipe.masks=dino-online", f"recipe.dino_img_size={SIDE}",
@@ -98,7 +94,7 @@ def test_full_mode_trains_on_online_dino_masks(sa1b_shards, tiny_clip, tiny_dino
     run_training("pixelclip", sa1b_shards, run, config=DEMO, steps=12,
                  overrides=_overrides(tiny_clip, [f"recipe.dino_checkpoint={tiny_dino}", "batch_size=4",
                                                   "recipe.k=8", "recipe.mask_size=32"]))
-    losses = _losses(run)
+    losses = run_losses(run)
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
@@ -176,19 +172,7 @@ def test_official_presets_name_their_mask_source():
 def test_resume_repeats_the_online_masks(sa1b_shards, tiny_clip, tiny_dino, tmp_path):
     """k-means seeds come from the per-sample data RNG: a resumed run makes the same masks, so it
     ends with the same bytes as a straight one."""
-    import shutil
-
     args = dict(config=DEMO, steps=4, overrides=_overrides(tiny_clip, [
         f"recipe.dino_checkpoint={tiny_dino}", "batch_size=4", "recipe.k=8", "recipe.mask_size=32",
         "ckpt_every=2", "keep_checkpoints=0"]))
-    straight = tmp_path / "straight"
-    run_training("pixelclip", sa1b_shards, straight, **args)
-    resumed = tmp_path / "resumed"
-    shutil.copytree(straight, resumed)
-    shutil.rmtree(resumed / "model")
-    for p in (resumed / "checkpoints").glob("step_000004.*"):
-        p.unlink()
-    run_training("pixelclip", sa1b_shards, resumed, resume=True, **args)
-    for name in ("model.safetensors", "prompts.safetensors"):
-        assert (straight / "model" / name).read_bytes() == (resumed / "model" / name).read_bytes(), name
-    assert _losses(straight) == _losses(resumed)
+    assert_resume_reproduces(sa1b_shards, tmp_path, ("model.safetensors", "prompts.safetensors"), **args)

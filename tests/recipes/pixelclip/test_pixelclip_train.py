@@ -3,7 +3,6 @@ mode discovers the world's categories without labels, exports load for eval, pro
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,8 @@ from zss.paths import MANIFESTS
 from zss.models.clip_dense import OpenCLIPSegmenter
 from zss.recipes.pixelclip.segmenter import PixelCLIPSegmenter, load_prompts
 from zss.recipes import load_segmenter
+from pixelclip_runs import assert_resume_reproduces, losses as run_losses
+
 from zss.commands.train import run_training
 from zss.trainer.config import TrainConfig
 from zss.recipes.pixelclip.analysis import mask_cluster_agreement
@@ -24,11 +25,6 @@ from zss.recipes.pixelclip.explain import explain_prompts
 
 DEMO = MANIFESTS / "train" / "pixelclip-cached-demo.yaml"
 QUIET = ["tensorboard=false", "log_every=5"]
-
-
-def _losses(run: Path) -> list[float]:
-    with open(run / "metrics.csv", newline="") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
 def _falls(losses: list[float]) -> bool:
@@ -45,7 +41,7 @@ def cached_run(sa1b_shards, tmp_path_factory) -> Path:
 def test_cached_mode_discovers_categories(cached_run, sa1b_shards, world):
     """NMI of mask→prompt assignments vs ground truth: the untrained model vs the trained one."""
     gt = world / "train" / "annotations"
-    losses = _losses(cached_run)
+    losses = run_losses(cached_run)
     assert _falls(losses), losses
     # The untrained model: the same build the loop starts from (seeded identically).
     from zss.utils.config import load_config
@@ -96,7 +92,7 @@ def test_explain_names_prompts_and_draws_a_map(cached_run, tmp_path):
 def test_cached_mode_on_kmeans_masks(kmeans_shards, tmp_path):
     run = tmp_path / "run"
     run_training("pixelclip", kmeans_shards, run, config=DEMO, steps=12, overrides=QUIET)
-    losses = _losses(run)
+    losses = run_losses(run)
     assert _falls(losses), losses
 
 
@@ -105,7 +101,7 @@ def test_full_mode_trains_the_image_tower(sa1b_shards, tiny_clip, tmp_path):
     run_training("pixelclip", sa1b_shards, run, config=DEMO, steps=12,
                  overrides=QUIET + ["recipe.mode=full", f"recipe.clip=zss-tiny-vit:{tiny_clip}",
                                     "recipe.img_size=64"])
-    losses = _losses(run)
+    losses = run_losses(run)
     assert _falls(losses), losses
     seg = load_segmenter(run)
     assert isinstance(seg, PixelCLIPSegmenter) and seg.adapter is None
@@ -155,20 +151,9 @@ def test_cached_batches_mix_grid_sizes(sa1b_shards):
 
 def test_resume_reproduces_the_model_bytes(sa1b_shards, tmp_path):
     """Stop after a checkpoint, resume: the teacher, prompts and data stream continue exactly."""
-    import shutil
-
     args = dict(config=DEMO, steps=4, overrides=QUIET + ["ckpt_every=2", "keep_checkpoints=0", "log_every=1"])
-    straight = tmp_path / "straight"
-    run_training("pixelclip", sa1b_shards, straight, **args)
-    resumed = tmp_path / "resumed"
-    shutil.copytree(straight, resumed)
-    shutil.rmtree(resumed / "model")
-    for p in (resumed / "checkpoints").glob("step_000004.*"):
-        p.unlink()
-    run_training("pixelclip", sa1b_shards, resumed, resume=True, **args)
-    for name in ("model.safetensors", "adapter.safetensors", "prompts.safetensors"):
-        assert (straight / "model" / name).read_bytes() == (resumed / "model" / name).read_bytes(), name
-    assert _losses(straight) == _losses(resumed)
+    assert_resume_reproduces(sa1b_shards, tmp_path,
+                             ("model.safetensors", "adapter.safetensors", "prompts.safetensors"), **args)
 
 
 def test_recipe_loop_defaults_yield_to_the_user(kmeans_shards, tmp_path):

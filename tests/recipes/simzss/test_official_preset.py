@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from test_official_presets import _flat
+
 from zss.ingest.config import PRESET_DIR, build_config
 from zss.paths import MANIFESTS
 from zss.recipes.simzss.recipe import SimZSSConfig
@@ -33,16 +35,6 @@ EXPECTED_TRAIN = {
     "recipe.local_temperature": 0.1, "recipe.local_scale": 1 / 0.07, "recipe.local_target": "argmax",
     "recipe.logit_scale_init": 1 / 0.07, "recipe.logit_scale_max": 100.0, "recipe.text_pooling": "eot-name",
 }
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _check(resolved: dict, expected: dict) -> None:
