@@ -134,9 +134,15 @@ def _caption(template: str, a: int, b: int) -> tuple[str, list[dict]]:
 
 
 def make_feature_world(root: Path, n_train: int = 64, n_val: int = 16, n_shards: int = 2,
-                       seed: int = 0, dim: int = DIM, backbone: dict | None = None) -> FeatureWorld:
-    """Shards (+ val set) under `root`; `backbone` is the manifest's features record."""
+                       seed: int = 0, dim: int = DIM, backbone: dict | None = None, views: int = 1,
+                       dtype: str = "float16") -> FeatureWorld:
+    """Shards (+ val set) under `root`; `backbone` is the manifest's features record.
+
+    `views` > 1 adds views 1..V-1 per image (`zss ingest --views`), made as a crop changes the cached
+    grid: the class boundary moved by one patch, fresh noise, from an RNG of their own (so view 0 and
+    the val set are the same as with one view). `dtype` is the shards' feature codec."""
     rng = np.random.default_rng(seed)
+    view_rng = np.random.default_rng(seed + 1000)
     protos = rng.standard_normal((len(CLASSES), dim)) * 0.5
     offset = rng.standard_normal(dim) * 2.0  # features share a large common direction, as ViT ones do
     shards = root / "shards"
@@ -145,13 +151,17 @@ def make_feature_world(root: Path, n_train: int = 64, n_val: int = 16, n_shards:
     for sid in range(n_shards):
         samples = []
         for i in range(sid * per, min(n_train, (sid + 1) * per)):
-            a, b, _, patch = _image(rng, protos, offset)
+            a, b, labels, patch = _image(rng, protos, offset)
             caps = [_caption(t, *(a, b) if j == 0 else (b, a)) for j, t in enumerate(TEMPLATES)]
-            samples.append({"source_id": str(i), "status": "ok", "error": None,
-                            "captions": [c for c, _ in caps], "concepts": [c for _, c in caps],
-                            "orig_size": (56, 56), "size": (56, 56), "patch": patch.astype(np.float16),
-                            "global": rng.standard_normal(dim).astype(np.float16), "masks": None, "jpg": None})
-        write_shard(shards, sid, samples)
+            sample = {"source_id": str(i), "status": "ok", "error": None,
+                      "captions": [c for c, _ in caps], "concepts": [c for _, c in caps],
+                      "orig_size": (56, 56), "size": (56, 56), "patch": patch.astype(np.float16),
+                      "global": rng.standard_normal(dim).astype(np.float16), "masks": None, "jpg": None}
+            if views > 1:
+                sample["views"] = [_shifted_view(view_rng, labels, a, b, protos, offset)
+                                   for _ in range(views - 1)]
+            samples.append(sample)
+        write_shard(shards, sid, samples, feature_dtype=dtype)
         entries.append(shard_entry(shards, sid))
     (shards / "concepts.json").write_text(json.dumps(
         {"schema": 1, "concepts": [{"id": i, "name": c, "synonyms": [], "sources": ["test"]}
@@ -162,11 +172,23 @@ def make_feature_world(root: Path, n_train: int = 64, n_val: int = 16, n_shards:
                                             "sha256": None, "img_size": 56, "patch_size": 14,
                                             "embed_dim": dim, "global": "cls"},
                    "tokenizer": "clip-bpe"},
-        "feature": {"grid": [GRID, GRID], "dim": dim, "dtype": "float16"},
+        "feature": {"grid": [GRID, GRID], "dim": dim, "dtype": dtype},
+        **({"views": {"n": views}} if views > 1 else {}),
         "concept_bank": {"file": "concepts.json", "sha256": None}, "shards": entries, "config": {}})
     val = [_image(rng, protos, offset) for _ in range(n_val)]
     return FeatureWorld(shards=shards, val_patches=np.stack([v[3] for v in val]),
                         val_labels=np.stack([v[2] for v in val]))
+
+
+def _shifted_view(rng, labels, a: int, b: int, protos, offset) -> dict:
+    """One extra view of an image whose classes a | b split at a column: the split moved by one
+    patch, the features redrawn with fresh noise."""
+    cut = int(np.argmax(labels[0] == b))
+    c = int(np.clip(cut + rng.choice([-1, 1]), 1, GRID - 1))
+    lv = np.where(np.arange(GRID)[None, :] < c, a, b).repeat(GRID, 0)
+    pv = offset + protos[lv] + 0.3 * rng.standard_normal((GRID, GRID, protos.shape[1]))
+    return {"box": [0, 0, 50, 50], "patch": pv.astype(np.float16),
+            "global": rng.standard_normal(protos.shape[1]).astype(np.float16)}
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fault_helpers import finish, start_zss, wait_for
 
 from zss.errors import ZssError
-from zss.formats import shards as sh
 from zss.utils.procs import alive, descendants
 from zss.ingest.runner import run_ingest
 

@@ -4,14 +4,13 @@ resume; with one view the stream is exactly the one of before; and training on V
 
 from __future__ import annotations
 
-import json
 import random
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import CLASSES, DIM, GRID, TEMPLATES, TINY, FeatureWorld, _caption, _image
+from conftest import DIM, TEMPLATES, TINY, FeatureWorld, make_feature_world
 from zss.commands.train import run_training
 from zss.formats import shards as sh
 from zss.recipes.simzss.recipe import SimZSSConfig, SimZSSRecipe
@@ -22,49 +21,9 @@ from zss.trainer.data import Position, ShardStream, sample_rng, shards_from_mani
 
 def make_views_world(root, views: int = 2, n_train: int = 64, n_val: int = 16, n_shards: int = 2,
                      seed: int = 0, dtype: str = "float16") -> FeatureWorld:
-    """The conftest feature world (`make_feature_world`: the same view 0 and val set for the same
-    seed) with `views` feature sets per image; views 1..V-1 are what a crop does to the cached grid:
-    the class boundary moved by one patch, fresh noise (drawn from an RNG of their own)."""
-    rng = np.random.default_rng(seed)
-    view_rng = np.random.default_rng(seed + 1000)
-    protos = rng.standard_normal((len(CLASSES), DIM)) * 0.5
-    offset = rng.standard_normal(DIM) * 2.0
-    shards = root / "shards"
-    per = (n_train + n_shards - 1) // n_shards
-    entries = []
-    for sid in range(n_shards):
-        samples = []
-        for i in range(sid * per, min(n_train, (sid + 1) * per)):
-            a, b, labels, patch = _image(rng, protos, offset)
-            caps = [_caption(t, *(a, b) if j == 0 else (b, a)) for j, t in enumerate(TEMPLATES)]
-            cut = int(np.argmax(labels[0] == b))
-            extra = []
-            for _ in range(views - 1):
-                c = int(np.clip(cut + view_rng.choice([-1, 1]), 1, GRID - 1))
-                lv = np.where(np.arange(GRID)[None, :] < c, a, b).repeat(GRID, 0)
-                pv = offset + protos[lv] + 0.3 * view_rng.standard_normal((GRID, GRID, DIM))
-                extra.append({"box": [0, 0, 50, 50], "patch": pv.astype(np.float16),
-                              "global": view_rng.standard_normal(DIM).astype(np.float16)})
-            samples.append({"source_id": str(i), "status": "ok", "error": None,
-                            "captions": [c for c, _ in caps], "concepts": [c for _, c in caps],
-                            "orig_size": (56, 56), "size": (56, 56), "patch": patch.astype(np.float16),
-                            "global": rng.standard_normal(DIM).astype(np.float16), "masks": None,
-                            "jpg": None, "views": extra})
-        sh.write_shard(shards, sid, samples, feature_dtype=dtype)
-        entries.append(sh.shard_entry(shards, sid))
-    (shards / "concepts.json").write_text(json.dumps(
-        {"schema": 1, "concepts": [{"id": i, "name": c, "synonyms": [], "sources": ["test"]}
-                                   for i, c in enumerate(CLASSES)]}))
-    sh.write_manifest(shards, {
-        "schema_version": 1, "source": {"kind": "test-features"},
-        "models": {"features": {"name": "vit_small_patch14_dinov2", "checkpoint": None, "sha256": None,
-                                "img_size": 56, "patch_size": 14, "embed_dim": DIM, "global": "cls"},
-                   "tokenizer": "clip-bpe"},
-        "feature": {"grid": [GRID, GRID], "dim": DIM, "dtype": dtype}, "views": {"n": views},
-        "concept_bank": {"file": "concepts.json", "sha256": None}, "shards": entries, "config": {}})
-    val = [_image(rng, protos, offset) for _ in range(n_val)]
-    return FeatureWorld(shards=shards, val_patches=np.stack([v[3] for v in val]),
-                        val_labels=np.stack([v[2] for v in val]))
+    """The conftest feature world with `views` feature sets per image."""
+    return make_feature_world(root, n_train=n_train, n_val=n_val, n_shards=n_shards, seed=seed,
+                              views=views, dtype=dtype)
 
 
 @pytest.fixture(scope="module")
