@@ -401,7 +401,7 @@ def _ingest(cfg: IngestConfig, source: Source, out: Path | str, factory: StageFa
     report["by_status"] = dict(sorted(by_status.items()))
     report["complete"] = manifest["complete"]
     report["concepts"] = sh.concept_totals(manifest["shards"])
-    report["concept_match"] = getattr(cfg.concepts, "match", None)
+    report["concept_match"] = cfg.concepts.match
     return report
 
 
@@ -425,9 +425,7 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
     t0 = time.perf_counter()
     first: float | None = None
     last_manifest, since_manifest = time.monotonic(), 0
-    total = len(pending) * cfg.shard_size  # only the last shard of the source can be short
-    if pending and pending[-1] == math.ceil(n / cfg.shard_size) - 1:
-        total -= cfg.shard_size - (n - pending[-1] * cfg.shard_size)
+    total = sum(hi - lo for lo, hi in (shard_rows(n, cfg.shard_size, s) for s in pending))
     target = str(out)
 
     def submit() -> bool:
