@@ -245,6 +245,21 @@ def _cpu(who: int) -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's children, running (from /proc) and ended alike."""
+    from zss.utils.procs import descendants
+
+    tick = os.sysconf("SC_CLK_TCK")
+    running = 0.0
+    for pid in descendants():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        running += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return running + _cpu(resource.RUSAGE_CHILDREN)
+
+
 def _loader_decode(raw: dict, rng: random.Random) -> dict:
     from zss.trainer.data import load_npy
 
@@ -284,6 +299,40 @@ def _loader_shards(out: Path, n_shards: int, per_shard: int, dtype: str, rng: np
                          "config": {}})
 
 
+def _python_loop() -> float:
+    t, x = time.process_time(), 0
+    for i in range(3_000_000):
+        x += i * i
+    return time.process_time() - t
+
+
+_COPY_SRC = np.ones(2_500_000)  # 20 MB, past the L2 caches
+_COPY_DST = np.empty_like(_COPY_SRC)
+
+
+def _memcpy_loop() -> float:
+    t = time.process_time()
+    for _ in range(30):
+        np.copyto(_COPY_DST, _COPY_SRC)
+    return time.process_time() - t
+
+
+def _alone_vs_together(fn: Callable[[], float]) -> float:
+    """CPU time of `fn` in 2 processes at once over its CPU time alone (best of 3 each): what this
+    machine's CPUs lose to each other (shared caches, memory bandwidth, a host's hyper-threads)
+    whatever the code. 1.00 = independent CPUs."""
+    import multiprocessing
+
+    alone = min(fn() for _ in range(3))
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        together = min(max(pool.starmap(_call, [(fn,), (fn,)])) for _ in range(3))
+    return together / alone
+
+
+def _call(fn: Callable[[], float]) -> float:
+    return fn()
+
+
 def loader_section(args: argparse.Namespace) -> dict[str, float]:
     """The shard stream alone, page cache warm: GiB/s of shard bytes (every byte of the tars, also
     the members the recipe skips) per loader process, for the features alone and for the real
@@ -314,41 +363,46 @@ def loader_section(args: argparse.Namespace) -> dict[str, float]:
     for r in refs[:n_shards]:  # warm the page cache
         Path(r.tar).read_bytes()
 
-    def run(workers: int, simzss: bool = True) -> tuple[float, float, float, float]:
-        """(seconds for the epoch, seconds to its first batch, CPU seconds of this process and of
-        its data-loader workers)."""
+    def stream(workers: int, simzss: bool = True) -> ShardStream:
         if simzss:
-            stream = ShardStream(refs, recipe.decode_sample, recipe.collate, batch_size=batch,
-                                 num_workers=workers, shuffle_buffer=256, members=recipe.members)
-        else:
-            stream = ShardStream(refs, _loader_decode, _loader_collate, batch_size=batch, num_workers=workers,
-                                 shuffle_buffer=256, members=("patch.npy", "global.npy"))
-        c0, w0, t0 = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN), time.perf_counter()
+            return ShardStream(refs, recipe.decode_sample, recipe.collate, batch_size=batch,
+                               num_workers=workers, shuffle_buffer=256, members=recipe.members)
+        return ShardStream(refs, _loader_decode, _loader_collate, batch_size=batch, num_workers=workers,
+                           shuffle_buffer=256, members=("patch.npy", "global.npy"))
+
+    def run(s: ShardStream) -> tuple[float, float, float, float]:
+        """The stream's next epoch: (seconds, seconds to its first batch, CPU seconds of this
+        process and of its data-loader workers)."""
+        s.epochs_run = getattr(s, "epochs_run", -1) + 1
+        c0, w0, t0 = _cpu(resource.RUSAGE_SELF), _children_cpu(), time.perf_counter()
         first = None
-        for _ in stream.epoch_batches(0):
+        for _ in s.epoch_batches(s.epochs_run):
             first = first if first is not None else time.perf_counter() - t0
         return (time.perf_counter() - t0, first or 0.0, _cpu(resource.RUSAGE_SELF) - c0,
-                _cpu(resource.RUSAGE_CHILDREN) - w0)
+                _children_cpu() - w0)
 
-    runs = {"features, in-process": lambda: run(0, False), "simzss, in-process": lambda: run(0),
-            "simzss, 1 worker": lambda: run(1), "simzss, 2 workers": lambda: run(2)}
-    for fn in runs.values():
-        fn()  # warm-up: imports, tokenizer, caches of the parent process
-    best = {k: (float("inf"), 0.0, 0.0, 0.0) for k in runs}
+    # One stream per setting, run epoch after epoch as a training run does: its first epoch (a
+    # stream's one-time set-up: warm-up sample, worker slabs) is reported apart, then the best of
+    # the later epochs, the settings interleaved.
+    streams = {"features, in-process": stream(0, False), "simzss, in-process": stream(0),
+               "simzss, 1 worker": stream(1), "simzss, 2 workers": stream(2)}
+    first_epoch = {k: run(s)[0] for k, s in streams.items()}
+    best = {k: (float("inf"), 0.0, 0.0, 0.0) for k in streams}
     load = os.getloadavg()[0]
     for _ in range(max(2, args.reps // 2)):
-        for k, fn in runs.items():
-            best[k] = min(best[k], fn())
+        for k, s in streams.items():
+            best[k] = min(best[k], run(s))
     load = max(load, os.getloadavg()[0])
     gib = total / 2**30
     print(f"loader (shard stream, {n_samples} samples of 16x16x384 float16 + json + skipped jpg/masks, "
           f"{total / n_samples / 1024:.0f} KiB/sample, batch {batch}, page cache warm; "
-          f"load average up to {load:.1f} on {os.cpu_count()} CPUs)")
+          f"load average up to {load:.1f} on {os.cpu_count()} CPUs; best later epoch, the stream's first apart)")
     for k, (t, first, cpu_main, cpu_workers) in best.items():
         steady = total * (1 - batch / n_samples) / max(t - first, 1e-9)
         print(f"  {k:22s} {gib / t:5.2f} GiB/s of shard bytes ({n_samples / t:6.0f} samples/s); first batch "
               f"{first * 1e3:4.0f} ms, then {steady / 2**30:5.2f} GiB/s; CPU s/GiB: this process "
-              f"{cpu_main / gib:.2f}, workers {cpu_workers / gib:.2f}")
+              f"{cpu_main / gib:.2f}, workers {cpu_workers / gib:.2f}; the stream's first epoch "
+              f"{gib / first_epoch[k]:.2f} GiB/s")
     t1, t2 = best["simzss, 1 worker"][0], best["simzss, 2 workers"][0]
     res.update({"gib_s_features": total / best["features, in-process"][0] / 2**30,
                 "gib_s_process": total / best["simzss, in-process"][0] / 2**30,
@@ -364,6 +418,12 @@ def loader_section(args: argparse.Namespace) -> dict[str, float]:
     print(f"  per loader process: {res['gib_s_process']:.2f} GiB/s (goal >= 1); 2 workers / 1 worker "
           f"{res['speedup_2_over_1']:.2f}x (goal >= 1.7x; needs 2 idle CPUs: CPU s/GiB of 2 workers / 1 "
           f"worker {cpu2 / max(cpu1, 1e-9):.2f}, 1.00 = no extra work)")
+    res["machine_python"], res["machine_memcpy"] = _alone_vs_together(_python_loop), _alone_vs_together(_memcpy_loop)
+    print(f"  this machine, 2 processes at once vs alone (CPU time of the same work): pure Python "
+          f"{res['machine_python']:.2f}x, 20 MB copies {res['machine_memcpy']:.2f}x; so 2 workers / 1 worker "
+          f"<= 2 / ({res['machine_python']:.2f} + {best['simzss, 2 workers'][2] / max(best['simzss, 1 worker'][3], 1e-9):.2f} "
+          f"training process / worker CPU) = {2 / (res['machine_python'] + best['simzss, 2 workers'][2] / max(best['simzss, 1 worker'][3], 1e-9)):.2f}x "
+          f"even for a loader with no contention of its own")
     print(f"  int8 / float16 bytes per sample  {res['int8_over_fp16']:.3f}")
     return res
 

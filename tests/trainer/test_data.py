@@ -186,3 +186,81 @@ def test_worker_batches_stay_intact_while_the_consumer_holds_them(feature_world)
         assert torch.equal(got["patch"], exp["patch"]) and torch.equal(got["pick"], exp["pick"])
     for (got, _), exp in zip(s.epoch_batches(0), expected):  # dropped as they go: slabs reused
         assert torch.equal(got["patch"], exp["patch"]) and torch.equal(got["pick"], exp["pick"])
+
+
+def test_slab_batches_travel_as_places_and_free_their_slab_only_when_every_tensor_is_gone():
+    """A worker's batch crosses to the training process as places in its slab (the slab itself
+    once), is rebuilt there as views of the same memory (strided views too), and its slab is
+    handed back only after the last tensor of the batch, even a single kept view, is gone."""
+    import gc
+    import multiprocessing
+
+    import torch
+
+    from zss.trainer import data as D
+
+    flags = multiprocessing.RawArray("b", D._Arena.SLABS)
+    arena, receiver = D._Arena(flags, 0), D._Receiver(flags)
+
+    def make_batch(fill: float) -> tuple:
+        arena.begin()
+        D._ARENA = arena
+        try:
+            x = D.stack([torch.full((3, 5), fill + i) for i in range(4)])
+        finally:
+            D._ARENA = None
+        batch = arena.adopt({"x": x, "col": x[:, :, 1], "ids": torch.arange(4) + int(fill), "name": "b"})
+        token = arena.finish()
+        return batch, token, arena.pack(batch, token)
+
+    make_batch(0.0)  # the first batch only sizes the arena (no slab yet: fresh shared memory)
+    sent, token, (packed, slab) = make_batch(10.0)
+    assert token == 0 and slab is not None and slab.storage.data_ptr() == arena.slabs[0].data_ptr()
+    assert isinstance(packed["x"], D._InSlab) and isinstance(packed["col"], D._InSlab)
+    assert packed["name"] == "b" and packed["col"].stride == (15, 5)  # a strided view keeps its strides
+    got = receiver.receive(packed, token, slab)
+    for k in ("x", "col", "ids"):
+        assert torch.equal(got[k], sent[k])
+    assert got["x"].data_ptr() == arena.slabs[0].data_ptr()  # the same memory, no copy
+    assert flags[0] == 1
+    keep = got["col"]
+    del got, sent
+    gc.collect()
+    receiver.release()
+    assert flags[0] == 1  # one view of the batch is alive: slab 0 stays taken
+    _, token2, (packed2, slab2) = make_batch(20.0)
+    assert token2 == 1 and slab2 is not None  # the worker moved on to a free slab
+    assert torch.equal(keep, torch.full((4, 3), 10.0) + torch.arange(4)[:, None])
+    got2 = receiver.receive(packed2, token2, slab2)
+    del keep
+    gc.collect()
+    receiver.release()
+    assert flags[0] == 0 and flags[1] == 1
+    _, token3, (packed3, slab3) = make_batch(30.0)
+    assert token3 == 0 and slab3 is None  # slab 0 again: the training process has it already
+    got3 = receiver.receive(packed3, token3, slab3)
+    assert torch.equal(got3["ids"], torch.arange(4) + 30) and torch.equal(got2["ids"], torch.arange(4) + 20)
+
+
+def test_worker_slabs_last_across_epochs_and_spare_a_batch_still_held(feature_world):
+    """The stream's slabs are made once and handed to every epoch's workers; a batch of epoch 0
+    that the training process still holds is not overwritten by epoch 1."""
+    import torch
+
+    from zss.trainer.data import load_npy, stack
+
+    refs = shards_from_manifest(feature_world.shards, read_manifest(feature_world.shards))
+
+    def decode(raw, rng):
+        return {"patch": torch.from_numpy(load_npy(raw["patch.npy"]))}
+
+    s = ShardStream(refs, decode, lambda xs: {"patch": stack([x["patch"] for x in xs])}, batch_size=4,
+                    seed=3, shuffle_buffer=8, num_workers=2, members=("patch.npy",))
+    kept = [b for b, _ in s.epoch_batches(0)][-6:]  # the last batches stay held
+    snapshot = [b["patch"].clone() for b in kept]
+    slabs = dict(s._receiver.slabs)
+    assert len(slabs) == 2 * 6 and s._batch_bytes == 4 * int(np.prod(kept[0]["patch"].shape[1:])) * 2
+    again = [b["patch"].clone() for b, _ in s.epoch_batches(1)]
+    assert len(again) == 16
+    assert all(torch.equal(b["patch"], snap) for b, snap in zip(kept, snapshot))
+    assert {k: v.data_ptr() for k, v in s._receiver.slabs.items()} == {k: v.data_ptr() for k, v in slabs.items()}

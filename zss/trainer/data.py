@@ -23,7 +23,9 @@ collates with numpy into one preallocated tensor (torch.stack is several times s
 far slower with intra-op threads on a busy machine). Inside data-loader workers batches are
 collated into reusable shared-memory slabs (`_Arena`): fresh shared memory costs a page fault and a
 zeroed page per 4 KiB on both sides, as much as decoding. A slab is reused only after the training
-process has dropped every tensor of its batch (`_Releaser`), so held batches are never overwritten.
+process has dropped every tensor of its batch (`_Receiver`), so held batches are never overwritten.
+A batch crosses to the training process as places in a slab (each slab's file descriptor is sent
+once, not one per tensor per batch), rebuilt there as views of the same shared memory.
 
 Damaged shards (docs/reliability.md): a tar that cannot be read past some point (truncated, a
 corrupt header) costs the rest of that shard; a sample whose members cannot be decoded costs that
@@ -35,7 +37,9 @@ run still does the same number of steps per epoch on every process and resumes e
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import copy
 import io
 import logging
 import mmap
@@ -43,10 +47,11 @@ import multiprocessing
 import os
 import random
 import tarfile
+import weakref
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -240,17 +245,40 @@ class _Arena:
     sides, every batch: on 2 CPUs that is as much as decoding the batch. So each worker keeps
     `SLABS` slabs; `stack` carves a batch's tensors out of a free one; a one-byte flag per slab
     (shared with the training process) says it is in use, and the training process clears it once
-    every tensor of that batch is gone (`_Releaser`). When no slab is free (the consumer keeps
+    every tensor of that batch is gone (`_Receiver`). When no slab is free (the consumer keeps
     batches) or a batch outgrows its slab, tensors fall back to fresh shared memory: never a wait,
     never a slab overwritten while the training process can still see it."""
 
     SLABS = 6
     ALIGN = 64
 
-    def __init__(self, flags: Any, base: int) -> None:
+    @classmethod
+    def slab_size(cls, batch_bytes: int) -> int:
+        """A slab's bytes for batches of `batch_bytes` (a quarter to spare for larger ones)."""
+        return (batch_bytes * 5 // 4 + cls.ALIGN) // cls.ALIGN * cls.ALIGN
+
+    @classmethod
+    def batch_bytes(cls, batch: Any) -> int:
+        """The slab bytes `batch`'s CPU tensors take (each aligned)."""
+        total = 0
+
+        def add(t: torch.Tensor) -> torch.Tensor:
+            nonlocal total
+            if t.device.type == "cpu":
+                total += (t.numel() * t.element_size() + cls.ALIGN - 1) // cls.ALIGN * cls.ALIGN
+            return t
+
+        _map_tensors(batch, add)
+        return total
+
+    def __init__(self, flags: Any, base: int, slabs: Sequence[torch.UntypedStorage | None] = ()) -> None:
         self.flags, self.base = flags, base
         self.slabs: list[torch.UntypedStorage | None] = [None] * self.SLABS
         self.sizes = [0] * self.SLABS
+        self.sent = [False] * self.SLABS  # the training process holds slab i
+        for i, slab in enumerate(slabs):  # the training process's own (kept across epochs)
+            if slab is not None:
+                self.slabs[i], self.sizes[i], self.sent[i] = slab, slab.nbytes(), True
         self.want = 0          # bytes the largest batch so far asked for
         self.current: int | None = None
         self.used = 0
@@ -262,9 +290,10 @@ class _Arena:
         for i in range(self.SLABS):
             if self.flags[self.base + i] == 0:
                 if self.sizes[i] < self.want:
-                    size = (self.want * 5 // 4 + self.ALIGN) // self.ALIGN * self.ALIGN
+                    size = self.slab_size(self.want)
                     self.slabs[i] = torch.UntypedStorage._new_shared(size)
                     self.sizes[i] = size
+                    self.sent[i] = False
                 self.current = i
                 return
 
@@ -304,43 +333,120 @@ class _Arena:
         self.flags[self.base + i] = 1
         return self.base + i
 
+    def pack(self, batch: Any, token: int | None) -> tuple[Any, "_Slab | None"]:
+        """The batch as it travels to the training process: every tensor that lives in the slab of
+        `token` replaced by its place in it (`_InSlab`), and the slab itself when the training
+        process does not hold it yet (once per slab: its file descriptor crosses the socket once,
+        not once per tensor per batch). Tensors elsewhere travel as usual."""
+        if token is None:
+            return batch, None
+        i = token - self.base
+        slab = self.slabs[i]
+        ptr, size = slab.data_ptr(), slab.nbytes()
 
-_ARENA: _Arena | None = None  # set in data-loader workers by _EpochDataset
+        def place(t: torch.Tensor) -> Any:
+            st = t.untyped_storage()
+            if st.data_ptr() != ptr or st.nbytes() != size:
+                return t
+            return _InSlab(t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+        packed = _map_tensors(batch, place)
+        fresh = None if self.sent[i] else _Slab(slab)
+        self.sent[i] = True
+        return packed, fresh
 
 
-class _Releaser:
-    """The training process's side of the workers' arenas: a batch's slab flag is cleared once
-    every shared tensor of that batch has been freed (checked as each new batch arrives)."""
+class _InSlab(NamedTuple):
+    """Where a tensor of a batch lies in its worker's slab (offset in elements, as torch counts)."""
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
 
-    def __init__(self, flags: Any) -> None:
-        from torch.multiprocessing.reductions import StorageWeakRef
 
+class _Slab:
+    """A slab on its way to the training process (a plain holder: the DataLoader's pin-memory
+    thread must not copy it)."""
+
+    def __init__(self, storage: torch.UntypedStorage) -> None:
+        self.storage = storage
+
+
+class _SlabView:
+    """One batch's view of a slab, with its own lifetime: numpy sees the slab's memory through
+    this object, torch takes that array as a fresh storage, and this object stays alive (keeping
+    the slab mapped) exactly as long as any tensor of the batch does."""
+
+    def __init__(self, storage: torch.UntypedStorage) -> None:
+        self.storage = storage
+        self.__array_interface__ = {"data": (storage.data_ptr(), False), "shape": (storage.nbytes(),),
+                                    "typestr": "|u1", "version": 3}
+
+
+def _map_tensors(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    """`obj` with fn applied to every tensor (or `_InSlab`) inside dicts, lists and tuples."""
+    if isinstance(obj, (torch.Tensor, _InSlab)):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
+_ARENA: _Arena | None = None  # set in data-loader workers by _EpochDataset while collating
+_WORKER_ARENA: _Arena | None = None  # a data-loader worker's arena (made at its first epoch)
+
+
+class _Receiver:
+    """The training process's side of the workers' arenas. A batch arrives as places in a slab
+    (`_Arena.pack`); its tensors are rebuilt as views of this process's mapping of that slab, all
+    sharing one storage per batch. Once that storage is freed (every tensor of the batch dropped),
+    the slab's flag is cleared, checked as each new batch arrives, and the worker may reuse it.
+
+    One receiver serves every epoch of a stream: its slabs (`slabs`, by flag index) are handed to
+    each epoch's new workers, so their pages are made and faulted once per run instead of once per
+    worker per epoch, and a batch of the last epoch that is still held keeps its slab's flag set."""
+
+    def __init__(self, flags: Any, pin: bool = False) -> None:
         self.flags = flags
-        self.weak = StorageWeakRef
-        self.pending: list[tuple[int, list[Any]]] = []
+        self.pin = pin
+        self.slabs: dict[int, torch.UntypedStorage] = {}
+        self.pending: list[tuple[int, weakref.ref]] = []
 
-    def track(self, batch: Any, token: int | None) -> None:
+    def release(self, abandoned: bool = False) -> None:
+        """Clear the flag of every slab whose batch is gone; `abandoned` (no worker runs): also of
+        every slab this process never received a batch of."""
         still = []
-        for flag, refs in self.pending:
-            if all(r.expired() for r in refs):
+        for flag, alive in self.pending:
+            if alive() is None:
                 self.flags[flag] = 0
             else:
-                still.append((flag, refs))
+                still.append((flag, alive))
         self.pending = still
+        if abandoned:
+            held = {flag for flag, _ in still}
+            for k in range(len(self.flags)):
+                if k not in held:
+                    self.flags[k] = 0
+
+    def worker_slabs(self, worker: int) -> list[torch.UntypedStorage | None]:
+        return [self.slabs.get(worker * _Arena.SLABS + i) for i in range(_Arena.SLABS)]
+
+    def receive(self, batch: Any, token: int | None, slab: "_Slab | None") -> Any:
+        self.release()
+        if slab is not None:
+            self.slabs[token] = slab.storage
         if token is not None:
-            self.pending.append((token, [self.weak(t.untyped_storage()) for t in _tensors(batch)
-                                         if t.is_shared()]))
-
-
-def _tensors(obj: Any) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _tensors(v)
+            view = _SlabView(self.slabs[token])
+            base = torch.from_numpy(np.asarray(view)).untyped_storage()
+            batch = _map_tensors(batch, lambda p: p if isinstance(p, torch.Tensor) else torch.empty(
+                0, dtype=p.dtype).set_(base, p.offset, p.shape, p.stride))
+            self.pending.append((token, weakref.ref(view)))
+            del view, base
+        if self.pin:  # copies into page-locked memory: the slab is free again at the next batch
+            batch = _map_tensors(batch, lambda t: t.pin_memory())
+        return batch
 
 
 # ---------------------------------------------------------------- reading shard tars
@@ -546,6 +652,10 @@ class ShardStream:
         self.shuffle_buffer = max(1, shuffle_buffer)
         self.members = set(members) if members else None
         self._warm = False
+        self._batch_bytes = 0  # a collated batch's tensor bytes (measured on the warm-up sample)
+        self._receiver: _Receiver | None = None  # the workers' slabs, kept across epochs
+        self._loader: tuple[DataLoader, Any] | None = None  # persistent workers + their epoch/start
+        self._iteration = 0
         self.damage = DamageLedger()
         self.total_samples = sum(s.n_ok for s in self.shards)
         if self.batches_per_epoch(0) == 0:
@@ -651,31 +761,93 @@ class ShardStream:
             yield out
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
-        """This process's batches of `epoch` from batch `start` on, in a fixed order."""
+        """This process's batches of `epoch` from batch `start` on, in a fixed order.
+
+        With workers, one set of data-loader workers serves every epoch (told the epoch and start
+        through shared memory): they fork once per run, keep their slabs mapped, and an epoch
+        starts without a process start-up. An epoch left before its end (the caller stops, e.g. a
+        test taking a few batches) shuts them down; the next epoch starts fresh ones. Only one
+        `epoch_batches` iteration of a stream can run at a time."""
         if self.num_workers == 0:
             yield from self.slot_batches_iter(epoch, self.rank, start)
             return
-        self._warm_up()
-        flags = multiprocessing.RawArray("b", self.num_workers * _Arena.SLABS)
-        ds = _EpochDataset(self, epoch, start, flags)
-        loader = DataLoader(ds, batch_size=None, num_workers=self.num_workers,
-                            pin_memory=torch.cuda.is_available(),
-                            worker_init_fn=_worker_init)
-        releaser = _Releaser(flags)
-        for batch, events, token in loader:
-            releaser.track(batch, token)
-            yield batch, events
+        loader, receiver, ctl = self._workers()
+        self._iteration += 1
+        mine = self._iteration
+        receiver.release()
+        ctl[0], ctl[1] = epoch, start
+        it = iter(loader)  # (re)starts every worker on this epoch
+        finished = False
+        try:
+            for batch, events, token, slab in it:
+                if self._iteration != mine:
+                    raise RuntimeError("a newer epoch_batches() of this ShardStream took over its workers")
+                yield receiver.receive(batch, token, slab), events
+            finished = True
+        finally:
+            if not finished and self._iteration == mine:
+                self.close()
+
+    def _workers(self) -> tuple[DataLoader, _Receiver, Any]:
+        if self._loader is None:
+            self._warm_up()
+            receiver = self._slabs()
+            ctl = multiprocessing.RawArray("q", 2)  # (epoch, start batch) of the next iteration
+            # the workers' copy of this stream holds no loader: no reference cycle, so dropping the
+            # stream shuts its workers down at once (not whenever the cyclic GC runs)
+            ds = _EpochDataset(copy.copy(self), ctl, receiver.flags,
+                               [receiver.worker_slabs(w) for w in range(self.num_workers)])
+            self._loader = (DataLoader(ds, batch_size=None, num_workers=self.num_workers,
+                                       worker_init_fn=_worker_init, persistent_workers=True), ctl)
+            _close_at_exit(self)
+        loader, ctl = self._loader
+        return loader, self._receiver, ctl
+
+    def close(self) -> None:
+        """Shut the data-loader workers down (joined) and free every slab whose batch the
+        training process never received. Also done when an epoch is left before its end, when
+        the stream is dropped, and at the process's exit."""
+        if self._loader is None:
+            return
+        loader, _ = self._loader
+        self._loader = None
+        it = getattr(loader, "_iterator", None)
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        if self._receiver is not None:
+            self._receiver.release(abandoned=True)
+
+    def _slabs(self) -> _Receiver:
+        """The receiver and its slabs, made at the first epoch with workers: `SLABS` per worker,
+        sized for the warm-up sample's batch (a worker grows one when a batch outgrows it)."""
+        if self._receiver is None:
+            flags = multiprocessing.RawArray("b", self.num_workers * _Arena.SLABS)
+            self._receiver = _Receiver(flags, pin=torch.cuda.is_available())
+            if self._batch_bytes:
+                size = _Arena.slab_size(self._batch_bytes)
+                for k in range(self.num_workers * _Arena.SLABS):
+                    self._receiver.slabs[k] = torch.UntypedStorage._new_shared(size)
+        return self._receiver
+
+    def __getstate__(self) -> dict[str, Any]:
+        # what the workers get (a copy, or a pickle for spawn/forkserver): not the training
+        # process's loader and receiver (the slabs travel in _EpochDataset)
+        return {**self.__dict__, "_receiver": None, "_loader": None}
 
     def _warm_up(self) -> None:
         """Decode one sample here before the first workers start: state a decoder builds lazily (a
         tokenizer and its imports, caches) is then inherited by every forked worker, instead of
-        rebuilt in each worker every epoch. Damage is ignored here (the workers report it)."""
+        rebuilt in each worker every epoch. Its batch (the sample `batch_size` times) sizes the
+        workers' slabs. Damage is ignored here (the workers report it)."""
         if self._warm:
             return
         self._warm = True
         try:
             for raw in read_tar_samples(self.shards[0].tar, self.members):
-                self.decode(raw, sample_rng(self.seed, 0, raw["__key__"]))
+                sample = self.decode(raw, sample_rng(self.seed, 0, raw["__key__"]))
+                if sample is not None:
+                    self._batch_bytes = _Arena.batch_bytes(self.collate([sample] * self.batch_size))
                 return
         except READ_ERRORS + DECODE_ERRORS + (ZssError,):
             return
@@ -695,6 +867,25 @@ class ShardStream:
             epoch, start = epoch + 1, 0
 
 
+_OPEN_STREAMS: "weakref.WeakSet[ShardStream]" = weakref.WeakSet()
+
+
+def _close_at_exit(stream: ShardStream) -> None:
+    """Close `stream` at exit, before multiprocessing joins its children: the workers ignore
+    SIGTERM (see `_worker_init`), so they must be told to stop, not terminated."""
+    if not _OPEN_STREAMS:
+        import multiprocessing.util  # noqa: F401 - its exit hook first, so ours runs before it
+
+        atexit.unregister(_close_streams)
+        atexit.register(_close_streams)
+    _OPEN_STREAMS.add(stream)
+
+
+def _close_streams() -> None:
+    for stream in list(_OPEN_STREAMS):
+        stream.close()
+
+
 def _worker_init(worker_id: int) -> None:
     """Data-loader workers ignore SIGINT/SIGTERM: a terminal's Ctrl-C reaches the whole process
     group, and the training process must be able to finish its step and checkpoint."""
@@ -702,22 +893,29 @@ def _worker_init(worker_id: int) -> None:
 
 
 class _EpochDataset(IterableDataset):
-    """One epoch of one process, split over DataLoader workers (worker w = slot rank·W + w)."""
+    """The epochs of one process, split over DataLoader workers (worker w = slot rank·W + w); each
+    iteration reads its epoch and start batch from `ctl`, which the training process sets first."""
 
-    def __init__(self, stream: ShardStream, epoch: int, start: int, flags: Any) -> None:
-        self.stream, self.epoch, self.start, self.flags = stream, epoch, start, flags
+    def __init__(self, stream: ShardStream, ctl: Any, flags: Any,
+                 slabs: list[list[torch.UntypedStorage | None]]) -> None:
+        self.stream, self.ctl, self.flags, self.slabs = stream, ctl, flags, slabs
 
-    def __iter__(self) -> Iterator[tuple[Any, list[dict[str, Any]], int | None]]:
-        global _ARENA
+    def __iter__(self) -> Iterator[tuple[Any, list[dict[str, Any]], int | None, "_Slab | None"]]:
+        global _ARENA, _WORKER_ARENA
         info = get_worker_info()
         wid = info.id if info is not None else 0
+        epoch, start = int(self.ctl[0]), int(self.ctl[1])
         W = self.stream.n_local
         # Batch i of the epoch comes from worker slot i % W. The DataLoader asks its worker 0 first,
         # so loader worker w serves slot (w + start) % W, which holds the next batch in order.
-        a = (wid + self.start) % W
-        skip = (self.start - a + W - 1) // W if self.start > a else 0
-        batches = self.stream.slot_batches_iter(self.epoch, self.stream.rank * W + a, skip)
-        arena = _ARENA = _Arena(self.flags, wid * _Arena.SLABS) if info is not None else None
+        a = (wid + start) % W
+        skip = (start - a + W - 1) // W if start > a else 0
+        batches = self.stream.slot_batches_iter(epoch, self.stream.rank * W + a, skip)
+        arena = None
+        if info is not None:  # one arena per worker process, kept across its epochs
+            if _WORKER_ARENA is None:
+                _WORKER_ARENA = _Arena(self.flags, wid * _Arena.SLABS, self.slabs[wid])
+            arena = _ARENA = _WORKER_ARENA
         try:
             while True:
                 if arena is not None:
@@ -726,8 +924,12 @@ class _EpochDataset(IterableDataset):
                     batch, events = next(batches)
                 except StopIteration:
                     return
-                if arena is not None:
-                    batch = arena.adopt(batch)
-                yield batch, events, (arena.finish() if arena is not None else None)
+                if arena is None:
+                    yield batch, events, None, None
+                    continue
+                batch = arena.adopt(batch)
+                token = arena.finish()
+                batch, slab = arena.pack(batch, token)
+                yield batch, events, token, slab
         finally:
             _ARENA = None

@@ -224,7 +224,7 @@ def _train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool,
     bar = progress_bar(disable=None if info.is_main else True)
     t_last, s_last = time.perf_counter(), step
     t_step, rate = t_last, None
-    with bar:
+    with bar, contextlib.closing(stream):  # the data-loader workers stop with the loop, however it ends
         task = bar.add_task(f"train {recipe.name}", total=n_steps, completed=step, info="", unit="steps",
                             samples_per_unit=cfg.batch_size * cfg.accum_steps * info.world_size)
         while step < n_steps:
