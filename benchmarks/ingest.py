@@ -264,7 +264,7 @@ def run_models(args: argparse.Namespace, root: Path) -> None:
         per = (b["driver_cpu_seconds"] - a["driver_cpu_seconds"]) / extra * 1e3
         per_main = (b["driver_main_cpu_seconds"] - a["driver_main_cpu_seconds"]) / extra * 1e3
         share = b["driver_cpu_seconds"] / (b["driver_cpu_seconds"] + b["worker_cpu_seconds"])
-        # the driver's idle cost (Ray's own threads, the 0.5 s wait loop) grows with wall time, not
+        # the driver's idle cost (Ray's own threads, the wait loop's wake-ups) grows with wall time, not
         # samples: its rate while waiting for the first shard, taken off the whole run, leaves the
         # CPU the samples themselves cost the driver (refs, submit, stats)
         idle = b["driver_cpu_first_seconds"] / b["first_result_seconds"]

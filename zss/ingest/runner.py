@@ -47,6 +47,7 @@ from zss.utils import procs
 from zss.utils.signals import StopRequest
 
 IN_FLIGHT_PER_WORKER = 2  # one shard computing, one being written (or waiting for the models)
+WAIT_SECONDS = 2.0  # the driver wakes at least this often to see a Ctrl-C (else it sleeps in ray.wait)
 MANIFEST_EVERY_SHARDS = 32  # the manifest is rewritten at most this often (and at the end) ...
 MANIFEST_EVERY_SECONDS = 10.0  # ... or after this long, whichever comes first
 OWN_FILES = ("manifest.json", "concepts.json", "concepts.faiss")
@@ -452,7 +453,7 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
             while in_flight:
                 if stop is not None and stop.signum is not None:
                     break  # finished shards are complete on disk; the rest resume later
-                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_SECONDS)
                 if not done:
                     continue
                 shard, i = in_flight.pop(done[0])
