@@ -19,6 +19,7 @@ from zss.ingest.inspect import inspect_shards
 from zss.ingest.runner import run_ingest
 from zss.ingest.sources import open_source
 from zss.ingest.stages.decode import DecodeConfig, decode_image, resize_masks
+from zss.models.tokenizer import tokenize
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("ray_2cpu")]
 
@@ -57,11 +58,12 @@ def test_coco_dino_kmeans_contract(ingested_shards, ingest_kwargs, world, capsys
         assert 1 <= len(s["masks"]) <= 16
         union = sum(mask_utils.decode(a["segmentation"]).astype(int) for a in s["masks"])
         assert union.shape == (112, 112) and (union == 1).all()
-        for caption, occurrences in zip(meta["captions"], meta["concepts"]):
+        for caption, occurrences, ids in zip(meta["captions"], meta["concepts"], meta["tokens"]):
             for c in occurrences:
                 a, b = c["char_span"]
                 assert caption[a:b] == c["text"] and names[c["id"]] == c["name"]
                 n_concepts += 1
+            assert ids == tokenize([caption])[0][: len(ids)].tolist()  # the trainer's ids, made once
     assert n_concepts >= 24  # every synthetic caption names classes of the bank
     table = sh.read_parquet(out / "00001.parquet").to_pydict()
     assert table["n_masks"] == [len(s["masks"]) for s in samples[8:16]]

@@ -230,6 +230,8 @@ def sample_meta(key: str, sample: dict[str, Any]) -> dict[str, Any]:
             "size": [int(v) for v in sample["size"]], "grid": grid,
             "captions": list(sample.get("captions") or []),
             "concepts": sample.get("concepts") or [[] for _ in sample.get("captions") or []]}
+    if sample.get("tokens") is not None:  # the captions' token ids (from the concepts stage)
+        meta["tokens"] = sample["tokens"]
     if sample.get("views"):  # only with augmented views: V = 1 documents stay as they were
         meta["views"] = [{"box": [0, 0, *meta["orig_size"]], "grid": grid}] + [
             {"box": [int(b) for b in view["box"]], "grid": list(np.shape(view["patch"])[:2])}

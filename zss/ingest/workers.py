@@ -107,6 +107,7 @@ def batch_to_samples(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
             s.update({"orig_size": batch["orig_size"][i], "size": batch["size"][i],
                       "patch": batch["patch"][i], "global": batch["global"][i],
                       "concepts": _json_or(batch["concepts"][i], None) if "concepts" in batch else None,
+                      "tokens": _json_or(batch["tokens"][i], None) if "tokens" in batch else None,
                       "masks": _json_or(batch["masks"][i], None) if "masks" in batch else None,
                       "jpg": bytes(batch["jpg"][i]) or None})
             if "view_boxes" in batch:  # decode.views > 1: views 1..V-1 (view 0 is patch/global)

@@ -102,6 +102,28 @@ def tokenize_with_spans(text: str, char_spans: Sequence[tuple[int, int] | None] 
     return tokens, spans
 
 
+def whole_sequence(ids: np.ndarray) -> list[int] | None:
+    """The ids of one `tokenize_with_spans` row without padding (<start_of_text> .. <end_of_text>),
+    or None when the row may have been cut (its <end_of_text> takes the last position)."""
+    end = np.flatnonzero(ids == _tokenizer().eot_token_id)
+    if not len(end) or end[0] >= len(ids) - 1:
+        return None
+    return [int(v) for v in ids[: end[0] + 1]]
+
+
+def fit_ids(ids: Sequence[int], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:
+    """A whole id sequence (`whole_sequence`) as the LongTensor [context_length] `tokenize` gives
+    for the same text: cut with <end_of_text> kept last, or zero-padded."""
+    if context_length < 2:
+        raise ValueError("context_length must leave room for <start_of_text> and <end_of_text>")
+    out = torch.zeros(context_length, dtype=torch.long)
+    n = min(len(ids), context_length)
+    out[:n] = torch.as_tensor(ids[:n], dtype=torch.long)
+    if len(ids) > context_length:
+        out[-1] = _tokenizer().eot_token_id
+    return out
+
+
 def tokenize(texts: str | Sequence[str], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:
     """LongTensor [N, context_length] of `texts` — the same ids `tokenize_with_spans` produces."""
     if isinstance(texts, str):

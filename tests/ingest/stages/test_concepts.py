@@ -101,3 +101,24 @@ def test_write_bank(stage, tmp_path):
     info = stage.write_bank(tmp_path)
     assert info["file"] == "concepts.json" and (tmp_path / "concepts.json").is_file()
     assert json.loads((tmp_path / "concepts.json").read_text())["concepts"][2]["name"] == "traffic cone"
+
+
+def test_caption_token_ids_are_stored_whole_and_fit_any_context(stage):
+    """The stage stores each caption's whole id sequence (SOT..EOT, no padding), so the trainer
+    never tokenises again: fitted to any context length it equals `tokenize` of the text, cut
+    or padded; a caption too long for the stage's context length gets None (tokenised later)."""
+    import torch
+
+    from zss.models.tokenizer import fit_ids, tokenize
+
+    long = " ".join(["a striped ball on the grass"] * 20)  # > 77 tokens
+    captions = ["two striped balls on the grass", "a car", "Traffic cone, next to a wall!!", long]
+    out = stage(_batch([captions[:2], captions[2:]]))
+    stored = json.loads(out["tokens"][0]) + json.loads(out["tokens"][1])
+    assert stored[3] is None and all(isinstance(t, list) for t in stored[:3])
+    for caption, ids in zip(captions[:3], stored[:3]):
+        full = tokenize([caption])[0]
+        assert full[: len(ids)].tolist() == ids and not full[len(ids):].any()
+        for ctx in (3, 5, 8, 16, 77):
+            assert torch.equal(fit_ids(ids, ctx), tokenize([caption], ctx)[0]), (caption, ctx)
+    assert json.loads(stage(_batch([["a ball"]], ["decode_error"]))["tokens"][0]) == []

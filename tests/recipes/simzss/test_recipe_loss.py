@@ -81,3 +81,24 @@ def test_gather_hook_halves_average_to_the_whole_batch():
         halves.append(local_concept_loss(tokens[imgs], patches[imgs], occ_batch[occ] - imgs.start, start[occ],
                                          end[occ], ids[occ], gather=hook))
     assert ((halves[0] + halves[1]) / 2).item() == pytest.approx(whole.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("ctx", [6, 77])
+def test_stored_token_ids_give_the_ids_of_tokenising_the_caption(feature_world, tiny_overrides, ctx):
+    """A sample whose json carries its captions' ids (what ingest writes) decodes to the same ids
+    as tokenising the drawn caption, cut or padded to the tower's context length."""
+    import json
+
+    from zss.models.tokenizer import tokenize, tokenize_with_spans, whole_sequence
+
+    recipe = _recipe(feature_world.shards, tiny_overrides + [f"recipe.text.context_length={ctx}"])
+    tar = recipe.shards / recipe.manifest["shards"][0]["tar"]
+    for raw in [r for _, r in zip(range(6), tarfile_samples([{"url": str(tar)}]))]:
+        meta = json.loads(raw["json"])
+        meta["captions"] = [c + " on a long winding road" * k for k, c in enumerate(meta["captions"])]
+        with_ids = {**raw, "json": json.dumps({**meta, "tokens": [
+            whole_sequence(tokenize_with_spans(c)[0]) for c in meta["captions"]]}).encode()}
+        without = {**raw, "json": json.dumps(meta).encode()}
+        a, b = (recipe.decode_sample(r, sample_rng(0, 0, r["__key__"])) for r in (with_ids, without))
+        i = sample_rng(0, 0, raw["__key__"]).randrange(len(meta["captions"]))
+        assert torch.equal(a["ids"], b["ids"]) and torch.equal(a["ids"], tokenize([meta["captions"][i]], ctx)[0])

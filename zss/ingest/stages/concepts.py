@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from zss.errors import ZssError
-from zss.models.tokenizer import CONTEXT_LENGTH, tokenize_with_spans
+from zss.models.tokenizer import CONTEXT_LENGTH, tokenize_with_spans, whole_sequence
 from zss.ingest.concept_bank import ConceptBank, load_text_encoder, normalise_phrase, resolve_bank
 from zss.utils.config import setting
 
@@ -258,6 +258,12 @@ class ConceptStage:
 
     def concepts_of(self, captions: list[str]) -> list[list[dict[str, Any]]]:
         """The occurrences (in caption order) of every caption in `captions`."""
+        return self.analyse(captions)[0]
+
+    def analyse(self, captions: list[str]) -> tuple[list[list[dict[str, Any]]], list[list[int] | None]]:
+        """(occurrences, token ids) of every caption: the ids are the caption's whole CLIP-BPE
+        sequence, <start_of_text> through <end_of_text> without padding (what the trainer feeds
+        its text tower, so it never tokenises again), or None when `context_length` cut it."""
         texts = [c[: self.cfg.max_chars] for c in captions]
         if self.cfg.match == "strict":
             all_hits = self._strict_hits(texts)
@@ -266,23 +272,25 @@ class ConceptStage:
             chunks = [[cands for chunk in doc.noun_chunks if (cands := chunk_candidates(chunk))]
                       for doc in docs]
             all_hits = [[h[0] for h in per_chunk if h] for per_chunk in self._match(chunks)]
-        out = []
+        out, tokens = [], []
         for caption, hits in zip(captions, all_hits):
-            _, token_spans = tokenize_with_spans(caption, [(s, e) for _, s, e in hits],
-                                                 self.cfg.context_length)
+            ids, token_spans = tokenize_with_spans(caption, [(s, e) for _, s, e in hits],
+                                                   self.cfg.context_length)
+            tokens.append(whole_sequence(ids))
             found = [{"id": cid, "name": self.bank.name(cid), "text": caption[s:e],
                       "char_span": [s, e], "token_span": list(ts) if ts else None}
                      for (cid, s, e), ts in zip(hits, token_spans)]
             if self.cfg.match == "strict":  # the release drops a concept whose tokens were cut
                 found = [c for c in found if c["token_span"] is not None]
             out.append(found)
-        return out
+        return out, tokens
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["status"])
         status = np.array(batch["status"], dtype=object)
         error = np.array(batch["error"], dtype=object)
         concepts = np.array(["[]"] * n, dtype=object)
+        tokens = np.array(["[]"] * n, dtype=object)
         rows: list[tuple[int, list[str]]] = []
         for i in range(n):
             if status[i] != "ok":
@@ -296,13 +304,14 @@ class ConceptStage:
                 continue
             rows.append((i, caps))
         flat = [c for _, caps in rows for c in caps]
-        found = self.concepts_of(flat) if flat else []
+        found, ids = self.analyse(flat) if flat else ([], [])
         pos = 0
         for i, caps in rows:
             concepts[i] = json.dumps(found[pos:pos + len(caps)], sort_keys=True)
+            tokens[i] = json.dumps(ids[pos:pos + len(caps)], separators=(",", ":"))
             pos += len(caps)
         out = dict(batch)
-        out.update({"concepts": concepts, "status": status, "error": error})
+        out.update({"concepts": concepts, "tokens": tokens, "status": status, "error": error})
         return out
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from zss.errors import ZssError
 from zss.formats.shards import decode_patch, view_member
 from zss.recipes.simzss.text_tower import TextConfig, build_text_tower
-from zss.models.tokenizer import tokenize
+from zss.models.tokenizer import fit_ids, tokenize
 from zss.trainer import distributed as D
 from zss.trainer.data import load_npy, stack
 from zss.recipes.simzss.segmenter import TEXT_POOLINGS
@@ -149,7 +149,10 @@ class SimZSSRecipe(Recipe):
         spans = [(int(c["id"]), int(c["token_span"][0]), int(c["token_span"][1])) for c in concepts
                  if c.get("token_span") and 1 <= c["token_span"][0] < c["token_span"][1] <= ctx - 1]
         view = pick_view(rng, len(meta.get("views") or ()))
-        sample = {"key": raw["__key__"], "ids": tokenize([captions[i]], ctx)[0], "view": view,
+        known = meta.get("tokens")
+        ids = known[i] if isinstance(known, list) and len(known) == len(captions) else None
+        sample = {"key": raw["__key__"], "view": view,
+                  "ids": fit_ids(ids, ctx) if ids else tokenize([captions[i]], ctx)[0],
                   "patch": torch.from_numpy(view_patch(raw, view))}
         if self.cfg.global_token == "cls":
             name = view_member("global.npy", view)
