@@ -264,3 +264,17 @@ def test_worker_slabs_last_across_epochs_and_spare_a_batch_still_held(feature_wo
     assert len(again) == 16
     assert all(torch.equal(b["patch"], snap) for b, snap in zip(kept, snapshot))
     assert {k: v.data_ptr() for k, v in s._receiver.slabs.items()} == {k: v.data_ptr() for k, v in slabs.items()}
+
+
+def test_a_second_epoch_iteration_takes_the_workers_over_and_the_first_one_says_so(feature_world):
+    """Two epoch_batches() of one stream part-way: the newer one gets fresh workers and the same
+    batches an undisturbed run gives; resuming the older one is a clear error, not wrong data."""
+    s = _stream(feature_world, num_workers=2)
+    expected = [b for b, _ in s.epoch_batches(1)]
+    older = s.epoch_batches(0)
+    next(older)
+    assert [b for b, _ in s.epoch_batches(1)] == expected
+    with pytest.raises(RuntimeError, match="taken over"):
+        next(older)
+    s.close()
+    assert [b for b, _ in s.epoch_batches(1)] == expected  # closed, then new workers

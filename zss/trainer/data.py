@@ -656,6 +656,7 @@ class ShardStream:
         self._receiver: _Receiver | None = None  # the workers' slabs, kept across epochs
         self._loader: tuple[DataLoader, Any] | None = None  # persistent workers + their epoch/start
         self._iteration = 0
+        self._running = False  # an epoch_batches iteration is part-way
         self.damage = DamageLedger()
         self.total_samples = sum(s.n_ok for s in self.shards)
         if self.batches_per_epoch(0) == 0:
@@ -767,26 +768,38 @@ class ShardStream:
         through shared memory): they fork once per run, keep their slabs mapped, and an epoch
         starts without a process start-up. An epoch left before its end (the caller stops, e.g. a
         test taking a few batches) shuts them down; the next epoch starts fresh ones. Only one
-        `epoch_batches` iteration of a stream can run at a time."""
+        `epoch_batches` iteration of a stream can run at a time: starting one while another is
+        part-way (suspended, not closed) shuts the workers down too, and the older one raises if
+        it is resumed."""
         if self.num_workers == 0:
             yield from self.slot_batches_iter(epoch, self.rank, start)
             return
+        if self._running:  # its batches in flight must not be drained unseen (a slab may ride on one)
+            self.close()
         loader, receiver, ctl = self._workers()
         self._iteration += 1
         mine = self._iteration
+        self._running = True
         receiver.release()
         ctl[0], ctl[1] = epoch, start
         it = iter(loader)  # (re)starts every worker on this epoch
         finished = False
         try:
-            for batch, events, token, slab in it:
+            while True:
                 if self._iteration != mine:
-                    raise RuntimeError("a newer epoch_batches() of this ShardStream took over its workers")
+                    raise RuntimeError("this ShardStream's workers were closed or taken over by a newer "
+                                       "epoch_batches() while this one was part-way")
+                try:
+                    batch, events, token, slab = next(it)
+                except StopIteration:
+                    break
                 yield receiver.receive(batch, token, slab), events
             finished = True
         finally:
-            if not finished and self._iteration == mine:
-                self.close()
+            if self._iteration == mine:
+                self._running = False
+                if not finished:
+                    self.close()
 
     def _workers(self) -> tuple[DataLoader, _Receiver, Any]:
         if self._loader is None:
@@ -807,6 +820,8 @@ class ShardStream:
         """Shut the data-loader workers down (joined) and free every slab whose batch the
         training process never received. Also done when an epoch is left before its end, when
         the stream is dropped, and at the process's exit."""
+        self._iteration += 1  # an epoch_batches() part-way cannot go on with these workers
+        self._running = False
         if self._loader is None:
             return
         loader, _ = self._loader
