@@ -218,7 +218,7 @@ def run_models(args: argparse.Namespace, root: Path) -> None:
     import ray
 
     from zss.ingest.config import build_config
-    from zss.ingest.runner import ingest, steady_rate
+    from zss.ingest.runner import boundary_gaps, ingest, steady_rate
     from zss.ingest.sources import open_source
     from zss.ingest.stages.decode import DecodeConfig
     from zss.ingest.workers import read_decode_chunk
@@ -297,9 +297,13 @@ def run_models(args: argparse.Namespace, root: Path) -> None:
                          args.n_images)
             report = ingest(cfg, source224, root / f"s224_{workers}", progress=False)
             rates[workers] = steady_rate(report["arrivals"])
+            inside, across = boundary_gaps(report["shard_chunks"])
             print(f"224 px ingest, {workers} worker(s) x 1 torch thread: {rates[workers]:.2f} images/s "
                   f"steady (whole run {report['processed'] / report['run_seconds']:.2f} images/s incl. "
-                  f"{report['first_result_seconds']:.1f} s actor start-up)", flush=True)
+                  f"{report['first_result_seconds']:.1f} s actor start-up); model batches {inside:.2f} s "
+                  f"apart inside a shard, {across:.2f} s across a shard boundary (while the shard before "
+                  f"is written: {across / inside:.2f}x; 1.00 = the models never wait for a write; "
+                  f"writes {report['seconds'].get('write', 0.0):.2f} s in all)", flush=True)
     finally:
         ray.shutdown()
     ideal = args.cpus * bare_one

@@ -94,3 +94,14 @@ def test_steady_rate_counts_only_the_window_where_every_worker_is_warm():
     assert steady_rate(one) == pytest.approx(8.0)
     assert steady_rate(one + late) == pytest.approx(16.0)
     assert steady_rate([(1.0, 8, 1)]) != steady_rate([(1.0, 8, 1)])  # NaN: no steady window
+
+
+def test_boundary_gaps_compare_batch_spacing_inside_and_across_shards():
+    from zss.ingest.runner import boundary_gaps
+
+    # worker 7: shards listed out of order; batches 1 s apart inside, 2 s from one shard's last to
+    # the next one's first (its models waited 1 s); worker 9: one shard only (nothing across)
+    chunks = [(7, [5.0, 6.0]), (7, [1.0, 2.0, 3.0]), (9, [0.5, 2.5])]
+    inside, across = boundary_gaps(chunks)
+    assert inside == pytest.approx((1 + 1 + 1 + 2) / 4) and across == pytest.approx(2.0)
+    assert boundary_gaps([(1, [1.0])]) != boundary_gaps([(1, [1.0])])  # NaN: nothing to compare

@@ -422,6 +422,7 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
     shard_refs = ShardRefs(source, n, cfg.shard_size)
     seconds: dict[str, float] = defaultdict(float)
     arrivals: list[tuple[float, int, int]] = []
+    shard_chunks: list[tuple[int, list[float]]] = []  # (worker, its model batches' end times) per shard
     nodes: dict[str, int] = defaultdict(int)
     t0 = time.perf_counter()
     first: float | None = None
@@ -470,6 +471,7 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
                 seconds["write"] += result["write_seconds"]
                 for t, k in result["done_at"]:
                     arrivals.append((t, k, result["worker"]))
+                shard_chunks.append((result["worker"], [t for t, _ in result["done_at"]]))
                 nodes[result.get("node", "")] += 1
                 worker_cpu[result["worker"]] = result.get("cpu_seconds", 0.0)
                 report["written"] += 1
@@ -502,6 +504,7 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
     report["run_seconds"] = time.perf_counter() - t0
     report["first_result_seconds"] = (first - t0) if first else 0.0
     report["arrivals"] = arrivals
+    report["shard_chunks"] = shard_chunks
     report["seconds"] = dict(seconds)
     report["nodes"] = dict(nodes)
     # the driver's CPU while streaming (all its threads, Ray's included; and its main thread alone)
@@ -509,6 +512,25 @@ def _execute(out: Path | str, cfg: IngestConfig, factory: StageFactory, res: dic
     report["driver_cpu_seconds"] = time.process_time() - cpu0
     report["driver_main_cpu_seconds"] = time.thread_time() - main0
     report["worker_cpu_seconds"] = sum(worker_cpu.values())
+
+
+def boundary_gaps(shard_chunks: list[tuple[int, list[float]]]) -> tuple[float, float]:
+    """(mean time between a worker's model batches inside a shard, mean time from a shard's last
+    batch to the worker's next shard's first): equal when the models never wait for a shard to be
+    written (the write runs beside the next shard's batches). NaN when there is nothing to compare."""
+    inside: list[float] = []
+    across: list[float] = []
+    by_worker: dict[int, list[list[float]]] = defaultdict(list)
+    for worker, times in shard_chunks:
+        if times:
+            by_worker[worker].append(sorted(times))
+    for shards in by_worker.values():
+        shards.sort(key=lambda ts: ts[0])
+        for ts in shards:
+            inside += [b - a for a, b in zip(ts, ts[1:])]
+        across += [nxt[0] - cur[-1] for cur, nxt in zip(shards, shards[1:])]
+    mean = (lambda xs: sum(xs) / len(xs) if xs else float("nan"))
+    return mean(inside), mean(across)
 
 
 def steady_rate(arrivals: list[tuple[float, int, int]]) -> float:

@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -123,10 +123,12 @@ def chunk_spans(lo: int, hi: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def compute_shard(stages: list[tuple[str, Stage]], refs: list[dict[str, Any]], batch_size: int,
-                  decode: DecodeConfig, pool: ThreadPoolExecutor | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  decode: DecodeConfig, pool: ThreadPoolExecutor | None = None,
+                  first: "Future[dict[str, Any]] | None" = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Read+decode+model one shard's refs chunk by chunk; return (samples, timings).
 
-    The next chunk is read and decoded in `pool` while the models run the current one."""
+    The next chunk is read and decoded in `pool` while the models run the current one; `first`,
+    when given, is the first chunk already on its way (`prefetch_first`)."""
     spans = chunk_spans(0, len(refs), batch_size)
     own = pool is None
     pool = pool or ThreadPoolExecutor(1)
@@ -134,7 +136,8 @@ def compute_shard(stages: list[tuple[str, Stage]], refs: list[dict[str, Any]], b
     seconds: dict[str, float] = {}
     done_at: list[tuple[float, int]] = []
     try:
-        pending = pool.submit(read_decode_chunk, refs[spans[0][0]:spans[0][1]], decode) if spans else None
+        pending = first if first is not None else (
+            pool.submit(read_decode_chunk, refs[spans[0][0]:spans[0][1]], decode) if spans else None)
         for k, _ in enumerate(spans):
             payload = pending.result()  # type: ignore[union-attr]
             if k + 1 < len(spans):
@@ -149,6 +152,13 @@ def compute_shard(stages: list[tuple[str, Stage]], refs: list[dict[str, Any]], b
         if own:
             pool.shutdown(wait=False)
     return samples, {"seconds": seconds, "done_at": done_at}
+
+
+def prefetch_first(pool: ThreadPoolExecutor, refs: list[dict[str, Any]], batch_size: int,
+                   decode: DecodeConfig) -> "Future[dict[str, Any]] | None":
+    """Start reading and decoding a shard's first model batch in `pool`."""
+    spans = chunk_spans(0, len(refs), batch_size)
+    return pool.submit(read_decode_chunk, refs[spans[0][0]:spans[0][1]], decode) if spans else None
 
 
 class ShardWorker:
@@ -166,9 +176,12 @@ class ShardWorker:
 
     def write(self, out: str, shard: int, refs: list[dict[str, Any]]) -> dict[str, Any]:
         """Compute and write one shard; return its stats plus the worker's timings (no features)."""
+        # this shard's first chunk is read and decoded while the shard before still holds the
+        # models, so they do not wait for it at the shard boundary
+        first = prefetch_first(self.pool, refs, self.cfg.batch_size, self.cfg.decode)
         with self.lock:  # one shard's model batches at a time; the previous shard writes meanwhile
             samples, timing = compute_shard(self.stages, refs, self.cfg.batch_size, self.cfg.decode,
-                                            pool=self.pool)
+                                            pool=self.pool, first=first)
         t0 = time.perf_counter()
         node = _node_id()
         stats = sh.write_shard(out, shard, samples, timing["seconds"],
