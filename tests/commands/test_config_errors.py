@@ -63,6 +63,25 @@ def test_demo_n_images_checked_against_its_batch(capsys, tmp_path):
     assert not out.exists()  # checked before the synthetic world is written
 
 
+def test_demo_rebuilds_its_own_folder_and_refuses_a_foreign_one(capsys, tmp_path):
+    from zss.commands.demo import prepare_out
+
+    out = tmp_path / "demo_out"  # what an earlier (here: interrupted) demo left behind
+    (out / "run" / "checkpoints").mkdir(parents=True)
+    (out / "run" / "checkpoints" / "step_000100.safetensors").write_bytes(b"x")
+    (out / "shards").mkdir()
+    (out / "shards" / "00000.tar").write_bytes(b"kept")
+    prepare_out(out)
+    assert not (out / "run").exists() and (out / "shards" / "00000.tar").read_bytes() == b"kept"
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    line = _one_line(capsys, ["demo", "--out", str(mine)])
+    assert "holds files the demo did not write (thesis.tex)" in line
+    assert (mine / "thesis.tex").read_text() == "keep me"
+
+
 def test_eval_set_value(capsys, tmp_path):
     line = _one_line(capsys, ["eval", "openclip:ViT-B-16:/nowhere.safetensors", "--benchmark", "voc21",
                               "--data-root", str(tmp_path), "--set", "batch_size=many"])

@@ -26,6 +26,29 @@ def _miou(results_dir: Path) -> float:
     return float(data["benchmarks"]["synth"]["mIoU"])
 
 
+DEMO_ENTRIES = {"world", "checkpoints", "shards", "run", "run_untrained", "eval", "segment", "demo_summary.json"}
+REBUILT = ("run", "run_untrained", "eval", "segment")  # removed first: the others are overwritten in place
+
+
+def prepare_out(out: Path) -> None:
+    """Make `out` ready for a demo run: a new or empty folder, or one holding only what an earlier
+    demo run wrote (finished or not), whose training run and results are removed first so running
+    `make demo` again rebuilds them instead of stopping at the old run's checkpoints. Anything else
+    in `out` is refused untouched."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise ZssError(f"--out {out} is a file, not a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES)
+        if foreign:
+            raise ZssError(f"--out {out} holds files the demo did not write ({', '.join(foreign[:3])}"
+                           f"{', ...' if len(foreign) > 3 else ''}); give an empty or new folder")
+        for name in REBUILT:
+            shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def check_demo_size(n_images: int, config: Path) -> None:
     """The demo trains on every ingested image with one data reader: it needs at least one full
     batch of the demo config's `batch_size` (checked before any work starts)."""
@@ -51,7 +74,7 @@ def run_demo(out: Path, steps: int = 300, n_images: int = 160, img_size: int = 2
     config = MANIFESTS / "train" / "simzss-demo.yaml"
     check_demo_size(n_images, config)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
