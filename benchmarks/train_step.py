@@ -371,13 +371,15 @@ def loader_section(args: argparse.Namespace) -> dict[str, float]:
         return ShardStream(refs, _loader_decode, _loader_collate, batch_size=batch, num_workers=workers,
                            shuffle_buffer=256, members=("patch.npy", "global.npy"))
 
+    epochs_run: dict[int, int] = {}
+
     def run(s: ShardStream) -> tuple[float, float, float, float]:
         """The stream's next epoch: (seconds, seconds to its first batch, CPU seconds of this
         process and of its data-loader workers)."""
-        s.epochs_run = getattr(s, "epochs_run", -1) + 1
+        epoch = epochs_run[id(s)] = epochs_run.get(id(s), -1) + 1
         c0, w0, t0 = _cpu(resource.RUSAGE_SELF), _children_cpu(), time.perf_counter()
         first = None
-        for _ in s.epoch_batches(s.epochs_run):
+        for _ in s.epoch_batches(epoch):
             first = first if first is not None else time.perf_counter() - t0
         return (time.perf_counter() - t0, first or 0.0, _cpu(resource.RUSAGE_SELF) - c0,
                 _children_cpu() - w0)

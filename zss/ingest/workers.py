@@ -136,8 +136,7 @@ def compute_shard(stages: list[tuple[str, Stage]], refs: list[dict[str, Any]], b
     seconds: dict[str, float] = {}
     done_at: list[tuple[float, int]] = []
     try:
-        pending = first if first is not None else (
-            pool.submit(read_decode_chunk, refs[spans[0][0]:spans[0][1]], decode) if spans else None)
+        pending = first if first is not None else prefetch_first(pool, refs, batch_size, decode)
         for k, _ in enumerate(spans):
             payload = pending.result()  # type: ignore[union-attr]
             if k + 1 < len(spans):

@@ -79,9 +79,7 @@ def tokenize_with_spans(text: str, char_spans: Sequence[tuple[int, int] | None] 
         starts.append(len(ids))
         ids.extend(word_ids)
     ids.append(tok.eot_token_id)
-    if len(ids) > context_length:
-        ids = ids[:context_length]
-        ids[-1] = tok.eot_token_id
+    ids = _cut(ids, context_length)
     last_content = len(ids) - 1  # exclusive bound: the <end_of_text> position
     tokens = np.zeros(context_length, dtype=np.int64)
     tokens[: len(ids)] = ids
@@ -116,12 +114,18 @@ def fit_ids(ids: Sequence[int], context_length: int = CONTEXT_LENGTH) -> torch.T
     for the same text: cut with <end_of_text> kept last, or zero-padded."""
     if context_length < 2:
         raise ValueError("context_length must leave room for <start_of_text> and <end_of_text>")
+    ids = _cut(list(ids), context_length)
     out = torch.zeros(context_length, dtype=torch.long)
-    n = min(len(ids), context_length)
-    out[:n] = torch.as_tensor(ids[:n], dtype=torch.long)
-    if len(ids) > context_length:
-        out[-1] = _tokenizer().eot_token_id
+    out[: len(ids)] = torch.as_tensor(ids, dtype=torch.long)
     return out
+
+
+def _cut(ids: list[int], context_length: int) -> list[int]:
+    """A whole id sequence cut to `context_length`, <end_of_text> kept last (the one rule both
+    `tokenize_with_spans` and `fit_ids` follow)."""
+    if len(ids) <= context_length:
+        return ids
+    return ids[: context_length - 1] + [_tokenizer().eot_token_id]
 
 
 def tokenize(texts: str | Sequence[str], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:

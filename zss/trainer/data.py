@@ -253,6 +253,10 @@ class _Arena:
     ALIGN = 64
 
     @classmethod
+    def aligned(cls, n: int) -> int:
+        return (n + cls.ALIGN - 1) // cls.ALIGN * cls.ALIGN
+
+    @classmethod
     def slab_size(cls, batch_bytes: int) -> int:
         """A slab's bytes for batches of `batch_bytes` (a quarter to spare for larger ones)."""
         return (batch_bytes * 5 // 4 + cls.ALIGN) // cls.ALIGN * cls.ALIGN
@@ -260,16 +264,15 @@ class _Arena:
     @classmethod
     def batch_bytes(cls, batch: Any) -> int:
         """The slab bytes `batch`'s CPU tensors take (each aligned)."""
-        total = 0
+        sizes: list[int] = []
 
         def add(t: torch.Tensor) -> torch.Tensor:
-            nonlocal total
             if t.device.type == "cpu":
-                total += (t.numel() * t.element_size() + cls.ALIGN - 1) // cls.ALIGN * cls.ALIGN
+                sizes.append(cls.aligned(t.numel() * t.element_size()))
             return t
 
         _map_tensors(batch, add)
-        return total
+        return sum(sizes)
 
     def __init__(self, flags: Any, base: int, slabs: Sequence[torch.UntypedStorage | None] = ()) -> None:
         self.flags, self.base = flags, base
@@ -300,7 +303,7 @@ class _Arena:
     def tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
         """An uninitialised contiguous tensor in the current slab, or None (no room)."""
         n = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
-        n_aligned = (n + self.ALIGN - 1) // self.ALIGN * self.ALIGN
+        n_aligned = self.aligned(n)
         self.asked += n_aligned
         i = self.current
         if i is None or self.slabs[i] is None or self.used + n_aligned > self.sizes[i]:
