@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -204,6 +209,72 @@ TINY = ["recipe.text.width=64", "recipe.text.heads=2", "recipe.text.layers=2",
 def tiny_overrides() -> list[str]:
     """`--set` overrides for a tiny text tower on the feature world."""
     return list(TINY)
+
+
+@pytest.fixture
+def crash_after_step(monkeypatch):
+    """`with crash_after_step(n): run_training("simzss", ...)`: SimZSS's after-step hook raises
+    KeyboardInterrupt right after step n, as a kill would stop the run there; the block expects that
+    interrupt, and the hook is itself again after it."""
+    from zss.recipes.simzss.recipe import SimZSSRecipe
+
+    @contextlib.contextmanager
+    def crash(step: int) -> Iterator[None]:
+        original = SimZSSRecipe.after_step
+
+        def after_step(self, model, at):
+            original(self, model, at)
+            if at == step:
+                raise KeyboardInterrupt(f"killed after step {step}")
+
+        monkeypatch.setattr(SimZSSRecipe, "after_step", after_step)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(SimZSSRecipe, "after_step", original)
+
+    return crash
+
+
+def _accepts_connections(port: int) -> None:
+    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """`local_server(name, argv, ...)` starts a server process on a free 127.0.0.1 port and returns
+    the port once it is up. `argv(port)` is its command line; `ready(port)` raises OSError until it
+    is up (default: the port accepts a connection), for at most `timeout` seconds; `env` is its
+    environment. Its output goes to tmp_path/NAME.log; every server is stopped when the test ends."""
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, argv: Callable[[int], list[str]], ready: Callable[[int], None] = _accepts_connections,
+              env: dict[str, str] | None = None, timeout: float = 30) -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log = tmp_path / f"{name}.log"
+        with open(log, "wb") as out:
+            procs.append(subprocess.Popen(argv(port), env=env, stdout=out, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + timeout
+        while True:
+            assert procs[-1].poll() is None, f"{name} exited early:\n{log.read_text()[-3000:]}"
+            try:
+                ready(port)
+                return port
+            except OSError:
+                assert time.monotonic() < deadline, f"{name} did not come up:\n{log.read_text()[-3000:]}"
+                time.sleep(0.2)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(autouse=True)

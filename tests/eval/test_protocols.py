@@ -81,17 +81,21 @@ PEERS = {
         for name, k in (("voc20", 20), ("context59", 59), ("coco_stuff", 171), ("cityscapes", 19),
                         ("ade20k", 150))
     },
-    "zss": {  # zss's own synonym lists
-        "voc21": row(336, scale=65, prob=0.1, k=21, q=62),
-        "context60": row(336, scale=50, prob=0.1, k=60, q=79),
-        "coco_object": row(336, scale=50, prob=0.1, k=81, q=127),
-        "voc20": row(336, k=20, q=35),
-        "context59": row(336, k=59, q=78),
-        "coco_stuff": row(448, k=171, q=199),
-        "cityscapes": row(560, k=19, q=20),
-        "ade20k": row(448, k=150, q=214),
-    },
 }
+
+
+def _but(peer_row: tuple, **cols) -> tuple:
+    """`peer_row` with the named COLS replaced."""
+    return tuple(cols.get(col, value) for col, value in zip(COLS, peer_row))
+
+
+# zss's own synonym lists (text queries per benchmark) with SCLIP's settings, except no area threshold
+# and ADE20K at short side 448 (zss/manifests/protocols/zss.yaml)
+ZSS_QUERIES = {"voc21": 62, "context60": 79, "coco_object": 127, "voc20": 35, "context59": 78, "coco_stuff": 199,
+               "cityscapes": 20, "ade20k": 214}
+PEERS["zss"] = {bench: _but(sclip, area_thd=0.0, n_queries=ZSS_QUERIES[bench],
+                            short_side=448 if bench == "ade20k" else sclip[0])
+                for bench, sclip in PEERS["sclip"].items()}
 
 
 def _resolved_row(protocol: str, bench: str) -> tuple:

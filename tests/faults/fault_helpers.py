@@ -1,5 +1,6 @@
 """Running `zss` as a real subprocess (its own session, so signals reach it and its children like a
-terminal's Ctrl-C would) and waiting for a file to appear."""
+terminal's Ctrl-C would), slowed down where a test wants to land a signal, and waiting for a file to
+appear."""
 
 from __future__ import annotations
 
@@ -19,6 +20,32 @@ import sys
 from zss.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+# Python source for `start_zss(patch=...)`: the function or method TARGET sleeps after each call.
+SLOW_CALL = """
+import importlib
+import time
+_owner = importlib.import_module({module!r})
+for _name in {owners!r}:
+    _owner = getattr(_owner, _name)
+_original = getattr(_owner, {name!r})
+_calls = [0]
+def _slow(*args, **kwargs):
+    out = _original(*args, **kwargs)
+    _calls[0] += 1
+    if _calls[0] > {fast_calls}:
+        time.sleep({seconds})
+    return out
+setattr(_owner, {name!r}, _slow)
+"""
+
+
+def slow_patch(target: str, seconds: float, fast_calls: int = 0) -> str:
+    """A `start_zss` patch: `target` ("package.module:function" or "package.module:Class.method")
+    sleeps `seconds` after each of its calls but the first `fast_calls`."""
+    module, _, attrs = target.partition(":")
+    *owners, name = attrs.split(".")
+    return SLOW_CALL.format(module=module, owners=owners, name=name, fast_calls=fast_calls, seconds=seconds)
 
 
 def start_zss(args: list[str], log: Path, patch: str = "") -> subprocess.Popen:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fault_helpers import finish, start_zss, wait_for
+from fault_helpers import finish, slow_patch, start_zss, wait_for
 
 from zss.errors import ZssError
 from zss.utils.procs import alive, descendants
@@ -22,16 +22,8 @@ from zss.ingest.runner import run_ingest
 
 pytestmark = [pytest.mark.timeout(900)]
 
-SLOW_WRITE = """
-import time
-import zss.formats.shards as sh
-_write = sh.write_shard
-def _slow(*args, **kwargs):
-    stats = _write(*args, **kwargs)
-    time.sleep(6)
-    return stats
-sh.write_shard = _slow
-"""
+# Each shard write sleeps 6 s, so Ctrl-C lands while shards are still being written.
+SLOW_WRITE = slow_patch("zss.formats.shards:write_shard", 6)
 
 
 def _cli_args(kw: dict, out) -> list[str]:

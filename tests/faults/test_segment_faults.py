@@ -84,18 +84,6 @@ def test_eval_skips_an_unreadable_image_and_label_and_says_so(world, tiny_clip, 
     assert err.count("zss: skipped") == 2 and "Traceback" not in err
 
 
-SLOW_IMAGE = """
-import time
-import zss.eval.segment as seg
-_one = seg.segment_image
-def _slow(*args, **kwargs):
-    out = _one(*args, **kwargs)
-    time.sleep(1.5)
-    return out
-seg.segment_image = _slow
-"""
-
-
 @pytest.mark.slow
 def test_ctrl_c_in_segment_is_one_line_and_exit_130(world, tiny_clip, tmp_path):
     import os
@@ -104,7 +92,7 @@ def test_ctrl_c_in_segment_is_one_line_and_exit_130(world, tiny_clip, tmp_path):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from fault_helpers import finish, start_zss, wait_for
+    from fault_helpers import finish, slow_patch, start_zss, wait_for
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -112,7 +100,8 @@ def test_ctrl_c_in_segment_is_one_line_and_exit_130(world, tiny_clip, tmp_path):
         (folder / f"{i:02d}.jpg").write_bytes(p.read_bytes())
     out, log = tmp_path / "out", tmp_path / "seg.log"
     proc = start_zss(["segment", f"openclip:zss-tiny-vit:{tiny_clip}", str(folder), "--vocab", "grass,sky",
-                      "--out", str(out), "--set", "templates=photo"], log, SLOW_IMAGE)
+                      "--out", str(out), "--set", "templates=photo"], log,
+                     slow_patch("zss.eval.segment:segment_image", 1.5))
     wait_for(lambda: (out / "00.json").is_file(), proc, log)
     os.killpg(proc.pid, signal.SIGINT)
     assert finish(proc) == 130

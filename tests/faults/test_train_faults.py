@@ -16,29 +16,17 @@ import pytest
 import torch
 from conftest import make_feature_world
 sys.path.insert(0, str(Path(__file__).parent))
-from fault_helpers import finish, start_zss, wait_for
+from fault_helpers import finish, slow_patch, start_zss, wait_for
 from safetensors.torch import load_file
 
 from zss.cli import main
 from zss.commands.train import run_training
 from zss.errors import ZssError
-from zss.recipes.simzss.recipe import SimZSSRecipe
 
 pytestmark = pytest.mark.timeout(400)
 
-# Each optimizer step sleeps so a signal lands mid-run on any machine.
-SLOW_STEP = """
-import time
-from zss.recipes.simzss.recipe import SimZSSRecipe
-_after = SimZSSRecipe.after_step
-def _slow(self, model, step):
-    _after(self, model, step)
-    time.sleep({seconds})
-SimZSSRecipe.after_step = _slow
-"""
-# Fast first step (its metrics row shows the run is going), then steps that sleep `seconds`.
-SLOW_AFTER_FIRST = SLOW_STEP.replace("time.sleep({seconds})", "time.sleep({seconds} if _slow.calls else 0)\n    _slow.calls += 1")\
-    + "_slow.calls = 0\n"
+# Run after each optimizer step; slowed with `slow_patch` so a signal lands mid-run on any machine.
+SLOW_STEP = "zss.recipes.simzss.recipe:SimZSSRecipe.after_step"
 
 
 def _rows(run) -> list[dict]:
@@ -71,7 +59,7 @@ def test_signal_checkpoints_then_resume_matches_uninterrupted(feature_world, ove
     run_training("simzss", feature_world.shards, full, steps=12, overrides=overrides)
 
     run, log = tmp_path / "run", tmp_path / "train.log"
-    proc = start_zss(_train_args(feature_world.shards, run, overrides), log, SLOW_STEP.format(seconds=0.4))
+    proc = start_zss(_train_args(feature_world.shards, run, overrides), log, slow_patch(SLOW_STEP, 0.4))
     wait_for(lambda: len(_rows(run)) >= 3, proc, log)
     import os
     os.killpg(proc.pid, sig)  # like a terminal's Ctrl-C / a scheduler: the data-loader workers get it too
@@ -92,7 +80,8 @@ def test_signal_checkpoints_then_resume_matches_uninterrupted(feature_world, ove
 @pytest.mark.slow
 def test_second_ctrl_c_stops_at_once(feature_world, overrides, tmp_path):
     run, log = tmp_path / "run", tmp_path / "train.log"
-    proc = start_zss(_train_args(feature_world.shards, run, overrides), log, SLOW_AFTER_FIRST.format(seconds=60))
+    proc = start_zss(_train_args(feature_world.shards, run, overrides), log,
+                     slow_patch(SLOW_STEP, 60, fast_calls=1))  # its first step fast: a metrics row shows it runs
     wait_for(lambda: len(_rows(run)) >= 1, proc, log)
     time.sleep(2.0)                   # inside the second step's 60 s, not the first step's tail
     import os
@@ -149,23 +138,14 @@ def test_damaged_tar_is_skipped_counted_and_named(tmp_path, tiny_overrides, how,
     assert not (tmp_path / "strict" / "model").exists()
 
 
-def test_resume_is_exact_on_damaged_shards(tmp_path, tiny_overrides, monkeypatch):
+def test_resume_is_exact_on_damaged_shards(tmp_path, tiny_overrides, crash_after_step):
     world = _damaged_world(tmp_path / "w", "truncated")
     overrides = tiny_overrides + ["batch_size=8", "max_bad_fraction=0.6", "ckpt_every=3", "num_workers=2"]
     full = tmp_path / "full"
     run_training("simzss", world.shards, full, steps=14, overrides=overrides)
 
-    original = SimZSSRecipe.after_step
-
-    def crash(self, model, step):
-        original(self, model, step)
-        if step == 8:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(SimZSSRecipe, "after_step", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_after_step(8):
         run_training("simzss", world.shards, tmp_path / "cut", steps=14, overrides=overrides)
-    monkeypatch.setattr(SimZSSRecipe, "after_step", original)
     run_training("simzss", world.shards, tmp_path / "cut", resume=True)
     assert [r["loss"] for r in _rows(tmp_path / "cut")] == [r["loss"] for r in _rows(full)]
     wa, wb = _weights(full), _weights(tmp_path / "cut")
@@ -178,22 +158,13 @@ def test_resume_is_exact_on_damaged_shards(tmp_path, tiny_overrides, monkeypatch
 # --- checkpoints and the run folder -----------------------------------------------------------
 
 def test_resume_falls_back_past_a_damaged_newest_checkpoint(feature_world, tiny_overrides, tmp_path, caplog,
-                                                            monkeypatch):
+                                                            crash_after_step):
     overrides = tiny_overrides + ["batch_size=8", "ckpt_every=2", "keep_checkpoints=0"]
     full = tmp_path / "full"
     run_training("simzss", feature_world.shards, full, steps=6, overrides=overrides)
     run = tmp_path / "run"
-    original = SimZSSRecipe.after_step
-
-    def crash(self, model, step):
-        original(self, model, step)
-        if step == 5:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(SimZSSRecipe, "after_step", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_after_step(5):
         run_training("simzss", feature_world.shards, run, steps=6, overrides=overrides)
-    monkeypatch.setattr(SimZSSRecipe, "after_step", original)
     ckpts = run / "checkpoints"
     newest = ckpts / "step_000004.safetensors"
     newest.write_bytes(newest.read_bytes()[:100])  # damaged on disk after it was written
@@ -212,7 +183,7 @@ def test_resume_falls_back_past_a_damaged_newest_checkpoint(feature_world, tiny_
 @pytest.mark.slow
 def test_second_trainer_on_one_run_folder_is_refused(feature_world, overrides, tmp_path, caplog):
     run, log = tmp_path / "run", tmp_path / "first.log"
-    proc = start_zss(_train_args(feature_world.shards, run, overrides), log, SLOW_STEP.format(seconds=0.5))
+    proc = start_zss(_train_args(feature_world.shards, run, overrides), log, slow_patch(SLOW_STEP, 0.5))
     try:
         wait_for(lambda: len(_rows(run)) >= 1, proc, log)
         with pytest.raises(ZssError, match=r"being written by zss train \(pid %d" % proc.pid):

@@ -4,10 +4,7 @@ same bytes as a local run, resume there, and the trainer's shard stream reading 
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,44 +16,23 @@ from zss.trainer.data import ShardStream, load_npy, shards_from_manifest
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.usefixtures("ray_2cpu")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
-def s3_server(monkeypatch, tmp_path):
+def s3_server(monkeypatch, local_server):
     """A moto S3 server process with an empty bucket `zss`; the endpoint and fake credentials
     set for this process (fsspec config) and for the Ray workers (forwarded AWS_*/FSSPEC_* env)."""
     pytest.importorskip("s3fs")
     import fsspec
 
-    port = _free_port()
-    log = open(tmp_path / "moto.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    port = local_server("moto", lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                              "-p", str(port)])
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto server did not start"
-                time.sleep(0.1)
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
-                     "FSSPEC_S3_ENDPOINT_URL": endpoint}.items():
-            monkeypatch.setenv(k, v)
-        monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
-        fsspec.filesystem("s3", skip_instance_cache=True).mkdir("zss")
-        yield endpoint
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        log.close()
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
+                 "FSSPEC_S3_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir("zss")
+    return endpoint
 
 
 def _decode(raw, rng):

@@ -7,10 +7,7 @@ import base64
 import io
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -24,40 +21,33 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 REPO = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _answers_info(port: int) -> None:
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=2).read()
 
 
 @pytest.fixture()
-def server(tiny_clip, tmp_path):
+def server(tiny_clip, tmp_path, local_server):
     """`zss serve` with two models (the tiny_clip checkpoint and a second seed), on a free port."""
     from zss.models.clip_dense import save_random_openclip
 
     other = save_random_openclip("zss-tiny-vit", tmp_path / "tiny_vit_seed1.safetensors", seed=1)
     models = [f"openclip:zss-tiny-vit:{tiny_clip}", f"openclip:zss-tiny-vit:{other}"]
-    port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "zss.cli", "serve", *models, "--port", str(port),
-                             "--max-side", "512"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240        # model loading on a busy 2-core machine
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                urllib.request.urlopen(base + "/api/info", timeout=2).read()
-                break
-            except OSError:
-                assert time.time() < deadline, "zss serve did not come up"
-                time.sleep(0.5)
-        yield base, models
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    port = local_server("serve", lambda port: [sys.executable, "-m", "zss.cli", "serve", *models, "--port", str(port),
+                                               "--max-side", "512"],
+                        ready=_answers_info, env=env, timeout=240)  # model loading on a busy 2-core machine
+    return f"http://127.0.0.1:{port}", models
+
+
+def _submit(page, vocab: str, image: Path | None = None, until_message: str = "") -> None:
+    """Fill the form (the image too, if given) and press run; with `until_message` (a JS expression's
+    tail on the message text), wait up to a minute until it holds."""
+    if image is not None:
+        page.set_input_files("#image", str(image))
+    page.fill("#vocab", vocab)
+    page.click("#run")
+    if until_message:
+        page.wait_for_function(f"document.getElementById('message').textContent{until_message}", timeout=60_000)
 
 
 @pytest.mark.slow
@@ -88,24 +78,15 @@ def test_browser_upload_words_overlay_and_bad_upload(server, tmp_path):
             assert page.locator("input[name=model]").count() == 2
 
             # a bad upload: a message on the page, the server stays up
-            page.set_input_files("#image", str(bad))
-            page.fill("#vocab", "grass; lawn, water, sky")
-            page.click("#run")
-            page.wait_for_function("document.getElementById('message').textContent.length > 0",
-                                   timeout=60_000)
+            _submit(page, "grass; lawn, water, sky", bad, until_message=".length > 0")
             assert "not an image" in page.text_content("#message")
             assert page.locator(".result").count() == 0
 
             # an empty vocabulary: a message too
-            page.set_input_files("#image", str(good))
-            page.fill("#vocab", " ")
-            page.click("#run")
-            page.wait_for_function("document.getElementById('message').textContent.includes('class')",
-                                   timeout=60_000)
+            _submit(page, " ", good, until_message=".includes('class')")
 
             # the real request: both models side by side
-            page.fill("#vocab", "grass; lawn, water, sky")
-            page.click("#run")
+            _submit(page, "grass; lawn, water, sky")
             page.wait_for_selector(".result img.overlay", timeout=180_000)
             page.wait_for_function("[...document.querySelectorAll('.result img.overlay')]"
                                    ".every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)

@@ -14,7 +14,6 @@ from zss.errors import ZssError
 from zss.recipes.simzss.segmenter import load_text_tower
 from zss.recipes.simzss.text_tower import TextConfig, TextTower
 from zss.commands.train import run_training
-from zss.recipes.simzss.recipe import SimZSSRecipe
 
 
 def _metrics(run):
@@ -48,24 +47,15 @@ def test_training_learns_zero_shot_segmentation(feature_world, tiny_overrides, t
     assert (run / "config.yaml").is_file() and sorted((run / "checkpoints").iterdir())
 
 
-def test_killed_run_resumes_exactly(feature_world, tiny_overrides, tmp_path, monkeypatch):
+def test_killed_run_resumes_exactly(feature_world, tiny_overrides, tmp_path, crash_after_step):
     overrides = tiny_overrides + ["batch_size=8", "accum_steps=2", "num_workers=2", "lr=2e-3",
                                   "warmup=0.2", "ckpt_every=4", "grad_clip=1.0", "tensorboard=true"]
     full = tmp_path / "full"
     run_training("simzss", feature_world.shards, full, steps=12, overrides=overrides)
 
     killed = tmp_path / "killed"
-    original = SimZSSRecipe.after_step
-
-    def crash(self, model, step):
-        original(self, model, step)
-        if step == 10:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(SimZSSRecipe, "after_step", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_after_step(10):
         run_training("simzss", feature_world.shards, killed, steps=12, overrides=overrides)
-    monkeypatch.setattr(SimZSSRecipe, "after_step", original)
     assert not (killed / "model").exists()
     with pytest.raises(ZssError, match="--resume"):
         run_training("simzss", feature_world.shards, killed, steps=12, overrides=overrides)

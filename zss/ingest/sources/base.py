@@ -15,7 +15,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
-from zss.errors import BadItem
+from zss.errors import BadItem, ZssError
 from zss.formats.rle import check_sa1b_annotations, parse_sa1b_json  # noqa: F401  (sources use them)
 
 MAX_CAPTION_CHARS = 4096  # COCO captions are < 300 chars; anything this long is junk or an attack
@@ -97,6 +97,11 @@ def read_sidecar_captions(path: Path) -> list[str]:
         raise BadItem("bad_caption", f"{path.name} holds an empty caption")
     return check_captions(lines)
 
+
+def require_folder(path: Path, what: str) -> None:
+    """`ZssError("WHAT not found: PATH")` unless `path` is a directory (a source read from a folder)."""
+    if not path.is_dir():
+        raise ZssError(f"{what} not found: {path}")
 
 
 class Source(ABC):

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 from zss.errors import ZssError
 from zss.ingest.sources.base import (BadItem, Row, Source, failed_row, make_row, read_file,
-                                       read_sidecar_captions)
+                                       read_sidecar_captions, require_folder)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -48,8 +48,7 @@ class FolderSource(Source):
 
     def __init__(self, path: str | Path):
         super().__init__(path)
-        if not self.path.is_dir():
-            raise ZssError(f"image folder not found: {self.path}")
+        require_folder(self.path, "image folder")
         if not len(self):
             raise ZssError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {self.path}")
 

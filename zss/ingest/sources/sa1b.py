@@ -16,7 +16,7 @@ import numpy as np
 
 from zss.errors import ZssError
 from zss.ingest.sources.base import (BadItem, Row, Source, failed_row, make_row, parse_sa1b_json,
-                                       read_file, read_sidecar_captions)
+                                       read_file, read_sidecar_captions, require_folder)
 
 _NAME = re.compile(r"^sa_(\d+)\.(jpg|json)$")
 
@@ -26,8 +26,7 @@ class Sa1bSource(Source):
 
     def __init__(self, path: str | Path):
         super().__init__(path)
-        if not self.path.is_dir():
-            raise ZssError(f"SA-1B folder not found: {self.path}")
+        require_folder(self.path, "SA-1B folder")
         # the stems' numbers as one int64 array (8 bytes per item, no Python object each); a stem
         # whose number does not print back the same (sa_007) keeps its name in a small side table
         numbers, odd = [], {}
