@@ -1,6 +1,7 @@
 """The written layer order (docs/architecture.md, zss/__init__.py) holds: read every import with ast,
-fail on an import of a higher layer, on an import between sibling packages of one layer, and on any
-import cycle between modules. Lazy imports inside functions count the same as top-level ones."""
+fail on an import of a higher layer, on an import between sibling packages of one layer (each recipe
+package is a sibling of the others), and on any import cycle between modules. Lazy imports inside
+functions count the same as top-level ones."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("zss.commands", "zss.serve"),
     ("zss.cli",),
 ]
+# packages whose members (zss.recipes.simzss, zss.recipes.pixelclip, any future zss.recipes.X) are
+# siblings of each other; only the package's own __init__ (the registry) may import them all
+FAMILIES = ("zss.recipes",)
 PACKAGE_ROOT = Path(zss.__file__).resolve().parent
 
 
@@ -68,7 +72,10 @@ def layer_of(module: str) -> tuple[int, str]:
                     best = (i, entry)
     if best is None:
         raise AssertionError(f"{module} is in no layer: add its package to LAYERS and docs/architecture.md")
-    return best
+    layer, entry = best
+    if entry in FAMILIES and module != entry:  # zss.recipes.simzss.recipe -> zss.recipes.simzss
+        entry = ".".join(module.split(".")[:entry.count(".") + 2])
+    return layer, entry
 
 
 def layer_violations(root: Path) -> list[str]:
@@ -84,10 +91,16 @@ def layer_violations(root: Path) -> list[str]:
             d_layer, d_entry = layer_of(dst)
             if d_layer > s_layer:
                 problems.append(f"upward import: {src} (layer {s_layer}) imports {dst} (layer {d_layer})")
-            elif d_layer == s_layer and d_entry != s_entry and s_layer > 0:
+            elif (d_layer == s_layer and d_entry != s_entry and s_layer > 0
+                  and not _registry_import(s_entry, d_entry)):
                 problems.append(f"sibling import: {src} ({s_entry}) imports {dst} ({d_entry})")
     problems += [f"import cycle: {' -> '.join(c)}" for c in cycles(graph)]
     return problems
+
+
+def _registry_import(src_entry: str, dst_entry: str) -> bool:
+    """A family's registry (`zss.recipes`) importing one of its members (`zss.recipes.simzss`)."""
+    return src_entry in FAMILIES and dst_entry.startswith(src_entry + ".")
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -144,6 +157,13 @@ def test_every_module_has_a_layer():
     ("ingest/runner.py", "from zss.trainer import loop", "sibling import: zss.ingest.runner"),
     ("utils/hashing.py", "from zss.utils import device\n", None),
     ("formats/rle.py", "def f():\n    from zss.formats import vocab\n", None),
+    ("recipes/simzss/losses.py", "from zss.recipes.pixelclip import sinkhorn",
+     "sibling import: zss.recipes.simzss.losses"),
+    ("recipes/pixelclip/explain.py", "def f():\n    from zss.recipes.simzss import losses\n",
+     "sibling import: zss.recipes.pixelclip.explain"),
+    ("recipes/pixelclip/sinkhorn.py", "from zss.recipes import get_recipe",
+     "sibling import: zss.recipes.pixelclip.sinkhorn"),
+    ("recipes/__init__.py", "from zss.recipes.simzss import losses", None),
 ])
 def test_the_check_catches_an_added_import(tmp_path, where, line, expected):
     copy = tmp_path / "zss"
@@ -165,3 +185,18 @@ def test_the_check_catches_a_cycle(tmp_path):
     (copy / "utils" / "hashing.py").write_text((copy / "utils" / "hashing.py").read_text()
                                                + "\nfrom zss.utils import device\n")
     assert any("import cycle: zss.utils.device -> zss.utils.hashing" in p for p in layer_violations(copy))
+
+
+def test_the_check_treats_every_recipe_package_as_a_sibling(tmp_path):
+    """A future recipe (`zss.recipes.joint`) importing another recipe's module is caught; the registry
+    importing both, and a recipe importing its own modules, are not."""
+    files = {"__init__.py": "", "recipes/__init__.py": "from zss.recipes import joint, simzss\n",
+             "recipes/simzss/__init__.py": "", "recipes/simzss/text_tower.py": "",
+             "recipes/joint/__init__.py": "from zss.recipes.joint import model\n",
+             "recipes/joint/model.py": "def f():\n    from zss.recipes.simzss.text_tower import f\n"}
+    for name, text in files.items():
+        (tmp_path / "zss" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "zss" / name).write_text(text)
+    assert layer_violations(tmp_path / "zss") == [
+        "sibling import: zss.recipes.joint.model (zss.recipes.joint) imports zss.recipes.simzss.text_tower "
+        "(zss.recipes.simzss)"]

@@ -2,27 +2,68 @@
 
 Every command imports its library module lazily so `zss --help` stays fast and a missing optional
 dependency only affects the command that needs it. User errors (`ZssError`) become one line on
-stderr and exit code 2, never a traceback.
+stderr and exit code 2, never a traceback. A recipe's own commands (`zss import NAME`, `zss prompts
+explain`) come from the registry in `zss.recipes` as plain declarations (`zss.utils.cli_spec`) and
+become typer commands here.
 """
 
 from __future__ import annotations
 
 import sys
+from inspect import Parameter, Signature
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from zss.errors import ExitWith, ZssError
+from zss.recipes import RECIPES
+from zss.utils.cli_spec import Command, Param
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Open-vocabulary semantic segmentation without dense labels.")
 concepts_app = typer.Typer(no_args_is_help=True, help="Build and query the faiss concept bank.")
-prompts_app = typer.Typer(no_args_is_help=True, help="Inspect PixelCLIP's learned prompts.")
 app.add_typer(concepts_app, name="concepts")
-app.add_typer(prompts_app, name="prompts")
 import_app = typer.Typer(no_args_is_help=True, help="Import checkpoints released by a method's authors.")
-app.add_typer(import_app, name="import")
+
+
+def _typer_param(param: Param) -> Any:
+    """The typer Argument (no flags: required, positional) or Option a declared parameter stands for."""
+    if not param.flags:
+        return typer.Argument(..., help=param.help)
+    return typer.Option(param.default, *param.flags, help=param.help, min=param.min)
+
+
+def _add_command(group: typer.Typer, command: Command) -> None:
+    """Register a declared command on `group`: typer parses its parameters, we print what it returns."""
+    def callback(**values: Any) -> None:
+        typer.echo(command.run(**values))
+
+    callback.__signature__ = Signature(  # type: ignore[attr-defined]
+        [Parameter(p.name, Parameter.KEYWORD_ONLY, default=_typer_param(p), annotation=p.type)
+         for p in command.params])
+    callback.__annotations__ = {p.name: p.type for p in command.params}
+    callback.__doc__ = command.help
+    group.command(command.name)(callback)
+
+
+def _add_recipe_commands() -> None:
+    """Each recipe's command groups (`zss prompts`), then `zss import NAME` for every recipe with a
+    release importer, in name order."""
+    groups: dict[str, typer.Typer] = {}
+    for entry in RECIPES.values():
+        for group in entry.groups:
+            if group.name not in groups:
+                groups[group.name] = typer.Typer(no_args_is_help=True, help=group.help)
+                app.add_typer(groups[group.name], name=group.name)
+            for command in group.commands:
+                _add_command(groups[group.name], command)
+    for command in sorted((e.importer for e in RECIPES.values() if e.importer), key=lambda c: c.name):
+        _add_command(import_app, command)
+    app.add_typer(import_app, name="import")
+
+
+_add_recipe_commands()
 
 
 @app.callback()
@@ -96,7 +137,7 @@ def inspect(shards: Path = typer.Argument(..., help="Shard folder written by `zs
 
 
 @app.command()
-def train(recipe: str = typer.Argument(..., help="simzss | pixelclip"),
+def train(recipe: str = typer.Argument(..., help=" | ".join(RECIPES)),
           shards: Path = typer.Argument(..., help="Shard folder."),
           run: Path = typer.Argument(..., help="Run directory."),
           config: Optional[Path] = typer.Option(None, "--config", help="YAML config."),
@@ -174,29 +215,6 @@ def concepts_lookup(bank: Path = typer.Argument(..., help="concepts.json (with i
     typer.echo(lookup_cli(bank=bank, words=words, k=k, text_encoder=text_encoder))
 
 
-@prompts_app.command("explain")
-def prompts_explain(run: Path = typer.Argument(..., help="PixelCLIP run directory."),
-                    k: int = typer.Option(3, "-k", min=1),
-                    out: Optional[Path] = typer.Option(None, "--out", help="PNG map path.")) -> None:
-    """Name each learned prompt by its nearest concepts and draw a 2-D map."""
-    from zss.recipes.pixelclip.explain import explain_prompts
-
-    typer.echo(explain_prompts(run_dir=run, k=k, out=out))
-
-
-@import_app.command("pixelclip")
-def import_pixelclip(ckpt: Path = typer.Argument(..., help="Released PixelCLIP checkpoint (detectron2 .pth)."),
-                     out: Path = typer.Argument(..., help="Output zss model directory."),
-                     arch: Optional[str] = typer.Option(None, "--arch", help="OpenCLIP arch (default: "
-                                                        "ViT-B-16-quickgelu or convnext_base_w_320, detected)."),
-                     img_size: Optional[int] = typer.Option(None, "--img-size", help="Inference side "
-                                                            "(default 320 ViT-B, 640 ConvNeXt-B).")) -> None:
-    """Map a PixelCLIP release checkpoint into a model directory for `zss eval` and `zss segment`."""
-    from zss.commands.import_pixelclip import import_pixelclip as run
-
-    typer.echo(run(ckpt, out, arch=arch, img_size=img_size))
-
-
 @app.command()
 def serve(models: List[str] = typer.Argument(..., help="Model directories or openclip:ARCH:CKPT (several: compare)."),
           host: str = typer.Option("127.0.0.1", "--host"),
@@ -208,17 +226,6 @@ def serve(models: List[str] = typer.Argument(..., help="Model directories or ope
     from zss.serve.app import run_server
 
     run_server(list(models), host=host, port=port, max_side=max_side, overrides=set_, announce=typer.echo)
-
-
-@import_app.command("simzss")
-def import_simzss_cmd(ckpt: Path = typer.Argument(..., help="The release's checkpoint file (.pt/.pth)."),
-                      out: Path = typer.Argument(..., help="Model directory to write."),
-                      backbone: str = typer.Option("vit_base_patch14_reg4_dinov2", "--backbone",
-                                                   help="timm name of the release's frozen ViT.")) -> None:
-    """A SimZSS release checkpoint (github.com/tileb1/simzss) -> a model directory for eval/segment."""
-    from zss.commands.import_simzss import import_simzss
-
-    typer.echo(f"wrote {import_simzss(ckpt, out, backbone)}")
 
 
 @app.command()

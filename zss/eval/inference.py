@@ -34,6 +34,7 @@ from zss.errors import ZssError
 from zss.eval.pamr import pamr
 from zss.eval.templates import embed_words, get_templates
 from zss.formats.vocab import Vocabulary
+from zss.models.segmenter import span_encoder
 from zss.utils.config import setting
 from zss.utils.device import autocast
 
@@ -105,9 +106,8 @@ class Predictor:
         self.cfg = cfg
         self.device = torch.device(device)
         words, owners = vocab.queries(cfg.background_words)
-        spans = model.encode_text_spans if getattr(model, "text_pooling", "eot") == "concept" else None
         self.text = embed_words(model.encode_text, words, get_templates(cfg.templates),
-                                encode_spans=spans).to(self.device)
+                                encode_spans=span_encoder(model)).to(self.device)
         self.owners = torch.tensor(owners, device=self.device)
         self.patch = int(model.patch_size)
         self.short_side = int(model.default_size if cfg.short_side is None else cfg.short_side)

@@ -1,37 +1,62 @@
-"""The training recipes, one package each, and the two look-ups the commands need.
+"""The training recipes, one package each, and the registry that wires them into zss.
 
 - `zss.recipes.simzss`: SimZSS (text tower trained on cached frozen-ViT patch tokens + captions).
 - `zss.recipes.pixelclip`: PixelCLIP (CLIP image side trained from unlabeled masks via prompts).
 
-`get_recipe(name)` gives the `zss.trainer.recipe.Recipe` class behind `zss train NAME`;
-`load_segmenter(spec)` turns a model directory (any recipe's kind) or an `openclip:ARCH[:CKPT]`
-spec into a `zss.models.segmenter.Segmenter`. The trainer and models layers never import this
-package: it sits above them and wires the recipes in.
+`RECIPES` holds one `RecipeEntry` per recipe: its name (`zss train NAME`, the "kind" of the model
+directories it writes, `zss import NAME`), its `zss.trainer.recipe.Recipe` class, the segmenter class
+that reads its model directories, its release importer and any extra command groups. The classes
+load on first use (they pull in torch); the commands are plain `zss.utils.cli_spec` declarations that
+`zss.cli` turns into typer commands, so `zss --help` lists them without importing a model.
+
+`get_recipe(name)` gives the recipe class behind `zss train NAME`; `load_segmenter(spec)` turns a
+model directory (any recipe's kind) or an `openclip:ARCH[:CKPT]` spec into a
+`zss.models.segmenter.Segmenter`. The trainer and models layers never import this package: it sits
+above them and wires the recipes in. Recipe packages never import each other; only this module
+imports them all.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from zss.errors import ZssError
 from zss.formats.model_dir import read_model_config, resolve_model_dir
 from zss.formats.specs import is_openclip_spec
-from zss.recipes.pixelclip import PixelCLIPRecipe, PixelCLIPSegmenter
-from zss.recipes.simzss import SimZSSRecipe, SimZSSSegmenter
-from zss.trainer.recipe import Recipe
+from zss.recipes import pixelclip, simzss
+from zss.utils.cli_spec import Command, CommandGroup
 
-RECIPES: dict[str, type[Recipe]] = {cls.name: cls for cls in (SimZSSRecipe, PixelCLIPRecipe)}
-# model-directory kind (config.json "kind") -> segmenter class that reads it
-SEGMENTERS = {"simzss": SimZSSSegmenter, "pixelclip": PixelCLIPSegmenter}
+if TYPE_CHECKING:
+    import torch
+
+    from zss.trainer.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    """One recipe as the rest of zss sees it; adding a recipe = its package + one entry in `RECIPES`."""
+
+    name: str                                     # zss train NAME, model-directory kind, zss import NAME
+    recipe: Callable[[], type[Recipe]]            # the Recipe class (imported when called)
+    segmenter: Callable[[], type[torch.nn.Module]]  # its from_dir(model_dir, device, config) reads the kind
+    importer: Command | None = None               # `zss import NAME`: an authors' release -> model dir
+    groups: tuple[CommandGroup, ...] = ()         # extra command groups (`zss prompts explain`)
+
+
+RECIPES: dict[str, RecipeEntry] = {e.name: e for e in (
+    RecipeEntry("simzss", simzss.recipe_class, simzss.segmenter_class, simzss.IMPORT_RELEASE),
+    RecipeEntry("pixelclip", pixelclip.recipe_class, pixelclip.segmenter_class, pixelclip.IMPORT_RELEASE,
+                pixelclip.COMMAND_GROUPS),
+)}
 
 
 def get_recipe(name: str) -> type[Recipe]:
     """The recipe class registered as `name`."""
     if name not in RECIPES:
         raise ZssError(f"unknown recipe {name!r}; choose one of: {', '.join(sorted(RECIPES))}")
-    return RECIPES[name]
+    return RECIPES[name].recipe()
 
 
 def load_segmenter(spec: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -48,9 +73,9 @@ def load_segmenter(spec: str | Path, device: str | torch.device = "cpu") -> torc
     if not path.is_dir():
         raise ZssError(f"model {text!r} is a file; give its model directory or openclip:ARCH:{text}")
     model_dir = resolve_model_dir(path)
-    config = read_model_config(model_dir, tuple(SEGMENTERS))
-    model = SEGMENTERS[config["kind"]].from_dir(model_dir, device, config)
+    config = read_model_config(model_dir, tuple(RECIPES))
+    model = RECIPES[config["kind"]].segmenter().from_dir(model_dir, device, config)
     return model.to(device).eval()
 
 
-__all__ = ["RECIPES", "SEGMENTERS", "get_recipe", "load_segmenter"]
+__all__ = ["RECIPES", "RecipeEntry", "get_recipe", "load_segmenter"]

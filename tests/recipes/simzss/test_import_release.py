@@ -15,12 +15,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from zss.cli import main
-from zss.commands.import_simzss import import_simzss
 from zss.errors import ZssError
 from zss.models.backbone import create_timm_vit
 from zss.models.denoiser import PatchDenoiser
 from zss.models.tokenizer import tokenize
 from zss.recipes import load_segmenter
+from zss.recipes.simzss.release import import_simzss
 
 BACKBONE = "vit_small_patch14_reg4_dinov2"   # same key layout as the release's ViT-B, 384 wide
 
