@@ -19,8 +19,9 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -167,125 +168,216 @@ def _damage_check(stream: ShardStream, cfg: TrainConfig) -> None:
                        f"--verify`) or raise max_bad_fraction")
 
 
-def _train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool,
-           resolved_config: dict[str, Any] | None, info: D.DistInfo, stop: StopRequest) -> Path:
-    device = (torch.device("cuda", info.local_rank) if torch.cuda.is_available() and info.world_size > 1
-              else default_device(cfg.device))
-    ckpt_dir = run_dir / "checkpoints"
+def _device(cfg: TrainConfig, info: D.DistInfo) -> torch.device:
+    if torch.cuda.is_available() and info.world_size > 1:
+        return torch.device("cuda", info.local_rank)
+    return default_device(cfg.device)
+
+
+def _existing_checkpoints(run_dir: Path, ckpt_dir: Path, resume: bool) -> list[int]:
+    """The checkpoints in `ckpt_dir`; refused without `resume`, required with it."""
     existing = list_checkpoints(ckpt_dir)
     if existing and not resume:
         raise ZssError(f"{run_dir} already holds checkpoints; pass --resume to continue or use a new run dir")
     if resume and not existing:
         raise ZssError(f"--resume: no checkpoint found in {ckpt_dir}")
+    return existing
 
+
+@dataclass
+class _Run:
+    """One process's run while it steps: the model (and its DDP wrapper), optimizer, grad scaler,
+    the shard stream, and where the run stands (optimizer steps taken, data position)."""
+
+    recipe: Recipe
+    cfg: TrainConfig
+    info: D.DistInfo
+    device: torch.device
+    ckpt_dir: Path
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    stream: ShardStream
+    n_steps: int
+    step: int = 0
+    position: Position = field(default_factory=Position)
+    ddp: nn.Module | None = None
+    trainable: list[nn.Parameter] = field(default_factory=list)
+
+    def resume(self, existing: list[int]) -> None:
+        """Continue exactly from the newest readable checkpoint: weights, optimizer, scaler, step,
+        and this process's data position, RNG state and damage ledger."""
+        last, state = load_newest_readable(self.ckpt_dir, existing, self.model, self.device)
+        self.opt.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        mine = state["procs"].get(str(self.info.rank))
+        if mine is None:
+            raise ZssError(f"checkpoint step {last} was written by {len(state['procs'])} process(es); "
+                           f"resume with the same number of processes")
+        self.position = Position(**mine["data"])
+        set_rng_state(mine["rng"])
+        self.stream.damage.load(mine.get("damage", {}))
+
+    def wrap(self) -> None:
+        """DDP under torchrun (else the model itself); the parameters the optimizer clips."""
+        self.ddp = self.model
+        if self.info.world_size > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+
+    def _accumulate(self, batches: Iterator[tuple[dict[str, Any], Position]]) -> dict[str, float]:
+        """Forward and backward over `accum_steps` batches (DDP syncs on the last); their mean logs."""
+        cfg, ddp = self.cfg, self.ddp
+        assert ddp is not None
+        sums: dict[str, float] = {}
+        for micro in range(cfg.accum_steps):
+            batch, self.position = next(batches)
+            batch = _to_device(batch, self.device)
+            sync = micro == cfg.accum_steps - 1 or self.info.world_size == 1
+            ctx = contextlib.nullcontext() if sync else ddp.no_sync()
+            with ctx:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    loss, logs = self.recipe.loss(ddp, batch)
+                self.scaler.scale(loss / cfg.accum_steps).backward()
+            for k, v in {"loss": loss, **logs}.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) / cfg.accum_steps
+        return sums
+
+    def optimizer_step(self, batches: Iterator[tuple[dict[str, Any], Position]]) -> dict[str, float]:
+        """One optimizer step at the scheduled learning rate; returns its values for the logs,
+        averaged over the processes (loss terms, grad norm, lr, skipped samples and shards)."""
+        cfg = self.cfg
+        lr = lr_at(self.step, self.n_steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
+        for g in self.opt.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        sums = self._accumulate(batches)
+        self.scaler.unscale_(self.opt)
+        if cfg.grad_clip > 0:
+            sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip))
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self.recipe.after_step(self.model, self.step)
+
+        _damage_check(self.stream, cfg)
+        values = D.all_reduce_mean(sums, self.device)
+        values["lr"] = lr
+        values["skipped_samples"] = self.stream.damage.n_samples
+        values["skipped_shards"] = self.stream.damage.n_shards
+        return values
+
+    def checkpoint(self) -> None:
+        _checkpoint(self.ckpt_dir, self.step, self.model, self.opt, self.scaler, self.position, self.info,
+                    self.cfg.keep_checkpoints, self.stream.damage.state())
+
+
+def _build(recipe: Recipe, cfg: TrainConfig, info: D.DistInfo, device: torch.device, ckpt_dir: Path) -> _Run:
+    """The model (seeded by `cfg.seed`), optimizer, grad scaler and this process's shard stream."""
     torch.manual_seed(cfg.seed)
     model = recipe.build_model().to(device)
     opt = make_optimizer(recipe.param_groups(model, cfg.weight_decay), cfg)
     amp_dtype = _amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
     stream = ShardStream(shards_from_manifest(recipe.shards, recipe.manifest),
                          decode=recipe.decode_sample, collate=recipe.collate,
                          batch_size=cfg.batch_size, seed=cfg.seed, rank=info.rank,
                          world_size=info.world_size, num_workers=cfg.num_workers,
                          shuffle_buffer=cfg.shuffle_buffer, members=recipe.members)
-    n_steps = total_steps(cfg, stream)
+    return _Run(recipe, cfg, info, device, ckpt_dir, model, opt, scaler, amp_dtype, stream,
+                total_steps(cfg, stream))
 
-    step, position = 0, Position()
+
+def _open_metrics(run_dir: Path, resolved_config: dict[str, Any] | None, run: _Run) -> _Metrics | None:
+    """The main process's metrics (and config.yaml, when given); None on the others."""
+    if not run.info.is_main:
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resolved_config is not None:
+        dump_yaml(resolved_config, run_dir / "config.yaml")
+    return _Metrics(run_dir, run.step, run.cfg.tensorboard)
+
+
+class _Pace:
+    """Steps per second: over the steps since the last metrics row, and a moving average for the bar."""
+
+    def __init__(self, step: int) -> None:
+        self.t_last, self.s_last = time.perf_counter(), step
+        self.t_step, self.rate = self.t_last, None
+
+    def since_log(self, step: int) -> float:
+        now = time.perf_counter()
+        rate = (step - self.s_last) / max(now - self.t_last, 1e-9)
+        self.t_last, self.s_last = now, step
+        return rate
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        dt = max(now - self.t_step, 1e-9)
+        self.rate = 1.0 / dt if self.rate is None else 0.9 * self.rate + 0.1 / dt
+        self.t_step = now
+        return self.rate
+
+
+def _train(recipe: Recipe, cfg: TrainConfig, run_dir: Path, resume: bool,
+           resolved_config: dict[str, Any] | None, info: D.DistInfo, stop: StopRequest) -> Path:
+    device = _device(cfg, info)
+    ckpt_dir = run_dir / "checkpoints"
+    existing = _existing_checkpoints(run_dir, ckpt_dir, resume)
+    run = _build(recipe, cfg, info, device, ckpt_dir)
     if resume:
-        last, state = load_newest_readable(ckpt_dir, existing, model, device)
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        mine = state["procs"].get(str(info.rank))
-        if mine is None:
-            raise ZssError(f"checkpoint step {last} was written by {len(state['procs'])} process(es); "
-                           f"resume with the same number of processes")
-        position = Position(**mine["data"])
-        set_rng_state(mine["rng"])
-        stream.damage.load(mine.get("damage", {}))
+        run.resume(existing)
     else:
         torch.manual_seed(cfg.seed + 1 + info.rank)
+    metrics = _open_metrics(run_dir, resolved_config, run)
+    run.wrap()
+    _run_steps(run, metrics, stop)
+    return _finish(run, run_dir, metrics)
 
-    metrics = None
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resolved_config is not None:
-            dump_yaml(resolved_config, run_dir / "config.yaml")
-        metrics = _Metrics(run_dir, step, cfg.tensorboard)
 
-    ddp = model
-    if info.world_size > 1:
-        ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    batches = stream.batches(position)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
+def _run_steps(run: _Run, metrics: _Metrics | None, stop: StopRequest) -> None:
+    """Optimizer steps up to `n_steps`: logs, progress, periodic checkpoints; on SIGINT/SIGTERM a
+    checkpoint and `Interrupted` (the data-loader workers stop with the loop, however it ends)."""
+    cfg, info = run.cfg, run.info
+    batches = run.stream.batches(run.position)
     bar = progress_bar(disable=None if info.is_main else True)
-    t_last, s_last = time.perf_counter(), step
-    t_step, rate = t_last, None
-    with bar, contextlib.closing(stream):  # the data-loader workers stop with the loop, however it ends
-        task = bar.add_task(f"train {recipe.name}", total=n_steps, completed=step, info="", unit="steps",
-                            samples_per_unit=cfg.batch_size * cfg.accum_steps * info.world_size)
-        while step < n_steps:
-            lr = lr_at(step, n_steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
-            for g in opt.param_groups:
-                g["lr"] = lr * g.get("lr_scale", 1.0)
-            sums: dict[str, float] = {}
-            for micro in range(cfg.accum_steps):
-                batch, position = next(batches)
-                batch = _to_device(batch, device)
-                sync = micro == cfg.accum_steps - 1 or info.world_size == 1
-                ctx = contextlib.nullcontext() if sync else ddp.no_sync()
-                with ctx:
-                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                        enabled=amp_dtype is not None):
-                        loss, logs = recipe.loss(ddp, batch)
-                    scaler.scale(loss / cfg.accum_steps).backward()
-                for k, v in {"loss": loss, **logs}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) / cfg.accum_steps
-            scaler.unscale_(opt)
-            if cfg.grad_clip > 0:
-                sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip))
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            recipe.after_step(model, step)
-
-            _damage_check(stream, cfg)
-            values = D.all_reduce_mean(sums, device)
-            values["lr"] = lr
-            values["skipped_samples"] = stream.damage.n_samples
-            values["skipped_shards"] = stream.damage.n_shards
-            if metrics is not None and (step % cfg.log_every == 0 or step == n_steps or step == 1):
-                now = time.perf_counter()
-                values["steps_per_s"] = (step - s_last) / max(now - t_last, 1e-9)
-                t_last, s_last = now, step
+    pace = _Pace(run.step)
+    with bar, contextlib.closing(run.stream):
+        task = bar.add_task(f"train {run.recipe.name}", total=run.n_steps, completed=run.step, info="",
+                            unit="steps", samples_per_unit=cfg.batch_size * cfg.accum_steps * info.world_size)
+        while run.step < run.n_steps:
+            values = run.optimizer_step(batches)
+            step = run.step
+            if metrics is not None and (step % cfg.log_every == 0 or step == run.n_steps or step == 1):
+                values["steps_per_s"] = pace.since_log(step)
                 metrics.log(step, values)
-            now = time.perf_counter()
-            rate = 1.0 / max(now - t_step, 1e-9) if rate is None else 0.9 * rate + 0.1 / max(now - t_step, 1e-9)
-            t_step = now
-            bar.update(task, completed=step, info=f"loss {values['loss']:.4f}  {rate:.2f} steps/s  lr {lr:.2e}")
-            saved = step % cfg.ckpt_every == 0 or step == n_steps
+            bar.update(task, completed=step,
+                       info=f"loss {values['loss']:.4f}  {pace.tick():.2f} steps/s  lr {values['lr']:.2e}")
+            saved = step % cfg.ckpt_every == 0 or step == run.n_steps
             if saved:
-                _checkpoint(ckpt_dir, step, model, opt, scaler, position, info, cfg.keep_checkpoints,
-                            stream.damage.state())
-            if _stop_requested(stop, info, device) and step < n_steps:
+                run.checkpoint()
+            if _stop_requested(stop, info, run.device) and step < run.n_steps:
                 if not saved:
-                    _checkpoint(ckpt_dir, step, model, opt, scaler, position, info, cfg.keep_checkpoints,
-                                stream.damage.state())
+                    run.checkpoint()
                 if metrics is not None:
                     metrics.close()
                 raise Interrupted(stop.exit_code, f"interrupted at step {step}; checkpoint saved; "
                                                   "re-run with --resume to continue")
 
+
+def _finish(run: _Run, run_dir: Path, metrics: _Metrics | None) -> Path:
+    """Export the model directory, close the metrics, write RUN/summary.json (main process)."""
     out = run_dir / "model"
-    if info.is_main:
-        recipe.export(model, out)
+    stream = run.stream
+    if run.info.is_main:
+        run.recipe.export(run.model, out)
         assert metrics is not None
         metrics.close()
-        summary = {"recipe": recipe.name, "steps": n_steps, "model": str(out), **stream.damage.summary()}
+        summary = {"recipe": run.recipe.name, "steps": run.n_steps, "model": str(out), **stream.damage.summary()}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if stream.damage.n_samples:
             log.warning(f"zss: warning: {stream.damage.n_samples} damaged sample(s) in "
