@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from zss.errors import ZssError
-from zss.models.backbone import load_backbone, parse_feature_spec
+from zss.formats.specs import ModelSpec, parse_model_spec
+from zss.models.backbone import load_backbone
 from zss.models.random_init import save_random_timm
 from zss.utils.hashing import sha256_file
 
@@ -98,9 +99,12 @@ def test_user_errors_are_zss_errors(tmp_path, vit_s14, monkeypatch):
         load_backbone("vit_small_patch14_dinov2", None, 56)
 
 
-def test_parse_feature_spec():
-    assert parse_feature_spec("vit_small_patch14_dinov2") == ("vit_small_patch14_dinov2", None)
-    assert parse_feature_spec("vit_small_patch14_dinov2:/a/b.safetensors") == (
-        "vit_small_patch14_dinov2", "/a/b.safetensors")
-    with pytest.raises(ZssError):
-        parse_feature_spec(":x")
+def test_a_parsed_spec_loads_what_name_and_checkpoint_load(vit_s14, tmp_path):
+    by_name = load_backbone("vit_small_patch14_dinov2", vit_s14, img_size=56)
+    parsed = load_backbone(parse_model_spec(f"vit_small_patch14_dinov2:{vit_s14}"), img_size=56)
+    assert parsed.spec == by_name.spec
+    assert all(torch.equal(a, b) for a, b in zip(parsed.state_dict().values(), by_name.state_dict().values()))
+    with pytest.raises(ZssError, match="not found"):  # a separate checkpoint wins over the spec's own
+        load_backbone(ModelSpec("timm", "vit_small_patch14_dinov2", str(vit_s14)), tmp_path / "none.pt", 56)
+    with pytest.raises(ZssError, match="'vit_b' is a sam model; expected timm or openclip"):
+        load_backbone(ModelSpec("sam", "vit_b", "/x.pth"), img_size=56)

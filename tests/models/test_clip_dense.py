@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from zss.errors import ZssError
+from zss.formats.specs import parse_model_spec
 from zss.models.clip_dense import (OpenCLIPBackbone, OpenCLIPSegmenter, load_clip_dense, save_random_openclip,
                                    visual_dense)
 from zss.recipes.pixelclip.prompts import LearnablePrompts
@@ -90,6 +91,14 @@ def test_segmenter_and_backbone_wrappers(clip):
     patch, glob = bb(torch.rand(1, 3, 64, 64))
     assert patch.shape == (1, 8, 8, 64) and glob.shape == (1, 64)
     assert bb.spec["name"] == "open_clip/zss-tiny-vit" and not any(p.requires_grad for p in bb.parameters())
+
+
+def test_every_spelling_of_a_spec_loads_the_same_model(tiny_clip, clip):
+    for text in (f"openclip:zss-tiny-vit:{tiny_clip}", f"open_clip/zss-tiny-vit:{tiny_clip}",
+                 f"zss-tiny-vit:{tiny_clip}"):
+        seg = OpenCLIPSegmenter.from_spec(parse_model_spec(text, "openclip"))
+        assert seg.clip.spec() == clip.spec() == OpenCLIPSegmenter.from_spec(text).clip.spec()
+        assert all(torch.equal(a, b) for a, b in zip(seg.clip.state_dict().values(), clip.state_dict().values()))
 
 
 def test_prompts_read_like_sentences_and_only_context_learns(clip):

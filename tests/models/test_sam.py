@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from zss.errors import ZssError
 from zss.models.random_init import save_random_sam
-from zss.models.sam import load_sam, parse_sam_spec, sam_spec
+from zss.formats.specs import parse_model_spec
+from zss.models.sam import load_sam, sam_spec
 from zss.utils.hashing import sha256_file
 
 
@@ -23,6 +24,8 @@ def test_tiny_sam_round_trip_both_formats(tmp_path):
     torch.save(saved, pth)
     again = load_sam("test_tiny", pth)
     assert all(torch.equal(saved[k], v) for k, v in again.state_dict().items())
+    parsed = load_sam(parse_model_spec(f"test_tiny:{pth}", "sam"))  # a parsed KIND:PATH spec
+    assert all(torch.equal(saved[k], v) for k, v in parsed.state_dict().items())
     assert sam_spec("test_tiny", path) == {"kind": "test_tiny", "checkpoint": str(path),
                                            "sha256": sha256_file(path)}
 
@@ -35,6 +38,3 @@ def test_sam_user_errors(tmp_path):
         load_sam("test_tiny", tmp_path / "nope.pth")
     with pytest.raises(ZssError, match="does not fit"):
         load_sam("vit_b", path)
-    with pytest.raises(ZssError):
-        parse_sam_spec("vit_b")
-    assert parse_sam_spec("vit_h:/ckpt/sam_vit_h.pth") == ("vit_h", "/ckpt/sam_vit_h.pth")

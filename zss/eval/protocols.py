@@ -19,7 +19,7 @@ import yaml
 from zss.errors import ZssError
 from zss.eval.inference import InferenceConfig
 from zss.formats.model_dir import read_model_config, resolve_model_dir
-from zss.formats.specs import is_openclip_spec, parse_openclip_spec
+from zss.formats.specs import is_openclip_spec, parse_model_spec
 from zss.paths import MANIFESTS
 from zss.utils.config import apply_overrides, from_dict, to_dict
 
@@ -120,7 +120,7 @@ def model_arch(model: str) -> str | None:
     """The backbone architecture of an eval model: `openclip:ARCH[:CKPT]`, or a zss model directory
     (PixelCLIP: its CLIP arch; SimZSS: its frozen vision backbone); None when it cannot be told."""
     if is_openclip_spec(model):
-        return parse_openclip_spec(model)[0]
+        return parse_model_spec(model, "openclip").arch
 
     try:
         config = read_model_config(resolve_model_dir(Path(model)))

@@ -213,11 +213,13 @@ def load_text_encoder(spec: str, device: str = "cpu") -> tuple[TextEncoder, dict
     """An OpenCLIP text tower `ARCH[:CKPT]` (zss.models.clip_dense) as phrases -> unit vectors."""
     import torch
 
-    from zss.models.clip_dense import load_clip_dense, parse_clip_spec
+    from zss.formats.specs import parse_model_spec
+    from zss.models.clip_dense import load_clip_dense
 
-    arch, ckpt = parse_clip_spec(spec)
-    clip = load_clip_dense(arch, ckpt, device)
-    info = {"name": f"open_clip/{arch}", "checkpoint": ckpt,
+    model = parse_model_spec(spec, "openclip")
+    clip = load_clip_dense(model, device=device)
+    ckpt = model.checkpoint
+    info = {"name": model.name, "checkpoint": ckpt,
             "sha256": sha256_file(ckpt) if ckpt and Path(ckpt).is_file() else None}
 
     def encode(texts: list[str]) -> np.ndarray:

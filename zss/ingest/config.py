@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zss.errors import ZssError
+from zss.formats.specs import parse_model_spec
 from zss.paths import MANIFESTS
 from zss.ingest.stages.concepts import ConceptConfig
 from zss.ingest.stages.decode import DecodeConfig
@@ -75,10 +76,9 @@ def cli_base(features: str | None = None, img_size: int | None = None, masks: st
                             "mode": mode, "limit": limit, "store_images": store_images}
     decode: dict[str, Any] = {}
     feats: dict[str, Any] = {}
-    if features is not None:
-        from zss.models.backbone import parse_feature_spec
-
-        feats["name"], feats["checkpoint"] = parse_feature_spec(features)
+    if features is not None:  # recorded as the manifest names it (open_clip/ARCH), weights apart
+        spec = parse_model_spec(features)
+        feats["name"], feats["checkpoint"] = spec.name, spec.checkpoint
     if img_size is not None:
         feats["img_size"] = img_size
         decode["img_size"] = img_size

@@ -4,9 +4,10 @@ Ingest caches these outputs once, so everything downstream (trainers, eval, segm
 `[B, Hp, Wp, D]` grids without prefix tokens; which family produced them (timm ViT, DINOv2 with or
 without registers, dense OpenCLIP) is recorded in `spec` and nowhere else.
 
-Names: any timm ViT (`vit_small_patch14_dinov2`, `vit_base_patch14_reg4_dinov2`, ...) or
-`open_clip/ARCH` (delegated to `zss.models.clip_dense`). Checkpoint: a local file, or `None` for the
-hub's pretrained weights (which needs network access or a warm cache).
+Models: a `zss.formats.specs.ModelSpec` (or a spec string) of any timm ViT
+(`vit_small_patch14_dinov2`, `vit_base_patch14_reg4_dinov2`, ...) or OpenCLIP model (`openclip:ARCH`,
+recorded as `open_clip/ARCH`; delegated to `zss.models.clip_dense`). Checkpoint: a local file, or
+`None` for the hub's pretrained weights (which needs network access or a warm cache).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from zss.errors import ZssError
 from zss.utils.hub import fetch_hint, hub_offline
-from zss.formats.specs import LEGACY_OPENCLIP, is_openclip_spec, parse_openclip_spec
+from zss.formats.specs import ModelSpec, to_model_spec
 from zss.utils.hashing import sha256_file
 
 
@@ -183,42 +184,45 @@ def create_timm_vit(name: str, img_size: int, checkpoint: Path | None, pretraine
     return model
 
 
-def _load_open_clip(arch: str, checkpoint: str | Path | None, img_size: int) -> nn.Module:
-    """Dense OpenCLIP (zss.models.clip_dense) with the same interface; `checkpoint` may also be an
+def _load_open_clip(spec: ModelSpec, img_size: int) -> nn.Module:
+    """Dense OpenCLIP (zss.models.clip_dense) with the same interface; the checkpoint may also be an
     open_clip pretrained tag (e.g. `openai`), only files get a sha256."""
     from zss.models.clip_dense import load_openclip_backbone
 
+    checkpoint = spec.checkpoint
     is_file = bool(checkpoint) and Path(checkpoint).expanduser().is_file()
-    ckpt = str(Path(checkpoint).expanduser().resolve()) if is_file else (str(checkpoint) if checkpoint else None)
-    model = load_openclip_backbone(arch, ckpt, img_size)
+    ckpt = str(Path(checkpoint).expanduser().resolve()) if is_file else checkpoint
+    model = load_openclip_backbone(spec.with_checkpoint(ckpt), img_size)
     model.spec = {**model.spec, "checkpoint": ckpt, "sha256": sha256_file(ckpt) if is_file else None}
     return _freeze(model)
 
 
-def load_backbone(name: str, checkpoint: str | Path | None = None, img_size: int = 224,
+def load_backbone(spec: ModelSpec | str, checkpoint: str | Path | None = None, img_size: int = 224,
                   normalize: str = "auto", mean: Any = None, std: Any = None,
                   denoiser: str | Path | None = None) -> Backbone:
-    """Load a frozen backbone by name, from a local checkpoint file or (checkpoint None) the hub.
+    """Load a frozen backbone from a local checkpoint file or (no checkpoint) the hub.
 
-    `open_clip/ARCH` returns clip_dense's `OpenCLIPBackbone`, which has the same attributes and
-    forward contract (its features live in CLIP's joint space). `normalize` (see
-    `resolve_normalization`) overrides the model's own input normalisation; `denoiser` is a local
-    file of DVT denoiser weights applied to the patch tokens (zss.models.denoiser). Both are
-    recorded in `spec` (the manifest's and model directory's backbone record)."""
+    `spec` is a parsed spec or a string (a spec, or the name a manifest records with the weights in
+    `checkpoint`, which wins over the spec's own). An OpenCLIP model returns clip_dense's
+    `OpenCLIPBackbone`, which has the same attributes and forward contract (its features live in
+    CLIP's joint space). `normalize` (see `resolve_normalization`) overrides the model's own input
+    normalisation; `denoiser` is a local file of DVT denoiser weights applied to the patch tokens
+    (zss.models.denoiser). Both are recorded in the returned model's `spec` (the manifest's and
+    model directory's backbone record)."""
     if img_size <= 0:
         raise ZssError(f"img_size must be positive, got {img_size}")
     norm_name, norm_mean, norm_std = resolve_normalization(normalize, mean, std)
-    if is_openclip_spec(name):
-        arch, in_name = parse_openclip_spec(name, bare_ok=False)
+    parsed = to_model_spec(spec, checkpoint)
+    if parsed.kind == "openclip":
         if norm_mean is not None or denoiser:
             raise ZssError("normalize and denoiser apply to timm ViT backbones only, not openclip:")
-        model: Any = _load_open_clip(arch, checkpoint or in_name, img_size)
+        model: Any = _load_open_clip(parsed, img_size)
     else:
-        path = _check_checkpoint(checkpoint)
-        vit = create_timm_vit(name, img_size, path, pretrained=True)
-        spec = {"name": name, "checkpoint": str(path) if path else None,
+        path = _check_checkpoint(parsed.checkpoint)
+        vit = create_timm_vit(parsed.arch, img_size, path, pretrained=True)
+        info = {"name": parsed.name, "checkpoint": str(path) if path else None,
                 "sha256": sha256_file(path) if path else None, "img_size": int(img_size)}
-        model = _freeze(TimmBackbone(vit, spec))
+        model = _freeze(TimmBackbone(vit, info))
     if norm_mean is not None and norm_std is not None:
         model.set_normalization(norm_name, norm_mean, norm_std)
     else:
@@ -232,17 +236,3 @@ def load_backbone(name: str, checkpoint: str | Path | None = None, img_size: int
         model.denoiser = net
         model.spec = {**model.spec, "denoiser": record}
     return model
-
-
-def parse_feature_spec(value: str) -> tuple[str, str | None]:
-    """`NAME[:CKPT]` from the CLI -> (name, checkpoint or None). An OpenCLIP model is
-    `openclip:ARCH[:CKPT]` (or the older `open_clip/ARCH[:CKPT]`); its name is recorded as
-    `open_clip/ARCH`, the spelling shard manifests have always used."""
-    if is_openclip_spec(value):
-        arch, ckpt = parse_openclip_spec(value, bare_ok=False)
-        return f"{LEGACY_OPENCLIP}{arch}", ckpt
-    name, sep, ckpt = value.partition(":")
-    if not name:
-        raise ZssError(f"bad --features value {value!r}: expected NAME[:CHECKPOINT]")
-    return name, (ckpt if sep and ckpt else None)
-

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from zss.errors import ZssError
 from zss.utils.hub import fetch_hint, hub_offline
-from zss.formats.specs import parse_openclip_spec
+from zss.formats.specs import ModelSpec, to_model_spec
 from zss.paths import MANIFESTS
 
 CONFIG_DIR = MANIFESTS / "openclip"
@@ -41,12 +41,6 @@ def register_zss_configs() -> None:
         if CONFIG_DIR.is_dir():
             open_clip.add_model_config(CONFIG_DIR)
         _registered = True
-
-
-def parse_clip_spec(spec: str) -> tuple[str, str | None]:
-    """`openclip:ARCH[:CKPT]`, `open_clip/ARCH[:CKPT]` or bare `ARCH[:CKPT]` -> (arch, checkpoint
-    or None); see zss.formats.specs."""
-    return parse_openclip_spec(spec, bare_ok=True)
 
 
 def _model_name(arch: str) -> str:
@@ -331,15 +325,18 @@ class DenseCLIP(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         """What manifests and model directories record about this encoder."""
-        return {"name": f"open_clip/{self.arch}", "arch": self.arch, "checkpoint": self.checkpoint,
-                "kind": self.kind, "patch_size": self.patch_size, "img_size": self.img_size,
-                "embed_dim": self.embed_dim}
+        return {"name": ModelSpec("openclip", self.arch).name, "arch": self.arch,
+                "checkpoint": self.checkpoint, "kind": self.kind, "patch_size": self.patch_size,
+                "img_size": self.img_size, "embed_dim": self.embed_dim}
 
 
-def load_clip_dense(arch: str, checkpoint: str | None = None,
+def load_clip_dense(spec: ModelSpec | str, checkpoint: str | None = None,
                     device: str | torch.device = "cpu") -> DenseCLIP:
-    """`DenseCLIP` for an architecture and a hub tag / local file (eval mode, nothing frozen)."""
-    return DenseCLIP(create_openclip(arch, checkpoint, device), arch, checkpoint).to(device).eval()
+    """`DenseCLIP` (eval mode, nothing frozen) for an OpenCLIP spec or architecture name, with a hub
+    tag or local file (`checkpoint` wins over the spec's own; see zss.formats.specs)."""
+    clip = to_model_spec(spec, checkpoint, "openclip")
+    return DenseCLIP(create_openclip(clip.arch, clip.checkpoint, device), clip.arch,
+                     clip.checkpoint).to(device).eval()
 
 
 class OpenCLIPBackbone(nn.Module):
@@ -371,10 +368,10 @@ class OpenCLIPBackbone(nn.Module):
         return patch, glob
 
 
-def load_openclip_backbone(arch: str, checkpoint: str | None = None, img_size: int | None = None,
+def load_openclip_backbone(spec: ModelSpec, img_size: int | None = None,
                            device: str | torch.device = "cpu") -> OpenCLIPBackbone:
-    """The `open_clip/ARCH[:CKPT]` feature backbone for ingest."""
-    return OpenCLIPBackbone(load_clip_dense(arch, checkpoint, device), img_size)
+    """The `openclip:ARCH[:CKPT]` feature backbone for ingest (recorded as `open_clip/ARCH`)."""
+    return OpenCLIPBackbone(load_clip_dense(spec, device=device), img_size)
 
 
 class OpenCLIPSegmenter(nn.Module):
@@ -393,10 +390,9 @@ class OpenCLIPSegmenter(nn.Module):
         self.default_size = int(default_size or clip.img_size)
 
     @classmethod
-    def from_spec(cls, spec: str, device: str | torch.device = "cpu") -> "OpenCLIPSegmenter":
-        """`openclip:ARCH[:CKPT]` (or `open_clip/…`, or bare `ARCH[:CKPT]`)."""
-        arch, ckpt = parse_clip_spec(spec)
-        return cls(load_clip_dense(arch, ckpt, device))
+    def from_spec(cls, spec: ModelSpec | str, device: str | torch.device = "cpu") -> "OpenCLIPSegmenter":
+        """A parsed OpenCLIP spec, or `openclip:ARCH[:CKPT]` (or `open_clip/…`, or bare `ARCH[:CKPT]`)."""
+        return cls(load_clip_dense(spec, device=device))
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from zss.errors import ZssError
+from zss.formats.specs import ModelSpec, to_model_spec
 from zss.utils.hashing import sha256_file
 
 
@@ -27,9 +28,6 @@ def _registry() -> dict[str, Callable[[], nn.Module]]:
     kinds["test_tiny"] = partial(_build_sam, encoder_embed_dim=32, encoder_depth=2,
                                  encoder_num_heads=2, encoder_global_attn_indexes=[1])
     return kinds
-
-
-SAM_KINDS = ("vit_b", "vit_l", "vit_h", "test_tiny")
 
 
 def build_sam(kind: str) -> nn.Module:
@@ -54,29 +52,24 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state.get("model", state)
 
 
-def load_sam(kind: str, checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A frozen, eval-mode SAM of `kind` with the weights of a local checkpoint file."""
-    path = Path(checkpoint).expanduser()
+def load_sam(spec: ModelSpec | str, checkpoint: str | Path | None = None,
+             device: str | torch.device = "cpu") -> nn.Module:
+    """A frozen, eval-mode SAM with the weights of a local checkpoint file: a parsed `KIND:PATH`
+    spec, or a KIND and its `checkpoint`."""
+    parsed = to_model_spec(spec, checkpoint, "sam")
+    path = Path(str(parsed.checkpoint)).expanduser()
     if not path.is_file():
         raise ZssError(f"SAM checkpoint file not found: {path}")
-    sam = build_sam(kind)
+    sam = build_sam(parsed.arch)
     try:
         sam.load_state_dict(_read_state_dict(path))
     except RuntimeError as exc:
-        raise ZssError(f"SAM checkpoint {path} does not fit kind {kind!r}: "
+        raise ZssError(f"SAM checkpoint {path} does not fit kind {parsed.arch!r}: "
                        f"{str(exc).splitlines()[0][:200]}") from exc
     sam.eval()
     for p in sam.parameters():
         p.requires_grad_(False)
     return sam.to(device)
-
-
-def parse_sam_spec(value: str) -> tuple[str, str]:
-    """`KIND:PATH` (the CLI's --sam-checkpoint) -> (kind, path)."""
-    kind, sep, path = value.partition(":")
-    if not sep or not path or kind not in SAM_KINDS:
-        raise ZssError(f"bad SAM checkpoint {value!r}: expected KIND:PATH with KIND in {', '.join(SAM_KINDS)}")
-    return kind, path
 
 
 def sam_spec(kind: str, checkpoint: str | Path) -> dict[str, Any]:

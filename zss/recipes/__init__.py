@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 from zss.errors import ZssError
 from zss.formats.model_dir import read_model_config, resolve_model_dir
-from zss.formats.specs import is_openclip_spec
+from zss.formats.specs import is_openclip_spec, parse_model_spec
 from zss.recipes import pixelclip, simzss
 from zss.utils.cli_spec import Command, CommandGroup
 
@@ -66,7 +66,7 @@ def load_segmenter(spec: str | Path, device: str | torch.device = "cpu") -> torc
 
     text = str(spec)
     if is_openclip_spec(text):
-        return OpenCLIPSegmenter.from_spec(text, device).to(device).eval()
+        return OpenCLIPSegmenter.from_spec(parse_model_spec(text, "openclip"), device).to(device).eval()
     path = Path(text)
     if not path.exists():
         raise ZssError(f"model {text!r} is neither a directory nor openclip:ARCH[:CKPT]")

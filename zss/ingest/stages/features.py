@@ -13,15 +13,16 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from zss.formats.specs import ModelSpec, to_model_spec
 from zss.utils.device import autocast, default_device
 from zss.utils.config import setting
 
 
 @dataclass
 class FeatureConfig:
-    """Which frozen backbone (`name` a timm ViT or `open_clip/ARCH`; `checkpoint` a local file, or
-    None for the hub) and how to run it. `batch_size` caps one forward; `amp` is fp16 autocast on
-    CUDA (ignored on CPU)."""
+    """Which frozen backbone (`name` a timm ViT or `open_clip/ARCH`, as manifests record it;
+    `checkpoint` a local file, or None for the hub) and how to run it. `batch_size` caps one
+    forward; `amp` is fp16 autocast on CUDA (ignored on CPU)."""
 
     name: str = "vit_small_patch14_dinov2"
     checkpoint: str | None = None
@@ -36,6 +37,10 @@ class FeatureConfig:
     device: str = "auto"
     amp: bool = True
     dtype: str = setting("float16", choices=("float16", "int8"))  # how patch features are stored: float16 | int8 (per-token absmax scale)
+
+    def model_spec(self) -> ModelSpec:
+        """`name` and `checkpoint` as one parsed spec, the form the loaders take."""
+        return to_model_spec(self.name, self.checkpoint)
 
 
 def _as_list(images: np.ndarray) -> list[np.ndarray]:
@@ -58,8 +63,8 @@ class FeatureStage:
 
         self.cfg = cfg or FeatureConfig()
         self.device = default_device(self.cfg.device)
-        self.model = load_backbone(self.cfg.name, self.cfg.checkpoint, self.cfg.img_size, self.cfg.normalize,
-                                   self.cfg.mean, self.cfg.std, self.cfg.denoiser).to(self.device)
+        self.model = load_backbone(self.cfg.model_spec(), img_size=self.cfg.img_size, normalize=self.cfg.normalize,
+                                   mean=self.cfg.mean, std=self.cfg.std, denoiser=self.cfg.denoiser).to(self.device)
         self.patch_size = int(self.model.patch_size)
         self.embed_dim = int(self.model.embed_dim)
 

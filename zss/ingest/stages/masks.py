@@ -26,6 +26,7 @@ from pycocotools import mask as mask_utils
 
 from zss.errors import BadItem, ZssError
 from zss.formats.rle import check_sa1b_annotations, encode_mask
+from zss.formats.specs import parse_model_spec
 from zss.utils.config import setting
 from zss.utils.kmeans import kmeans, kmeans_label_grid, upsample_labels  # noqa: F401 (kmeans: re-exported)
 
@@ -115,18 +116,18 @@ class MaskStage:
     def _load_sam(self) -> None:
         from segment_anything import SamAutomaticMaskGenerator
 
-        from zss.models.sam import load_sam, parse_sam_spec, sam_spec
+        from zss.models.sam import load_sam, sam_spec
         from zss.utils.device import default_device
 
         if not self.cfg.sam_checkpoint:
             raise ZssError("masks mode 'sam' needs --sam-checkpoint KIND:PATH (e.g. vit_h:sam_vit_h_4b8939.pth)")
-        kind, path = parse_sam_spec(self.cfg.sam_checkpoint)
-        sam = load_sam(kind, path, default_device(self.cfg.device))
+        spec = parse_model_spec(self.cfg.sam_checkpoint, "sam")
+        sam = load_sam(spec, device=default_device(self.cfg.device))
         self.generator = SamAutomaticMaskGenerator(
             sam, points_per_side=self.cfg.points_per_side, points_per_batch=self.cfg.points_per_batch,
             pred_iou_thresh=self.cfg.pred_iou_thresh, stability_score_thresh=self.cfg.stability_score_thresh,
             min_mask_region_area=self.cfg.min_mask_region_area, output_mode="coco_rle")
-        self.sam_info = sam_spec(kind, path)
+        self.sam_info = sam_spec(spec.arch, str(spec.checkpoint))
 
     def describe(self) -> dict[str, Any]:
         """Mode, model and knobs, for the manifest."""

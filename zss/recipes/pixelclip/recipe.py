@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zss.errors import ZssError
-from zss.formats.specs import LEGACY_OPENCLIP
-from zss.models.clip_dense import load_clip_dense, parse_clip_spec
+from zss.formats.specs import ModelSpec, is_openclip_spec, parse_model_spec
+from zss.models.clip_dense import load_clip_dense
 from zss.recipes.pixelclip.augment import StrongAug
 from zss.recipes.pixelclip.decoder import DECODERS
 from zss.recipes.pixelclip.dino_masks import DINO_DEFAULT, DinoMaskMaker
@@ -38,7 +38,6 @@ from zss.trainer.data import stack
 from zss.trainer.recipe import Recipe, default_no_decay
 from zss.utils.config import setting
 
-OPEN_CLIP_PREFIX = LEGACY_OPENCLIP  # how shard manifests name an OpenCLIP feature backbone
 MASK_SOURCES = ("shard", "dino-online")
 
 
@@ -112,10 +111,6 @@ def _same_grid(grids: list[torch.Tensor]) -> list[torch.Tensor]:
                           align_corners=False)[0].permute(1, 2, 0).to(g.dtype) for g in grids]
 
 
-def _strip_prefix(name: str) -> str:
-    return name[len(OPEN_CLIP_PREFIX):] if name.startswith(OPEN_CLIP_PREFIX) else name
-
-
 class PixelCLIPRecipe(Recipe):
     name = "pixelclip"
     config_cls = PixelCLIPConfig
@@ -140,34 +135,34 @@ class PixelCLIPRecipe(Recipe):
         if masks == "none" and self.dino is None:
             raise ZssError(f"{shards} has no masks: ingest with --masks sam|sa1b|dino|feature-kmeans for "
                            f"pixelclip, or train full mode with recipe.masks=dino-online")
-        self.arch, self.checkpoint = self._clip_source()
+        self.clip_spec = self._clip_source()
         self.members = tuple(m for m in self.impl.members if self.dino is None or m != "masks.json")
         self.strong = cfg.strong_aug()
 
-    def _clip_source(self) -> tuple[str, str | None]:
-        """(arch, checkpoint): the config's `clip`, else (cached) the manifest's feature backbone."""
+    def _clip_source(self) -> ModelSpec:
+        """The OpenCLIP model: the config's `clip`, else (cached) the manifest's feature backbone."""
         if self.cfg.clip:
-            return parse_clip_spec(self.cfg.clip)
+            return parse_model_spec(self.cfg.clip, "openclip")
         if self.impl.needs_clip_spec():
             raise ZssError("pixelclip full mode needs the model to train: set recipe.clip=ARCH:CKPT")
         feats = self.manifest.get("models", {}).get("features") or {}
         name = str(feats.get("name", ""))
-        if not name.startswith(OPEN_CLIP_PREFIX):
+        if not is_openclip_spec(name):
             raise ZssError(f"cached pixelclip needs shards ingested with --features open_clip/ARCH:CKPT "
                            f"(this manifest records {name or 'no feature backbone'!r})")
-        ckpt = feats.get("checkpoint")
+        spec, ckpt = parse_model_spec(name, "openclip"), feats.get("checkpoint")
         if ckpt and not Path(ckpt).is_file() and (self.shards / ckpt).is_file():
             ckpt = self.shards / ckpt  # a relative path recorded at ingest time
         if ckpt and not Path(ckpt).is_file() and Path(ckpt).suffix in (".safetensors", ".bin", ".pt", ".pth"):
             raise ZssError(f"the shards' OpenCLIP checkpoint {ckpt} is not there; "
-                           f"point to it with --set recipe.clip={_strip_prefix(name)}:PATH")
-        return _strip_prefix(name), (str(ckpt) if ckpt else None)
+                           f"point to it with --set recipe.clip={spec.arch}:PATH")
+        return spec.with_checkpoint(ckpt)
 
     # -- model ----------------------------------------------------------------------------------
     def build_model(self) -> PixelCLIPNet:
         cfg = self.cfg
-        clip = load_clip_dense(self.arch, self.checkpoint)
-        self.impl.check_features(self.manifest, clip, self.arch)
+        clip = load_clip_dense(self.clip_spec)
+        self.impl.check_features(self.manifest, clip, self.clip_spec.arch)
         return PixelCLIPNet(clip, cfg.mode, k=cfg.k, template=cfg.template, prompt_seed=cfg.prompt_seed,
                             mask_size=cfg.mask_size, cluster_scale=cfg.cluster_scale,
                             sinkhorn_iters=cfg.sinkhorn_iters, momentum=cfg.momentum,
@@ -301,6 +296,6 @@ class PixelCLIPRecipe(Recipe):
 
         assert isinstance(model, PixelCLIPNet)
         write_model_dir(model, out_dir, default_size=self.default_size(),
-                        source={"arch": self.arch, "checkpoint": self.checkpoint},
+                        source={"arch": self.clip_spec.arch, "checkpoint": self.clip_spec.checkpoint},
                         extra={"train": asdict(self.cfg), "trained_on": str(self.shards.resolve())},
                         concept_bank=self.concept_bank_file())
