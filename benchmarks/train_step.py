@@ -262,14 +262,14 @@ def _children_cpu() -> float:
 
 
 def _loader_decode(raw: dict, rng: random.Random) -> dict:
-    from zss.trainer.data import load_npy
+    from zss.formats.npy import load_npy
 
     return {"patch": torch.from_numpy(load_npy(raw["patch.npy"])),
             "global": torch.from_numpy(load_npy(raw["global.npy"]))}
 
 
 def _loader_collate(samples: list[dict]) -> dict:
-    from zss.trainer.data import stack
+    from zss.trainer.collate import stack
 
     return {"patch": stack([s["patch"] for s in samples]), "global": stack([s["global"] for s in samples])}
 

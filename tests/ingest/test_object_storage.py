@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from zss.formats import shards as sh
+from zss.formats import storage
+from zss.formats.npy import load_npy
 from zss.ingest.runner import run_ingest
-from zss.trainer.data import ShardStream, load_npy, shards_from_manifest
+from zss.trainer.data import ShardStream, shards_from_manifest
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.usefixtures("ray_2cpu")]
 
@@ -55,7 +57,7 @@ def test_ingest_to_s3_and_train_from_s3(s3_server, ingested_shards, ingest_kwarg
     # workers wrote the objects themselves: the same bytes as the local run
     assert [e["sha256"] for e in manifest["shards"]] == [e["sha256"] for e in local["shards"][:2]]
     assert sh.validate_shards(url) == []
-    names = set(sh.listdir(url))
+    names = set(storage.listdir(url))
     assert {"manifest.json", "concepts.json", "00001.tar", "00001_stats.json"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
 

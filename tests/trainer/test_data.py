@@ -70,7 +70,8 @@ def test_too_large_batch_is_a_user_error(feature_world):
 
 def test_tar_reader_skips_unneeded_members_and_decodes_int8(tmp_path):
     from zss.formats import shards as sh
-    from zss.trainer.data import load_npy, read_tar_samples
+    from zss.formats.npy import load_npy
+    from zss.formats.shards import read_tar_samples
 
     rng = np.random.default_rng(0)
     samples = [{"source_id": f"s{i}", "status": "ok" if i != 1 else "decode_error", "error": "",
@@ -103,7 +104,7 @@ def _npy(array: np.ndarray, version=None) -> bytes:
 
 
 def test_load_npy_matches_np_load_views_writable_buffers_and_refuses_damage():
-    from zss.trainer.data import load_npy
+    from zss.formats.npy import load_npy
 
     rng = np.random.default_rng(0)
     cases = [rng.normal(size=(3, 4, 5)).astype(np.float16), np.asfortranarray(rng.normal(size=(4, 6))),
@@ -130,7 +131,8 @@ def test_load_npy_matches_np_load_views_writable_buffers_and_refuses_damage():
 def test_mapped_and_streamed_readers_agree_on_damaged_tars(tmp_path, monkeypatch, cut):
     """Local tars are read through a map, URLs streamed: same samples, same error, same point."""
     from zss.formats import shards as sh
-    from zss.trainer import data as D
+    from zss.formats import tar_reader
+    from zss.formats.npy import load_npy
 
     rng = np.random.default_rng(1)
     samples = [{"source_id": f"s{i}", "status": "ok", "error": "", "captions": ["a cat"],
@@ -145,15 +147,15 @@ def test_mapped_and_streamed_readers_agree_on_damaged_tars(tmp_path, monkeypatch
     def read(members):
         got, err = [], None
         try:
-            for s in D.read_tar_samples(tar, members):
-                got.append({k: (D.load_npy(v).tolist() if k.endswith("npy") else v) for k, v in s.items()})
-        except D.READ_ERRORS + (ZssError,) as exc:
+            for s in sh.read_tar_samples(tar, members):
+                got.append({k: (load_npy(v).tolist() if k.endswith("npy") else v) for k, v in s.items()})
+        except tar_reader.READ_ERRORS + (ZssError,) as exc:
             err = (type(exc), str(exc))
         return got, err
 
     for members in (None, {"json", "patch.npy"}):
         mapped = read(members)
-        monkeypatch.setattr(D, "_map", lambda url: None)
+        monkeypatch.setattr(tar_reader, "_map", lambda url: None)
         streamed = read(members)
         monkeypatch.undo()
         assert mapped == streamed
@@ -165,7 +167,8 @@ def test_worker_batches_stay_intact_while_the_consumer_holds_them(feature_world)
     is never overwritten, and every batch equals the one the slot computes in-process."""
     import torch
 
-    from zss.trainer.data import load_npy, stack
+    from zss.formats.npy import load_npy
+    from zss.trainer.collate import stack
 
     refs = shards_from_manifest(feature_world.shards, read_manifest(feature_world.shards))
 
@@ -197,16 +200,17 @@ def test_slab_batches_travel_as_places_and_free_their_slab_only_when_every_tenso
 
     import torch
 
-    from zss.trainer import data as D
+    from zss.trainer import slabs as D
+    from zss.trainer.collate import stack
 
-    flags = multiprocessing.RawArray("b", D._Arena.SLABS)
-    arena, receiver = D._Arena(flags, 0), D._Receiver(flags)
+    flags = multiprocessing.RawArray("b", D.Arena.SLABS)
+    arena, receiver = D.Arena(flags, 0), D.Receiver(flags)
 
     def make_batch(fill: float) -> tuple:
         arena.begin()
         D._ARENA = arena
         try:
-            x = D.stack([torch.full((3, 5), fill + i) for i in range(4)])
+            x = stack([torch.full((3, 5), fill + i) for i in range(4)])
         finally:
             D._ARENA = None
         batch = arena.adopt({"x": x, "col": x[:, :, 1], "ids": torch.arange(4) + int(fill), "name": "b"})
@@ -216,7 +220,7 @@ def test_slab_batches_travel_as_places_and_free_their_slab_only_when_every_tenso
     make_batch(0.0)  # the first batch only sizes the arena (no slab yet: fresh shared memory)
     sent, token, (packed, slab) = make_batch(10.0)
     assert token == 0 and slab is not None and slab.storage.data_ptr() == arena.slabs[0].data_ptr()
-    assert isinstance(packed["x"], D._InSlab) and isinstance(packed["col"], D._InSlab)
+    assert isinstance(packed["x"], D.InSlab) and isinstance(packed["col"], D.InSlab)
     assert packed["name"] == "b" and packed["col"].stride == (15, 5)  # a strided view keeps its strides
     got = receiver.receive(packed, token, slab)
     for k in ("x", "col", "ids"):
@@ -247,7 +251,8 @@ def test_worker_slabs_last_across_epochs_and_spare_a_batch_still_held(feature_wo
     that the training process still holds is not overwritten by epoch 1."""
     import torch
 
-    from zss.trainer.data import load_npy, stack
+    from zss.formats.npy import load_npy
+    from zss.trainer.collate import stack
 
     refs = shards_from_manifest(feature_world.shards, read_manifest(feature_world.shards))
 

@@ -6,9 +6,11 @@ each to a temporary name then renamed, and `NNNNN_stats.json` LAST: the stats fi
 the shard is complete. Everything is byte-deterministic (fixed tar metadata, fixed parquet writer
 options) so that a resumed run and an uninterrupted run produce identical files.
 
-The output may be a local folder or an fsspec URL (`s3://bucket/prefix`, `gs://...`): for a URL the
-tar and parquet are built in a local temporary file and uploaded with one PUT each (an object
-appears whole or not at all), the stats object last. Patch features are stored as float16 or as
+The output may be a local folder or an fsspec URL (`s3://bucket/prefix`, `gs://...`; the calls that
+work on both are `zss.formats.storage`): for a URL the tar and parquet are built in a local
+temporary folder and uploaded with one PUT each (an object appears whole or not at all), the stats
+object last. Shards are read back through `zss.formats.tar_reader` (`read_tar_samples`: raw members,
+what the trainer decodes; `iter_samples`: whole samples). Patch features are stored as float16 or as
 int8 codes with a per-token absmax scale (`KEY.patch_scale.npy`, float16 [Hp,Wp,1]) beside them.
 
 Augmented views (ingest `decode.views` V > 1): view 0 is the sample's `patch`/`global` as always;
@@ -24,15 +26,17 @@ import json
 import os
 import re
 import tarfile
-import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zss.errors import ZssError
+from zss.formats import storage
+from zss.formats.npy import load_npy, npy_bytes
+from zss.formats.tar_reader import READ_ERRORS, read_samples
 from zss.utils.hashing import sha256_file
 
 SCHEMA_VERSION = 1
@@ -56,100 +60,26 @@ def sample_key(shard_id: int, index_in_shard: int) -> str:
     return f"{shard_id:05d}{index_in_shard:04d}"
 
 
-# ---------------------------------------------------------------- local folders and URLs
-
-
-def is_url(path: str | Path) -> bool:
-    """`s3://...`, `gs://...`, `memory://...` (anything fsspec opens), not a local path."""
-    return "://" in str(path) and not str(path).startswith("file://")
-
-
-def _fs(url: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(url)[0]
-
-
-def join(out_dir: str | Path, name: str) -> Path | str:
-    """`out_dir/name` as a Path (local) or a URL string."""
-    if is_url(out_dir):
-        return str(out_dir).rstrip("/") + "/" + name
-    return Path(out_dir) / name
-
-
-def exists(path: str | Path) -> bool:
-    if not is_url(path):
-        return Path(path).is_file()
-    fs = _fs(str(path))
-    fs.invalidate_cache(str(path))  # other processes (the workers) write here: no stale listings
-    return fs.exists(str(path))
-
-
-def open_read(path: str | Path, block_size: int = 8 << 20):
-    """A binary file object for a local path or a URL (large read-ahead blocks for URLs)."""
-    if is_url(path):
-        return _fs(str(path)).open(str(path), "rb", block_size=block_size)
-    return open(path, "rb", buffering=1 << 20)
-
-
-def read_bytes(path: str | Path) -> bytes:
-    if is_url(path):
-        with _fs(str(path)).open(str(path), "rb") as f:
-            return f.read()
-    return Path(path).read_bytes()
-
-
-def remove(path: str | Path) -> None:
-    if is_url(path):
-        fs = _fs(str(path))
-        if fs.exists(str(path)):
-            fs.rm(str(path))
-    elif Path(path).exists():
-        Path(path).unlink()
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Local: write a `.tmp` then rename. URL: one PUT (objects appear whole)."""
-    if is_url(path):
-        with _fs(str(path)).open(str(path), "wb") as f:
-            f.write(data)
-        return
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, p)
-
-
-def listdir(out_dir: str | Path) -> list[str]:
-    """File names in a folder / under a URL prefix ([] when it does not exist)."""
-    if is_url(out_dir):
-        fs = _fs(str(out_dir))
-        fs.invalidate_cache(str(out_dir))
-        try:
-            return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(str(out_dir), detail=False)]
-        except FileNotFoundError:
-            return []
-    p = Path(out_dir)
-    return [q.name for q in p.iterdir()] if p.is_dir() else []
+# ---------------------------------------------------------------- shard files
 
 
 def shard_paths(out_dir: str | Path, shard_id: int) -> dict[str, Any]:
     """The three files of a shard: Paths for a local folder, URL strings for object storage."""
     stem = f"{shard_id:05d}"
-    return {"tar": join(out_dir, f"{stem}.tar"), "parquet": join(out_dir, f"{stem}.parquet"),
-            "stats": join(out_dir, f"{stem}_stats.json")}
+    return {"tar": storage.join(out_dir, f"{stem}.tar"), "parquet": storage.join(out_dir, f"{stem}.parquet"),
+            "stats": storage.join(out_dir, f"{stem}_stats.json")}
 
 
 def is_shard_done(out_dir: str | Path, shard_id: int) -> bool:
-    return exists(shard_paths(out_dir, shard_id)["stats"])
+    return storage.exists(shard_paths(out_dir, shard_id)["stats"])
 
 
 def remove_partial_shard(out_dir: str | Path, shard_id: int) -> None:
     """Delete whatever an interrupted run left of a shard (files and their temporaries)."""
     for path in shard_paths(out_dir, shard_id).values():
-        remove(path)
-        if not is_url(path):
-            remove(path.with_name(path.name + ".tmp"))
+        storage.remove(path)
+        if not storage.is_url(path):
+            storage.remove(path.with_name(path.name + ".tmp"))
 
 
 # ---------------------------------------------------------------- feature codec
@@ -176,12 +106,6 @@ def decode_patch(patch: np.ndarray, scale: np.ndarray | None = None) -> np.ndarr
             raise ZssError("int8 patch features without their patch_scale member")
         return patch.astype(np.float32) * scale.astype(np.float32)
     return patch
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -247,6 +171,69 @@ def view_member(member: str, view: int) -> str:
     return f"{stem}.{view}.{ext}"
 
 
+def _parquet_row(rows: dict[str, list], key: str, sample: dict[str, Any]) -> None:
+    """Append one input row (ok or failed) to the parquet's columns."""
+    ok = str(sample["status"]) == "ok"
+    masks = sample.get("masks") if ok else None
+    rows["key"].append(key)
+    rows["source_id"].append(str(sample["source_id"]))
+    rows["status"].append(str(sample["status"]))
+    rows["error"].append(sample.get("error") or None)
+    rows["n_captions"].append(len(sample.get("captions") or []))
+    rows["concept_ids"].append(_concept_ids(sample.get("concepts") if ok else None))
+    rows["n_masks"].append(len(masks) if masks is not None else 0)
+
+
+def _sample_members(key: str, sample: dict[str, Any], meta: dict[str, Any],
+                    feature_dtype: str) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of an ok sample's tar members, in their fixed order."""
+    yield f"{key}.json", json.dumps(meta, sort_keys=True).encode()
+    for ext, array in encode_patch(sample["patch"], feature_dtype).items():
+        yield f"{key}.{ext}", npy_bytes(array)
+    yield f"{key}.global.npy", npy_bytes(np.asarray(sample["global"], np.float16))
+    for v, view in enumerate(sample.get("views") or [], start=1):
+        for ext, array in encode_patch(view["patch"], feature_dtype).items():
+            yield f"{key}.{view_member(ext, v)}", npy_bytes(array)
+        yield f"{key}.{view_member('global.npy', v)}", npy_bytes(np.asarray(view["global"], np.float16))
+    if sample.get("masks") is not None:
+        yield f"{key}.masks.json", json.dumps(sample["masks"], sort_keys=True).encode()
+    if sample.get("jpg"):
+        yield f"{key}.jpg", bytes(sample["jpg"])
+
+
+def _write_tar(path: Path, shard_id: int, samples: list[dict[str, Any]], feature_dtype: str) -> dict[str, int]:
+    """The shard's tar (ok samples only), written to `path.tmp` then renamed; returns the caption
+    counts of its samples (`_count_concepts`)."""
+    counts = {"captions": 0, "occurrences": 0, "with_concept": 0}
+    tmp = path.with_name(path.name + ".tmp")
+    with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+        for i, sample in enumerate(samples):
+            if str(sample["status"]) != "ok":
+                continue
+            key = sample_key(shard_id, i)
+            meta = sample_meta(key, sample)
+            _count_concepts(counts, meta["concepts"])
+            for name, data in _sample_members(key, sample, meta, feature_dtype):
+                _add_member(tar, name, data)
+    os.replace(tmp, path)
+    return counts
+
+
+def _write_parquet(path: Path, shard_id: int, samples: list[dict[str, Any]]) -> dict[str, int]:
+    """The shard's parquet (one row per input row), written to `path.tmp` then renamed; returns
+    the row counts by status."""
+    rows: dict[str, list] = {name: [] for name in PARQUET_SCHEMA.names}
+    by_status: dict[str, int] = {}
+    for i, sample in enumerate(samples):
+        status = str(sample["status"])
+        by_status[status] = by_status.get(status, 0) + 1
+        _parquet_row(rows, sample_key(shard_id, i), sample)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.table(rows, schema=PARQUET_SCHEMA), tmp, compression="zstd", write_statistics=False)
+    os.replace(tmp, path)
+    return by_status
+
+
 def write_shard(out_dir: str | Path, shard_id: int, samples: list[dict[str, Any]],
                 seconds: dict[str, float] | None = None,
                 feature_dtype: str = "float16", extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -263,136 +250,88 @@ def write_shard(out_dir: str | Path, shard_id: int, samples: list[dict[str, Any]
         raise ZssError(f"a shard holds at most {MAX_SHARD_SIZE} samples, got {len(samples)}")
     if feature_dtype not in FEATURE_DTYPES:
         raise ZssError(f"features.dtype must be one of {', '.join(FEATURE_DTYPES)}, got {feature_dtype!r}")
-    remote = is_url(out_dir)
+    remote = storage.is_url(out_dir)
     if not remote:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths = shard_paths(out_dir, shard_id)
     remove_partial_shard(out_dir, shard_id)
-
-    rows: dict[str, list] = {name: [] for name in PARQUET_SCHEMA.names}
-    by_status: dict[str, int] = {}
-    counts = {"captions": 0, "occurrences": 0, "with_concept": 0}  # over ok samples' captions
-    staging = tempfile.TemporaryDirectory(prefix="zss-shard-") if remote else None
-    local = ({k: Path(staging.name) / Path(str(v)).name for k, v in paths.items()} if staging
-             else paths)
-    try:
-        tmp_tar = local["tar"].with_name(local["tar"].name + ".tmp")
-        with tarfile.open(tmp_tar, "w", format=tarfile.GNU_FORMAT) as tar:
-            for i, sample in enumerate(samples):
-                key = sample_key(shard_id, i)
-                status = str(sample["status"])
-                by_status[status] = by_status.get(status, 0) + 1
-                masks = sample.get("masks") if status == "ok" else None
-                concepts = sample.get("concepts") if status == "ok" else None
-                rows["key"].append(key)
-                rows["source_id"].append(str(sample["source_id"]))
-                rows["status"].append(status)
-                rows["error"].append(sample.get("error") or None)
-                rows["n_captions"].append(len(sample.get("captions") or []))
-                rows["concept_ids"].append(_concept_ids(concepts))
-                rows["n_masks"].append(len(masks) if masks is not None else 0)
-                if status != "ok":
-                    continue
-                meta = sample_meta(key, sample)
-                _count_concepts(counts, meta["concepts"])
-                _add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-                for ext, array in encode_patch(sample["patch"], feature_dtype).items():
-                    _add_member(tar, f"{key}.{ext}", _npy_bytes(array))
-                _add_member(tar, f"{key}.global.npy", _npy_bytes(np.asarray(sample["global"], np.float16)))
-                for v, view in enumerate(sample.get("views") or [], start=1):
-                    for ext, array in encode_patch(view["patch"], feature_dtype).items():
-                        _add_member(tar, f"{key}.{view_member(ext, v)}", _npy_bytes(array))
-                    _add_member(tar, f"{key}.{view_member('global.npy', v)}",
-                                _npy_bytes(np.asarray(view["global"], np.float16)))
-                if masks is not None:
-                    _add_member(tar, f"{key}.masks.json", json.dumps(masks, sort_keys=True).encode())
-                if sample.get("jpg"):
-                    _add_member(tar, f"{key}.jpg", bytes(sample["jpg"]))
-        os.replace(tmp_tar, local["tar"])
-
-        table = pa.table(rows, schema=PARQUET_SCHEMA)
-        tmp_pq = local["parquet"].with_name(local["parquet"].name + ".tmp")
-        pq.write_table(table, tmp_pq, compression="zstd", write_statistics=False)
-        os.replace(tmp_pq, local["parquet"])
-
+    with storage.staged({"tar": paths["tar"], "parquet": paths["parquet"]}) as local:
+        counts = _write_tar(local["tar"], shard_id, samples, feature_dtype)
+        by_status = _write_parquet(local["parquet"], shard_id, samples)
         stats = {"shard": shard_id, "n": len(samples), "by_status": dict(sorted(by_status.items())),
                  "concepts": counts,
                  "seconds": {k: round(float(v), 4) for k, v in (seconds or {}).items()},
                  "sha256": {"tar": sha256_file(local["tar"]), "parquet": sha256_file(local["parquet"])},
                  **(extra or {})}
         if remote:
-            fs = _fs(str(out_dir))
             for kind in ("tar", "parquet"):
-                fs.put_file(str(local[kind]), str(paths[kind]))
-        write_bytes_atomic(paths["stats"], json.dumps(stats, indent=1).encode())
-    finally:
-        if staging is not None:
-            staging.cleanup()
+                storage.upload(local[kind], paths[kind])
+    storage.write_bytes_atomic(paths["stats"], json.dumps(stats, indent=1).encode())
     return stats
 
 
-def _finish(sample: dict[str, Any]) -> dict[str, Any]:
-    if sample["patch"] is not None:
-        sample["patch"] = decode_patch(sample["patch"], sample.pop("patch_scale", None))
-    sample.pop("patch_scale", None)
-    extra = sample.pop("_views", {})
-    sample["views"] = [{"patch": decode_patch(extra[v]["patch"], extra[v].get("patch_scale"))
-                        if "patch" in extra[v] else None, "global": extra[v].get("global")}
-                       for v in sorted(extra)]
-    return sample
+# ---------------------------------------------------------------- reading
+
+
+def read_tar_samples(url: Path | str, members: set[str] | None = None,
+                     keep: Callable[[int], bool] | None = None) -> Iterator[dict[str, Any]]:
+    """The samples of one shard tar (a path or URL) as `zss.formats.tar_reader.read_samples` reads
+    them ({suffix: data, "__key__", "__url__"}; `.npy` data for `load_npy`). Only `members`
+    (suffixes) are read; `keep(i)` False skips the i-th sample's data altogether. int8 `patch.npy`
+    codes are decoded to float32 here, once, beside their per-token scale (then dropped)."""
+    wanted = None
+    if members is not None:
+        wanted = set(members) | ({"patch_scale.npy"} if "patch.npy" in members else set())
+    for sample in read_samples(url, wanted, keep):
+        scale = sample.pop("patch_scale.npy", None)
+        if scale is not None and "patch.npy" in sample:
+            sample["patch.npy"] = decode_patch(load_npy(sample["patch.npy"]), load_npy(scale))
+        yield sample
 
 
 _VIEW_MEMBER = re.compile(r"^(patch|patch_scale|global)\.([1-9][0-9]*)\.npy$")
+_FIELDS = {"json": "meta", "patch.npy": "patch", "global.npy": "global", "masks.json": "masks", "jpg": "jpg"}
+
+
+def _sample_record(raw: dict[str, Any]) -> dict[str, Any]:
+    """A sample of `read_tar_samples` as {key, meta, patch, global, masks, jpg, views}."""
+    sample: dict[str, Any] = {"key": raw["__key__"], **{f: None for f in _FIELDS.values()}}
+    views: dict[int, dict[str, np.ndarray]] = {}
+    for ext, data in raw.items():
+        view = _VIEW_MEMBER.match(ext)
+        if view is not None:
+            views.setdefault(int(view[2]), {})[view[1]] = load_npy(data)
+        elif ext in _FIELDS:
+            sample[_FIELDS[ext]] = (json.loads(data) if ext.endswith("json")
+                                    else load_npy(data) if ext.endswith("npy") else data)
+    if sample["patch"] is not None:
+        sample["patch"] = decode_patch(sample["patch"])  # int8 codes without their scale: an error
+    sample["views"] = [{"patch": decode_patch(views[v]["patch"], views[v].get("patch_scale"))
+                        if "patch" in views[v] else None, "global": views[v].get("global")}
+                       for v in sorted(views)]
+    return sample
 
 
 def iter_samples(tar_path: str | Path) -> Iterator[dict[str, Any]]:
     """Stream the samples of one shard tar (a path or URL): dicts {key, meta, patch, global,
     masks, jpg, views}, int8 patches decoded to float32; `views` lists views 1..V-1 as {patch,
-    global} (empty without augmented views).
-
-    Members of a sample are adjacent (the writer guarantees it), so one pass without an index
-    suffices; `.npy` members are loaded with `allow_pickle=False`.
-    """
-    current: dict[str, Any] | None = None
-    try:
-        fileobj = _fs(str(tar_path)).open(str(tar_path), "rb") if is_url(tar_path) else open(tar_path, "rb")
-        with fileobj, tarfile.open(fileobj=fileobj, mode="r|") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, _, ext = info.name.partition(".")
-                data = tar.extractfile(info).read()  # type: ignore[union-attr]
-                if current is None or current["key"] != key:
-                    if current is not None:
-                        yield _finish(current)
-                    current = {"key": key, "meta": None, "patch": None, "global": None,
-                               "masks": None, "jpg": None}
-                if ext == "json":
-                    current["meta"] = json.loads(data)
-                elif ext == "patch.npy":
-                    current["patch"] = np.load(io.BytesIO(data), allow_pickle=False)
-                elif ext == "patch_scale.npy":
-                    current["patch_scale"] = np.load(io.BytesIO(data), allow_pickle=False)
-                elif ext == "global.npy":
-                    current["global"] = np.load(io.BytesIO(data), allow_pickle=False)
-                elif ext == "masks.json":
-                    current["masks"] = json.loads(data)
-                elif ext == "jpg":
-                    current["jpg"] = data
-                elif _VIEW_MEMBER.match(ext):
-                    name, v = _VIEW_MEMBER.match(ext).groups()  # type: ignore[union-attr]
-                    current.setdefault("_views", {}).setdefault(int(v), {})[name] = np.load(
-                        io.BytesIO(data), allow_pickle=False)
-    except (tarfile.TarError, OSError) as exc:
-        raise ZssError(f"cannot read shard {tar_path}: {exc}") from exc
-    if current is not None:
-        yield _finish(current)
+    global} (empty without augmented views); `.npy` members are loaded without pickles. A tar
+    that cannot be read raises `ZssError`."""
+    samples = read_tar_samples(tar_path)
+    while True:
+        try:
+            raw = next(samples, None)
+        except READ_ERRORS + (ZssError,) as exc:
+            raise ZssError(f"cannot read shard {tar_path}: {exc}") from exc
+        if raw is None:
+            return
+        yield _sample_record(raw)
 
 
 def read_parquet(path: str | Path) -> pa.Table:
     try:
-        if is_url(path):
-            return pq.read_table(io.BytesIO(read_bytes(path)))
+        if storage.is_url(path):
+            return pq.read_table(io.BytesIO(storage.read_bytes(path)))
         return pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise ZssError(f"cannot read {path}: {exc}") from exc
@@ -400,18 +339,18 @@ def read_parquet(path: str | Path) -> pa.Table:
 
 def write_manifest(out_dir: str | Path, manifest: dict[str, Any]) -> Path | str:
     """Write `manifest.json` atomically (tmp + rename locally, one PUT on object storage)."""
-    path = join(out_dir, MANIFEST)
-    write_bytes_atomic(path, json.dumps(manifest, indent=1, sort_keys=False).encode())
+    path = storage.join(out_dir, MANIFEST)
+    storage.write_bytes_atomic(path, json.dumps(manifest, indent=1, sort_keys=False).encode())
     return path
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     """The manifest of a shard folder; `ZssError` when it is missing or of another schema."""
-    path = join(out_dir, MANIFEST)
-    if not exists(path):
+    path = storage.join(out_dir, MANIFEST)
+    if not storage.exists(path):
         raise ZssError(f"no {MANIFEST} in {out_dir}: not a zss shard folder (run `zss ingest`)")
     try:
-        manifest = json.loads(read_bytes(path))
+        manifest = json.loads(storage.read_bytes(path))
     except json.JSONDecodeError as exc:
         raise ZssError(f"{path} is not valid JSON: {exc}") from exc
     if manifest.get("schema_version") != SCHEMA_VERSION:
@@ -422,20 +361,12 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
 
 def shard_tars(out_dir: str | Path) -> list[Path | str]:
     """The tar files (paths or URLs) of the finished shards listed in the manifest, in order."""
-    return [join(out_dir, s["tar"]) for s in read_manifest(out_dir)["shards"]]
+    return [storage.join(out_dir, s["tar"]) for s in read_manifest(out_dir)["shards"]]
 
 
 def iter_all_samples(out_dir: str | Path) -> Iterator[dict[str, Any]]:
     for tar in shard_tars(out_dir):
         yield from iter_samples(tar)
-
-
-def _sha256(path: str | Path) -> str:
-    if is_url(path):
-        import hashlib
-
-        return hashlib.sha256(read_bytes(path)).hexdigest()
-    return sha256_file(path)
 
 
 def validate_shards(out_dir: str | Path) -> list[str]:
@@ -449,15 +380,15 @@ def validate_shards(out_dir: str | Path) -> list[str]:
     for entry in manifest["shards"]:
         sid = int(entry["id"])
         paths = shard_paths(out, sid)
-        if not exists(paths["stats"]):
+        if not storage.exists(paths["stats"]):
             problems.append(f"shard {sid}: no stats file (unfinished)")
             continue
-        stats = json.loads(read_bytes(paths["stats"]))
+        stats = json.loads(storage.read_bytes(paths["stats"]))
         for kind in ("tar", "parquet"):
-            if not exists(paths[kind]):
+            if not storage.exists(paths[kind]):
                 problems.append(f"shard {sid}: {kind} missing")
                 continue
-            digest = _sha256(paths[kind])
+            digest = storage.sha256(paths[kind])
             if digest != stats["sha256"][kind] or digest != entry["sha256"][kind]:
                 problems.append(f"shard {sid}: {kind} sha256 mismatch")
         if problems and problems[-1].startswith(f"shard {sid}:"):
@@ -510,19 +441,10 @@ def entry_from_stats(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_stats(out_dir: str | Path, shard_id: int) -> dict[str, Any]:
-    return json.loads(read_bytes(shard_paths(out_dir, shard_id)["stats"]))
+    return json.loads(storage.read_bytes(shard_paths(out_dir, shard_id)["stats"]))
 
 
 def shard_entry(out_dir: str | Path, shard_id: int) -> dict[str, Any]:
     """The manifest's record of a finished shard, rebuilt from its stats file."""
     return entry_from_stats(read_stats(out_dir, shard_id))
 
-
-def collect_stats(out_dir: str | Path, shard_ids: Iterable[int]) -> dict[str, int]:
-    """Status counts summed over finished shards."""
-    total: dict[str, int] = {}
-    for sid in shard_ids:
-        stats = read_stats(out_dir, sid)
-        for status, n in stats["by_status"].items():
-            total[status] = total.get(status, 0) + n
-    return dict(sorted(total.items()))

@@ -34,6 +34,7 @@ from typing import Any, Iterator, Sequence
 
 from zss.errors import Interrupted, ZssError
 from zss.formats import shards as sh
+from zss.formats import storage
 from zss.ingest.config import IngestConfig, build_config, fingerprint, views_record
 from zss.ingest.sources import Source, open_source
 from zss.ingest.inspect import concept_line
@@ -210,20 +211,20 @@ def _is_own(name: str) -> bool:
 def _prepare_out(out: Path | str, cfg: IngestConfig, fp: str) -> list[str]:
     """Overwrite: remove our files. Incremental: refuse a folder made with another config.
     Returns the file names found in OUT (one listing, also used to find finished shards)."""
-    if not sh.is_url(out):
+    if not storage.is_url(out):
         try:
             Path(out).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ZssError(f"cannot create the output folder {out}: {exc.strerror or exc}") from exc
-    names = sh.listdir(out)
+    names = storage.listdir(out)
     if cfg.mode == "overwrite":
         for name in names:
             if _is_own(name):
-                sh.remove(sh.join(out, name))
+                storage.remove(storage.join(out, name))
         return []
-    manifest = sh.join(out, sh.MANIFEST)
+    manifest = storage.join(out, sh.MANIFEST)
     if sh.MANIFEST in names:
-        old = json.loads(sh.read_bytes(manifest)).get("fingerprint")
+        old = json.loads(storage.read_bytes(manifest)).get("fingerprint")
         if old != fp:
             raise ZssError(f"{out} holds shards made with another source or config; use "
                            f"--mode overwrite or another output folder")
@@ -272,12 +273,12 @@ def describe_stages(stages: list[tuple[str, Stage]]) -> dict[str, Any]:
 
 def _write_bank(stage: Any, out: Path | str) -> dict[str, Any]:
     """The concept bank into OUT (via a local folder and one PUT per file for a URL)."""
-    if not sh.is_url(out):
+    if not storage.is_url(out):
         return stage.write_bank(out)
     with tempfile.TemporaryDirectory(prefix="zss-bank-") as tmp:
         bank = stage.write_bank(tmp)
         for p in sorted(Path(tmp).iterdir()):
-            sh.write_bytes_atomic(sh.join(out, p.name), p.read_bytes())
+            storage.write_bytes_atomic(storage.join(out, p.name), p.read_bytes())
     return bank
 
 
@@ -293,9 +294,9 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
     One writer per local output folder (`.zss.lock`); SIGINT/SIGTERM stop submitting shards, keep
     every shard already written, shut Ray down and raise `Interrupted` (exit 130/143); disk full or
     permission errors are one line naming the path (docs/reliability.md)."""
-    out = str(out) if sh.is_url(out) else Path(out)
+    out = str(out) if storage.is_url(out) else Path(out)
     try:
-        with (nullcontext() if sh.is_url(out) else FolderLock(out, "zss ingest")), StopRequest() as stop:
+        with (nullcontext() if storage.is_url(out) else FolderLock(out, "zss ingest")), StopRequest() as stop:
             return _ingest(cfg, source, out, factory, progress, stop)
     except OSError as exc:
         if is_environment_error(exc):
@@ -304,7 +305,7 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
 
 
 def _interrupted(stop: StopRequest, out: Path | str) -> Interrupted:
-    done = sum(1 for name in sh.listdir(out) if name.endswith("_stats.json"))
+    done = sum(1 for name in storage.listdir(out) if name.endswith("_stats.json"))
     return Interrupted(stop.exit_code, f"interrupted ({stop.name}); {done} shard(s) complete in {out}; "
                                        "re-run the same command to resume")
 

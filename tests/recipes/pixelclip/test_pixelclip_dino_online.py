@@ -104,7 +104,7 @@ def test_online_masks_replace_the_shard_masks_and_lose_the_cutout(sa1b_shards, t
 
     from zss.recipes.pixelclip.recipe import PixelCLIPConfig, PixelCLIPRecipe
     from zss.trainer.config import TrainConfig
-    from zss.trainer.data import read_tar_samples
+    from zss.formats.shards import read_tar_samples
     from zss.utils.config import load_config
 
     cfg = load_config(TrainConfig, DEMO)

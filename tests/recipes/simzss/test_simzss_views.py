@@ -87,7 +87,7 @@ def test_one_view_streams_as_before(feature_world):
     raw = next(iter(_stream(recipe).batches(Position())))  # the stream runs
     assert all(v == 0 for _, v, _, _ in raw[0])
     tar = sh.shard_tars(feature_world.shards)[0]
-    from zss.trainer.data import read_tar_samples
+    from zss.formats.shards import read_tar_samples
 
     sample = next(read_tar_samples(tar, set(recipe.members)))
     a, b = random.Random("x"), random.Random("x")

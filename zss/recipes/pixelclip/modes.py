@@ -29,7 +29,7 @@ from zss.models.clip_dense import DenseCLIP, visual_dense
 from zss.recipes.pixelclip.adapter import FeatureAdapter
 from zss.recipes.pixelclip.augment import CropParams, color_aug_ssd, crop_image, crop_masks, draw_crop, strong_features, strong_view
 from zss.recipes.pixelclip.ema import make_teacher
-from zss.trainer.data import load_npy
+from zss.formats.npy import load_npy
 
 
 def encoder_trainable(name: str, kind: str) -> bool:

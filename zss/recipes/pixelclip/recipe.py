@@ -34,7 +34,7 @@ from zss.recipes.pixelclip.model import PixelCLIPNet
 from zss.recipes.pixelclip.modes import get_mode, remove_box
 from zss.recipes.pixelclip.prompts import DEFAULT_TEMPLATE
 from zss.recipes.pixelclip.targets import decode_rle_masks
-from zss.trainer.data import stack
+from zss.trainer.collate import stack
 from zss.trainer.recipe import Recipe, default_no_decay
 from zss.utils.config import setting
 

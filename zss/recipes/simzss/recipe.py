@@ -25,11 +25,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from zss.errors import ZssError
+from zss.formats.npy import load_npy
 from zss.formats.shards import decode_patch, view_member
 from zss.recipes.simzss.text_tower import TextConfig, build_text_tower
 from zss.models.tokenizer import fit_ids, tokenize
 from zss.trainer import distributed as D
-from zss.trainer.data import load_npy, stack
+from zss.trainer.collate import stack
 from zss.recipes.simzss.segmenter import TEXT_POOLINGS
 from zss.recipes.simzss.losses import global_infonce, local_concept_loss, total_loss
 from zss.trainer.recipe import Recipe
