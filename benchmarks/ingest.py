@@ -13,10 +13,10 @@
 2. int8 vs float16 bytes per sample at 448 px (shard .tar + .parquet bytes / samples; goal <= 0.52);
 3. steady-state ingest / bare forward at 224 px (goal >= 0.95) and 2 workers / 1 worker: the bare
    forward is the backbone alone on the decoded images (the better of all-CPU and 1 torch thread);
-   steady state = every worker busy and warm (`runner.steady_rate`);
+   steady state = every worker busy and warm (`report.steady_rate`);
 4. driver peak memory (tracemalloc) of the streaming plan for 10^6 items vs 10^4 items (goal
    <= 2x): a synthetic source whose refs carry no data, `plan_shards` + `ShardRefs` over every
-   shard exactly as `_execute` walks them; plus the COCO reader's index for 10^5 vs 10^4 images.
+   shard exactly as the run loop walks them; plus the COCO reader's index for 10^5 vs 10^4 images.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def synthetic_source(n: int) -> Any:
 
 def plan_peak(n: int, shard_size: int, out: Path) -> tuple[int, float]:
     """(tracemalloc peak bytes, seconds) of planning + walking every shard's refs for `n` items."""
-    from zss.ingest.runner import ShardRefs, plan_shards
+    from zss.ingest.plan import ShardRefs, plan_shards
 
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -218,7 +218,8 @@ def run_models(args: argparse.Namespace, root: Path) -> None:
     import ray
 
     from zss.ingest.config import build_config
-    from zss.ingest.runner import boundary_gaps, ingest, steady_rate
+    from zss.ingest.report import boundary_gaps, steady_rate
+    from zss.ingest.runner import ingest
     from zss.ingest.sources import open_source
     from zss.ingest.stages.decode import DecodeConfig
     from zss.ingest.workers import read_decode_chunk

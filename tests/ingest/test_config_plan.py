@@ -11,9 +11,9 @@ import torch
 
 from zss.errors import ZssError
 from zss.ingest.config import PRESET_DIR, build_config, fingerprint
-from zss.ingest.runner import batch_to_samples, plan_chunks
+from zss.ingest.plan import plan_chunks
 from zss.ingest.sources import open_source
-from zss.ingest.workers import read_decode_chunk, run_model_stages
+from zss.ingest.workers import batch_to_samples, read_decode_chunk, run_model_stages
 
 
 def test_presets_load_and_cli_and_set_override(tmp_path):
@@ -87,7 +87,7 @@ def test_overwrite_removes_only_our_files_and_incremental_checks_the_fingerprint
 
 
 def test_steady_rate_counts_only_the_window_where_every_worker_is_warm():
-    from zss.ingest.runner import steady_rate
+    from zss.ingest.report import steady_rate
 
     one = [(float(t), 8, 1) for t in range(1, 11)]  # worker 1: 8 images/s from t=0
     late = [(float(t + 3), 8, 2) for t in range(1, 8)]  # worker 2 starts 3 s late, same speed
@@ -97,7 +97,7 @@ def test_steady_rate_counts_only_the_window_where_every_worker_is_warm():
 
 
 def test_boundary_gaps_compare_batch_spacing_inside_and_across_shards():
-    from zss.ingest.runner import boundary_gaps
+    from zss.ingest.report import boundary_gaps
 
     # worker 7: shards listed out of order; batches 1 s apart inside, 2 s from one shard's last to
     # the next one's first (its models waited 1 s); worker 9: one shard only (nothing across)

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 
 from zss.errors import ZssError
-from zss.ingest.runner import ShardRefs, plan_shards
+from zss.ingest.plan import ShardRefs, plan_shards
 from zss.ingest.sources import load_ref, open_source
 from zss.ingest.sources.base import Source
 from zss.ingest.sources.folder import IMAGE_EXTS
