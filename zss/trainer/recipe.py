@@ -3,7 +3,7 @@
 `zss.trainer.loop.train` owns the optimiser, schedule, AMP, accumulation, DDP, checkpoints, metrics
 and progress; a recipe only says what the model is, how one shard sample becomes tensors, what the
 loss of a batch is, and how the final model directory is written. The loop knows no recipe by name:
-`zss.recipes.RECIPES` maps each CLI name (`zss train NAME`) to its class.
+`zss.recipes.RECIPES` maps each CLI name (`zss train NAME`) to its `RecipeEntry`.
 
 Call order (every process under torchrun):
   recipe = Cls(cfg, shards, train_cfg)            # cfg: an instance of Cls.config_cls
