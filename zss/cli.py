@@ -98,7 +98,8 @@ def synth(out: Path = typer.Argument(..., help="Output folder of the synthetic w
 @app.command()
 def ingest(source: str = typer.Argument(..., help="Source path; kind inferred or given as KIND:PATH "
                                         "(coco, sa1b, webdataset, folder)."),
-           out: Path = typer.Argument(..., help="Output shard folder."),
+           out: str = typer.Argument(..., help="Output shard folder or URL (s3://BUCKET/PREFIX, gs://..., "
+                                     "any fsspec URL)."),
            preset: Optional[Path] = typer.Option(None, "--preset", help="YAML preset (zss/manifests/presets)."),
            features: Optional[str] = typer.Option(None, "--features", help="NAME[:CKPT] frozen backbone."),
            img_size: Optional[int] = typer.Option(None, "--img-size", help="Backbone input side."),
@@ -127,7 +128,7 @@ def ingest(source: str = typer.Argument(..., help="Source path; kind inferred or
 
 
 @app.command()
-def inspect(shards: Path = typer.Argument(..., help="Shard folder written by `zss ingest`."),
+def inspect(shards: str = typer.Argument(..., help="Shard folder or URL written by `zss ingest`."),
             verify: bool = typer.Option(False, "--verify", help="Check every shard against its recorded "
                                         "sha256; list the damaged ones (exit 3).")) -> None:
     """Manifest summary, status counts and one decoded sample."""
@@ -138,7 +139,7 @@ def inspect(shards: Path = typer.Argument(..., help="Shard folder written by `zs
 
 @app.command()
 def train(recipe: str = typer.Argument(..., help=" | ".join(RECIPES)),
-          shards: Path = typer.Argument(..., help="Shard folder."),
+          shards: str = typer.Argument(..., help="Shard folder or URL (s3://..., any fsspec URL)."),
           run: Path = typer.Argument(..., help="Run directory."),
           config: Optional[Path] = typer.Option(None, "--config", help="YAML config."),
           steps: Optional[int] = typer.Option(None, "--steps", min=1),
@@ -192,16 +193,27 @@ def segment(model: str = typer.Argument(..., help="Model directory or openclip:A
 
 
 @concepts_app.command("build")
-def concepts_build(out: Path = typer.Argument(..., help="Output concepts.json."),
-                   lists: List[str] = typer.Option(["voc", "context", "coco_stuff", "ade20k", "cityscapes"],
-                                                   "--list", help="Class lists (zss/manifests/classes) or files."),
+def concepts_build(out: Path = typer.Argument(..., help="Output concepts.json (or, with --from, the name bank)."),
+                   lists: List[str] = typer.Option([], "--list", help="Class lists (zss/manifests/classes) or "
+                                                   "files (default: voc, context, coco_stuff, ade20k, cityscapes)."),
                    text_encoder: Optional[str] = typer.Option(None, "--text-encoder",
                                                               help="open_clip ARCH[:CKPT] for the faiss index."),
+                   source: Optional[str] = typer.Option(None, "--from", help="wordnet[:DIR]: build the "
+                                                        "--vocab auto name bank (.tsv.gz) from WordNet 3.0."),
                    ) -> None:
-    """Build a concept bank (+ faiss index of text embeddings) from class-name lists."""
+    """Build a concept bank (+ faiss index of text embeddings) from class-name lists, or (--from
+    wordnet) the name bank `--vocab auto` searches."""
+    if source is not None:
+        if lists or text_encoder:
+            raise ZssError("--from builds a name bank; --list and --text-encoder build a concept bank: give one")
+        from zss.ingest.wordnet_bank import build_from_source_cli
+
+        typer.echo(build_from_source_cli(source, out))
+        return
     from zss.ingest.concept_bank import build_bank_cli
 
-    typer.echo(build_bank_cli(out=out, lists=lists, text_encoder=text_encoder))
+    typer.echo(build_bank_cli(out=out, lists=lists or ["voc", "context", "coco_stuff", "ade20k", "cityscapes"],
+                              text_encoder=text_encoder))
 
 
 @concepts_app.command("lookup")

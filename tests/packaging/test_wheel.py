@@ -62,6 +62,7 @@ def test_wheel_works_from_an_empty_folder(installed, tmp_path):
                  "print(zss.paths.MANIFESTS)"], work, env).stdout.split()
     assert str(bin_dir.parent) in where[0] and str(REPO) not in where[0]   # the wheel's zss, not ours
     assert (Path(where[1]) / "presets" / "coco-dinov2-b14.yaml").is_file()
+    assert (Path(where[1]) / "names" / "wordnet-3.0-visual.tsv.gz").stat().st_size > 400_000  # --vocab auto
     assert (Path(where[1]).parent / "serve" / "examples").is_dir()
     zss = bin_dir / "zss"
 
