@@ -18,7 +18,7 @@ def test_protocol_presets_carry_the_papers_settings():
     v21 = protocol_config("voc21", "sclip")
     assert (v21.short_side, v21.mode, v21.crop, v21.stride, v21.prob_thd) == (336, "slide", 224, 112, 0.1)
     assert protocol_config("cityscapes", "sclip").short_side == 560
-    ade = protocol_config("ade20k", "pixelclip", ["templates=photo"])
+    ade = protocol_config("ade20k", "pixelclip", ["templates=photo"], model="openclip:ViT-B-16")
     assert (ade.short_side, ade.mode, ade.templates) == (640, "whole", "photo")
     with pytest.raises(ZssError, match="does not define benchmark 'voc21'"):
         protocol_config("voc21", "pixelclip")

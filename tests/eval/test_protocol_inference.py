@@ -37,13 +37,15 @@ def test_area_thd_drops_foreground_classes_at_most_a_tenth_of_the_foreground(col
     assert (off.predict(np.zeros((10, 10, 3), np.uint8)).flatten()[:b_pixels] == 2).all()
 
 
-def test_constant_background_score_on_the_cosine(colour_model):
-    pred = _predictor(colour_model, "background,red,blue", background_words=False, bg_score=0.55)
+def test_constant_background_score_in_score_space(colour_model):
+    pred = _predictor(colour_model, "background,red,blue", background_words=False, bg_score=0.55, score="sigmoid")
     assert pred.vocab.queries(False)[0] == ["red", "blue"]
-    cos = torch.tensor([[0.6, 0.5, -0.2], [0.2, 0.4, 0.56]]).view(2, 1, 3)  # queries red, blue; 3 pixels
-    pred.label_logits = lambda image, out_size=None: cos
-    # pixel 0: red 0.6 beats 0.55; pixel 1: best 0.5 < 0.55 -> background; pixel 2: blue 0.56
+    sig = torch.tensor([[0.60, 0.50, 0.20], [0.30, 0.54, 0.56]]).view(2, 1, 3)  # sigmoid scores red, blue
+    pred.label_logits = lambda image, out_size=None: sig
+    # pixel 0: red 0.60 beats 0.55; pixel 1: best 0.54 < 0.55 -> background; pixel 2: blue 0.56
     assert pred.predict(np.zeros((1, 3, 3), np.uint8)).tolist() == [[1, 0, 2]]
+    pred.label_logits = lambda image, out_size=None: torch.tensor([0.55, 0.10]).view(2, 1, 1)
+    assert pred.predict(np.zeros((1, 1, 3), np.uint8)).tolist() == [[0]]  # a tie goes to background
     with pytest.raises(ZssError, match="bg_score"):
         _predictor(colour_model, "background,red", background_words=False)
 

@@ -95,11 +95,13 @@ def test_protocol_all_scores_the_baseline_under_every_protocol(voc_ade_root, tin
         assert list(run["benchmarks"]) == expected
         assert run["protocol_info"]["repository"]
         for name, r in run["benchmarks"].items():
-            want = resolve(proto, name, ["templates=word", "short_side=32"])
+            want = resolve(proto, name, ["templates=word", "short_side=32"], model=model)
             assert r["inference"] == json.loads(json.dumps(want.record()["inference"]))
             assert r["classes"] == want.classes and r["source"] == want.source and r["n_images"] == 1
             assert 0 <= r["mIoU"] <= 100
     assert payload["protocols"]["sclip"]["benchmarks"]["voc21"]["inference"]["area_thd"] == 0.1
     assert payload["protocols"]["naclip"]["benchmarks"]["voc21"]["inference"]["pamr_steps"] == 10
+    pix = payload["protocols"]["pixelclip"]["benchmarks"]["ade20k"]
+    assert (pix["inference"]["squash"], pix["squash_from"]) == (320, "zss-tiny-vit -> vit")
     md = (tmp_path / "results.md").read_text()
     assert "## Summary per protocol" in md and "| talk2dino |" in md

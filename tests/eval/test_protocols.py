@@ -66,15 +66,15 @@ PEERS = {
         "cityscapes": row(448, crop=224, k=19, q=19),
         "ade20k": row(448, crop=336, k=150, q=150),
     },
-    "talk2dino": {  # datasets/*.py: (2048, 448), slide 448/224; eval_*.yml: bg_thresh, sub_imagenet_template
-        "voc21": row(448, crop=448, stride=224, bg=0.55, tpl="talk2dino7", k=21, q=20),
-        "context60": row(448, crop=448, stride=224, bg=0.55, tpl="talk2dino7", k=60, q=59),
-        "coco_object": row(448, crop=448, stride=224, bg=0.55, tpl="talk2dino7", k=81, q=80),
-        "voc20": row(448, crop=448, stride=224, tpl="talk2dino7", k=20, q=20),
-        "context59": row(448, crop=448, stride=224, tpl="talk2dino7", k=59, q=59),
-        "coco_stuff": row(448, crop=448, stride=224, tpl="talk2dino7", k=171, q=171),
-        "cityscapes": row(448, crop=448, stride=224, tpl="talk2dino7", k=19, q=19),
-        "ade20k": row(448, crop=448, stride=224, tpl="talk2dino7", k=150, q=150),
+    "talk2dino": {  # datasets/*.py: (2048, 448), slide 448/224; eval_*_pamr.yml: bg_thresh, PAMR, sub_imagenet_template
+        "voc21": row(448, crop=448, stride=224, bg=0.55, tpl="talk2dino7", pamr=10, k=21, q=20),
+        "context60": row(448, crop=448, stride=224, bg=0.55, tpl="talk2dino7", pamr=10, k=60, q=59),
+        "coco_object": row(448, crop=448, stride=224, bg=0.55, tpl="talk2dino7", pamr=10, k=81, q=80),
+        "voc20": row(448, crop=448, stride=224, tpl="talk2dino7", pamr=10, k=20, q=20),
+        "context59": row(448, crop=448, stride=224, tpl="talk2dino7", pamr=10, k=59, q=59),
+        "coco_stuff": row(448, crop=448, stride=224, tpl="talk2dino7", pamr=10, k=171, q=171),
+        "cityscapes": row(448, crop=448, stride=224, tpl="talk2dino7", pamr=10, k=19, q=19),
+        "ade20k": row(448, crop=448, stride=224, tpl="talk2dino7", pamr=10, k=150, q=150),
     },
     "pixelclip": {  # 640 short side (max 2560), whole image squashed to 320, imagenet_select, argmax
         name: row(640, mode="whole", crop=224, stride=112, tpl="imagenet_select", k=k, q=k, long=2560)
@@ -99,7 +99,7 @@ PEERS["zss"] = {bench: _but(sclip, area_thd=0.0, n_queries=ZSS_QUERIES[bench],
 
 
 def _resolved_row(protocol: str, bench: str) -> tuple:
-    res = resolve(protocol, bench)
+    res = resolve(protocol, bench, model="openclip:ViT-B-16")  # PixelCLIP sizes the image by the arch
     cfg = res.config
     vocab = get_benchmark(bench).vocabulary(Path("."), res.classes)
     n_queries = len(vocab.queries(cfg.background_words)[0])
@@ -135,7 +135,7 @@ def test_peer_specific_details():
     assert get_benchmark("voc21").vocabulary(Path("."), "sclip/voc21").background == 0
     person = get_benchmark("voc20").vocabulary(Path("."), "sclip/voc20").classes[14]
     assert person[:2] == ["person", "person in shirt"] and len(person) == 7
-    pc = resolve("pixelclip", "ade20k").config
+    pc = resolve("pixelclip", "ade20k", model="openclip:ViT-B-16").config
     assert (pc.squash, pc.feature_size) == (320, 64)
     assert get_templates("imagenet_select")[-1] == "A photo of a {} in the scene"
     nac = resolve("naclip", "context60").config
@@ -172,3 +172,67 @@ def test_published_rows_match_model_directories_by_their_backbone(tmp_path):
     assert matching_published("pixelclip", str(sim)) == []
     assert matching_published("sclip", str(tmp_path / "nothing-here")) == []
     assert backbone_key("vit_base_patch16_224") == backbone_key("ViT-B/16") == "vitb16"
+
+
+def _model_dir(root: Path, name: str, config: dict) -> str:
+    (root / name).mkdir()
+    (root / name / "config.json").write_text(json.dumps({"schema": 1, **config}))
+    return str(root / name)
+
+
+def test_pixelclip_sizes_the_image_by_the_models_architecture(tmp_path):
+    """configs/pixelclip_convnext_base.yaml L4 CLIP_RESOLUTION 640; pixelclip/config.py L36 320 (ViT-B)."""
+    convnext = _model_dir(tmp_path, "cx", {"kind": "pixelclip", "clip": {"arch": "convnext_base_w_320"}})
+    vit = _model_dir(tmp_path, "vit", {"kind": "pixelclip", "clip": {"arch": "ViT-B-16-quickgelu"}})
+    res = resolve("pixelclip", "ade20k", model=convnext)
+    assert (res.config.squash, res.config.feature_size) == (640, 64)
+    assert res.record()["squash_from"] == "convnext_base_w_320 -> convnext"
+    assert res.record()["inference"]["squash"] == 640
+    assert resolve("pixelclip", "ade20k", model=vit).config.squash == 320
+    assert resolve("pixelclip", "voc20", model="openclip:convnext_base_w_320").config.squash == 640
+    assert resolve("pixelclip", "voc20", model="openclip:zss-tiny-convnext").config.squash == 640
+    over = resolve("pixelclip", "ade20k", ["squash=512"], model=convnext)
+    assert over.config.squash == 512 and "squash_from" not in over.record()
+    assert resolve("pixelclip", "ade20k", ["squash=512"]).config.squash == 512  # no model needed then
+    with pytest.raises(ZssError, match="architecture"):
+        resolve("pixelclip", "ade20k", model=str(tmp_path / "no-config"))
+    with pytest.raises(ZssError, match="architecture"):
+        resolve("pixelclip", "ade20k")
+    assert "squash_from" not in resolve("sclip", "ade20k", model=convnext).record()
+
+
+def test_talk2dino_protocol_follows_the_pamr_configs():
+    """README L231-257 runs eval_*_pamr.yml: sigmoid masks, PAMR(10, [1,2,4,8,12,24]) per window,
+    window upsampling align_corners=True, raw template mean."""
+    for bench in PEERS["talk2dino"]:
+        res = resolve("talk2dino", bench)
+        cfg = res.config
+        assert (cfg.pamr_steps, cfg.pamr_dilations, cfg.pamr_at) == (10, [1, 2, 4, 8, 12, 24], "window")
+        assert (cfg.score, cfg.window_align_corners, cfg.template_mean, cfg.fit) == ("sigmoid", True, "raw", "pad")
+        assert res.classes == f"talk2dino/{bench}" and "_pamr.yml" in res.source
+
+
+def test_talk2dino_class_names_are_mmsegs():
+    """mmseg 0.30 CLASSES (voc.py, coco_stuff.py, cityscapes.py, ade.py) and Talk2DINO's own VOC20 list."""
+    def classes(bench):
+        return get_benchmark(bench).vocabulary(Path("."), f"talk2dino/{bench}").classes
+    v21 = get_benchmark("voc21").vocabulary(Path("."), "talk2dino/voc21")
+    assert v21.background == 0 and len(v21.queries(False)[0]) == 20
+    assert (v21.classes[4], v21.classes[11]) == (["boat"], ["diningtable"])
+    assert classes("voc20")[3] == ["boat"] and classes("voc20")[15] == ["pottedplant"]
+    assert classes("coco_stuff")[9] == ["traffic light"]
+    assert classes("ade20k")[44] == ["chest of drawers"] and classes("ade20k")[7] == ["bed"]
+    assert classes("cityscapes")[7] == ["traffic sign"]
+    sizes = {b: len(classes(b)) for b in PEERS["talk2dino"]}
+    assert sizes == {"voc21": 21, "context60": 60, "coco_object": 81, "voc20": 20, "context59": 59,
+                     "coco_stuff": 171, "cityscapes": 19, "ade20k": 150}
+
+
+def test_whole_image_fit_rule_per_protocol():
+    """NACLIP floors the grid (clip/model.py L96, naclip.py L64-68); every other protocol pads."""
+    assert resolve("naclip", "voc21").config.fit == "floor"
+    assert resolve("naclip", "voc20").config.fit == "floor"
+    for proto in ("sclip", "clearclip", "proxyclip", "talk2dino", "zss"):
+        assert resolve(proto, "ade20k").config.fit == "pad"
+    assert resolve("pixelclip", "ade20k", model="openclip:ViT-B-16").config.fit == "pad"
+    assert resolve("zss", "ade20k", ["fit=crop"]).config.fit == "crop"

@@ -34,9 +34,11 @@ from zss.utils.signals import StopRequest
 log = logging.getLogger(__name__)
 
 
-def protocol_config(benchmark: str, protocol: str, overrides: list[str] | None = None) -> InferenceConfig:
-    """The resolved inference config of `benchmark` under `protocol`, then `key=value` overrides."""
-    return resolve(protocol, benchmark, overrides).config
+def protocol_config(benchmark: str, protocol: str, overrides: list[str] | None = None,
+                    model: str | None = None) -> InferenceConfig:
+    """The resolved inference config of `benchmark` under `protocol`, then `key=value` overrides
+    (`model`: for a protocol that sizes the image by the model's architecture)."""
+    return resolve(protocol, benchmark, overrides, model).config
 
 
 def _pct(x: float) -> float | None:
@@ -81,7 +83,8 @@ def evaluate_benchmark(model: torch.nn.Module, bench: Benchmark, data_root: Path
                     bar.update(task, advance=1)
                     continue
             pred = predictor.predict(image, out_size=label.shape)
-            metric.update(pred, label)
+            vh, vw = predictor.valid_size(image.shape[:2], label.shape)  # fit: crop scores the floored part only
+            metric.update(pred[:vh, :vw], label[:vh, :vw])
             if out is not None:
                 save_label(pred, out / "predictions" / bench.name / f"{sample.id}.png")
             bar.update(task, advance=1, info=f"mIoU {100 * metric.results()['mIoU']:.1f}")
@@ -200,7 +203,7 @@ def run_eval(model: str, benchmark: str, data_root: Path, protocol: str | None =
     plan: dict[str, list[tuple[Benchmark, Resolved]]] = {}
     for proto in protocols:
         benches = select_benchmarks(benchmark, data_root, proto)
-        plan[proto] = [(b, resolve(proto, b.name, overrides)) for b in benches]
+        plan[proto] = [(b, resolve(proto, b.name, overrides, model=str(model))) for b in benches]
     out = Path(out) if out is not None else Path("eval_out")
     out.mkdir(parents=True, exist_ok=True)
     device = default_device()

@@ -8,14 +8,20 @@ which all evaluate through mmsegmentation with the same steps, reproduced here w
 2. slide a `crop` window with `stride` (windows are clamped inside the image, so every window has the
    same size) or run the whole image; each window's dense features are compared (cosine) with the text
    embeddings, upsampled to the window and averaged where windows overlap;
-3. optional PAMR refinement, at the label size after upsampling (`pamr_at: label`, as SCLIP, NACLIP
-   and Talk2DINO do) or at the resized image size (`pamr_at: input`);
+   `score: sigmoid` (Talk2DINO) turns each window's cosine into sigmoid(cos) before upsampling; `fit`
+   fits a window that is not a patch multiple to the grid: `pad` (black bottom/right, then crop the
+   logits back), `floor` (NACLIP: drop the remainder, stretch the floored grid's logits over the whole
+   window) or `crop` (SimZSS's COCO loader: drop the remainder, which is then not scored);
+3. optional PAMR refinement, at the label size after upsampling (`pamr_at: label`, as SCLIP and
+   NACLIP do), at the resized image size (`pamr_at: input`) or on every window (`pamr_at: window`,
+   Talk2DINO);
 4. upsample the cosine logits (bilinear) to the label size, multiply by `logit_scale`, softmax over
    all text queries, take the max over each class's synonyms; with `area_thd` (SCLIP VOC21) the
    foreground classes whose argmax area is at most `area_thd` of the image's foreground area get
    probability 0; argmax; pixels whose best probability is under `prob_thd` go to the background class.
-   With `bg_score` (Talk2DINO) the background instead has a constant cosine score: argmax over the
-   classes' best cosine, pixels under `bg_score` become background.
+   With `bg_score` (Talk2DINO) the background instead has a constant score in the `score` space
+   (Talk2DINO: 0.55 against sigmoid(cos)): argmax over the classes' best score, pixels whose best
+   score is not above `bg_score` become background (a tie goes to background, mmseg's argmax).
 
 PixelCLIP's protocol squashes the whole image to `squash` x `squash` and upsamples the dense features
 (not the logits) to `feature_size` x `feature_size` before the cosine.
@@ -34,7 +40,7 @@ from zss.errors import ZssError
 from zss.eval.pamr import pamr
 from zss.eval.templates import embed_words, get_templates
 from zss.formats.vocab import Vocabulary
-from zss.models.segmenter import span_encoder
+from zss.models.segmenter import raw_text_encoder, span_encoder
 from zss.utils.config import setting
 from zss.utils.device import autocast
 
@@ -56,9 +62,13 @@ class InferenceConfig:
     templates: str = "imagenet80"
     pamr_steps: int = setting(0, ge=0)
     pamr_dilations: list[int] = field(default_factory=lambda: [8, 16])
-    pamr_at: str = "input"         # input (the resized image) | label (after upsampling, as the peers)
+    pamr_at: str = "input"         # input (the resized image) | label (after upsampling) | window
+    score: str = setting("cosine", choices=("cosine", "sigmoid"))  # sigmoid: Talk2DINO's sigmoid(cos)
+    window_align_corners: bool = False  # upsampling a window's scores to the window (Talk2DINO: true)
+    template_mean: str = setting("normalized", choices=("normalized", "raw"))  # raw: mean of raw embeddings
+    fit: str = setting("pad", choices=("pad", "floor", "crop"))  # a window that is not a patch multiple
     area_thd: float = 0.0          # > 0: drop foreground classes covering <= area_thd of the foreground
-    bg_score: float = 0.0          # > 0: background = constant cosine score (Talk2DINO's bg_thresh)
+    bg_score: float = 0.0          # > 0: background = constant score in `score` space (Talk2DINO: vs sigmoid(cos))
     squash: int = 0                # > 0 (whole mode): resize the image to squash x squash
     feature_size: int = 0          # > 0: upsample dense features to this grid before the cosine
     fp16: bool = True              # autocast on CUDA only
@@ -72,8 +82,8 @@ class InferenceConfig:
             raise ZssError("short_side must be >= 0 (0 keeps the size) or null (the model's size)")
         if self.batch_size < 1:
             raise ZssError("batch_size must be >= 1")
-        if self.pamr_at not in ("input", "label"):
-            raise ZssError(f"pamr_at must be 'input' or 'label', not {self.pamr_at!r}")
+        if self.pamr_at not in ("input", "label", "window"):
+            raise ZssError(f"pamr_at must be 'input', 'label' or 'window', not {self.pamr_at!r}")
         if not 0.0 <= self.area_thd < 1.0:
             raise ZssError("area_thd must be in [0, 1)")
         if self.squash < 0 or self.feature_size < 0:
@@ -106,8 +116,12 @@ class Predictor:
         self.cfg = cfg
         self.device = torch.device(device)
         words, owners = vocab.queries(cfg.background_words)
+        encode_raw = raw_text_encoder(model) if cfg.template_mean == "raw" else None
+        if cfg.template_mean == "raw" and encode_raw is None:
+            raise ZssError("template_mean=raw needs a segmenter with encode_text_raw (unnormalised text "
+                           f"embeddings); {type(model).__name__} has none: pass --set template_mean=normalized")
         self.text = embed_words(model.encode_text, words, get_templates(cfg.templates),
-                                encode_spans=span_encoder(model)).to(self.device)
+                                encode_spans=span_encoder(model), encode_raw=encode_raw).to(self.device)
         self.owners = torch.tensor(owners, device=self.device)
         self.patch = int(model.patch_size)
         self.short_side = int(model.default_size if cfg.short_side is None else cfg.short_side)
@@ -121,20 +135,50 @@ class Predictor:
         return self.vocab.background is not None and not self.cfg.background_words
 
     # ----------------------------------------------------------------- dense logits
+    def fitted_size(self, h: int, w: int) -> tuple[int, int]:
+        """The part of an h x w window the encoder sees under `fit` (pad: the padded size)."""
+        p = self.patch
+        if self.cfg.fit == "pad":
+            return h + (-h) % p, w + (-w) % p
+        if h < p or w < p:
+            raise ZssError(f"a {h}x{w} window is smaller than one {p}px patch (fit={self.cfg.fit})")
+        return h // p * p, w // p * p
+
+    def valid_size(self, image_hw: tuple[int, int], out_size: tuple[int, int]) -> tuple[int, int]:
+        """The region of an `out_size` label map that `fit: crop` predicts (whole mode: the floored
+        image, top-left); the full `out_size` otherwise."""
+        if self.cfg.fit != "crop" or self.cfg.mode != "whole":
+            return tuple(out_size)
+        if self.cfg.squash > 0:
+            h = w = self.cfg.squash
+        else:
+            h, w = rescale_size(image_hw[0], image_hw[1], self.short_side, self.cfg.max_long_side)
+        fh, fw = self.fitted_size(h, w)
+        return round(fh * out_size[0] / h), round(fw * out_size[1] / w)
+
     @torch.no_grad()
     def _window_logits(self, crops: torch.Tensor) -> torch.Tensor:
-        """[B,3,h,w] crops -> cosine logits [B,Q,h,w] (padding to a patch multiple removed)."""
+        """[B,3,h,w] crops -> scores [B,Q,h,w]: cosine (or sigmoid(cos)), fitted to the patch grid by
+        `fit`, upsampled to the window, PAMR-refined per window with `pamr_at: window`."""
         _, _, h, w = crops.shape
-        ph, pw = (-h) % self.patch, (-w) % self.patch
-        x = F.pad(crops, [0, pw, 0, ph]) if ph or pw else crops
+        fh, fw = self.fitted_size(h, w)
+        x = F.pad(crops, [0, fw - w, 0, fh - h]) if self.cfg.fit == "pad" else crops[:, :, :fh, :fw]
         with autocast(self.device, self.cfg.fp16):
             feats = self.model.encode_dense(x)
         if self.cfg.feature_size > 0:
             size = (self.cfg.feature_size, self.cfg.feature_size)
             feats = F.normalize(F.interpolate(feats.float(), size=size, mode="bilinear", align_corners=False), dim=1)
         logits = torch.einsum("bchw,qc->bqhw", feats.float(), self.text)
-        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits[:, :, :h, :w]
+        if self.cfg.score == "sigmoid":
+            logits = torch.sigmoid(logits)
+        size = (h, w) if self.cfg.fit == "floor" else (fh, fw)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=self.cfg.window_align_corners)
+        if self.cfg.fit == "crop" and (fh, fw) != (h, w):
+            logits = F.pad(logits, [0, w - fw, 0, h - fh], mode="replicate")
+        logits = logits[:, :, :h, :w]
+        if self.cfg.pamr_steps > 0 and self.cfg.pamr_at == "window":
+            logits = pamr(crops, logits, self.cfg.pamr_steps, tuple(self.cfg.pamr_dilations))
+        return logits
 
     @torch.no_grad()
     def logits(self, image: torch.Tensor) -> torch.Tensor:
@@ -213,10 +257,10 @@ class Predictor:
         """uint8 [H,W,3] -> label ids int64 [H',W'] (background rule applied)."""
         bg = self.vocab.background
         if self.cfg.bg_score > 0 and bg is not None:
-            cos = self._per_class(self.label_logits(image, out_size), float("-inf"))
-            cos[bg] = float("-inf")
-            best, pred = cos.max(dim=0)
-            pred[best < self.cfg.bg_score] = bg
+            scores = self._per_class(self.label_logits(image, out_size), float("-inf"))
+            scores[bg] = float("-inf")
+            best, pred = scores.max(dim=0)
+            pred[best <= self.cfg.bg_score] = bg
             return pred.cpu().numpy().astype(np.int64)
         probs = self.probabilities(image, out_size)
         if self.cfg.area_thd > 0:

@@ -3,7 +3,9 @@
 A protocol file records, for every benchmark it defines, the class-name file and every inference
 setting, with the repository and file each value was read from, plus the peer's published scores.
 `resolve(protocol, benchmark)` merges the protocol's `defaults`, the benchmark entry and `--set`
-overrides into an `InferenceConfig`; results.json stores the result next to the scores.
+overrides into an `InferenceConfig`; results.json stores the result next to the scores. A protocol whose
+input size depends on the model (PixelCLIP: `squash_by_arch: {vit: 320, convnext: 640}`) takes it from the
+evaluated model's architecture (`resolve(..., model=...)`), recorded as `squash_from`.
 """
 
 from __future__ import annotations
@@ -40,10 +42,14 @@ class Resolved:
     classes: str | None          # class-list name under zss/manifests/classes; None = the data's own
     source: str                  # "repository: file"
     overrides: list[str] = field(default_factory=list)
+    squash_from: str | None = None  # "ARCH -> FAMILY" when the squash size came from the model
 
     def record(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "classes": self.classes, "source": self.source,
-                "overrides": list(self.overrides), "inference": to_dict(self.config)}
+        out = {"protocol": self.protocol, "classes": self.classes, "source": self.source,
+               "overrides": list(self.overrides), "inference": to_dict(self.config)}
+        if self.squash_from:
+            out["squash_from"] = self.squash_from
+        return out
 
 
 @lru_cache(maxsize=None)
@@ -81,8 +87,26 @@ def default_protocol(benchmark: str) -> str:
     return "zss" if benchmark in USER_DATA else "sclip"
 
 
-def resolve(protocol: str, benchmark: str, overrides: list[str] | None = None) -> Resolved:
-    """The protocol's defaults, then its benchmark entry, then `key=value` overrides."""
+def arch_family(arch: str | None) -> str | None:
+    """'convnext' or 'vit' from an architecture name (substring, so `zss-tiny-convnext` counts), else None."""
+    low = (arch or "").lower()
+    return "convnext" if "convnext" in low else "vit" if "vit" in low else None
+
+
+def _squash_by_arch(protocol: str, table: dict[str, int], model: str | None) -> tuple[int, str]:
+    arch = model_arch(model) if model else None
+    family = arch_family(arch)
+    if family not in table:
+        sizes = ", ".join(f"{k} {v}" for k, v in table.items())
+        raise ZssError(f"protocol {protocol} sizes the image by the model's architecture ({sizes}); cannot "
+                       f"tell this model's ({arch or 'unknown'}): pass --set squash=N")
+    return int(table[family]), f"{arch} -> {family}"
+
+
+def resolve(protocol: str, benchmark: str, overrides: list[str] | None = None,
+            model: str | None = None) -> Resolved:
+    """The protocol's defaults, then its benchmark entry, then `key=value` overrides; `model` gives the
+    architecture for a protocol with `squash_by_arch`."""
     data = _load(protocol)
     entries = data["benchmarks"]
     if benchmark not in entries:
@@ -92,10 +116,13 @@ def resolve(protocol: str, benchmark: str, overrides: list[str] | None = None) -
     meta = {k: entry.pop(k, None) for k in _META_KEYS}
     settings = {**(data.get("defaults") or {}), **entry}
     overrides = list(overrides or [])
+    by_arch, squash_from = settings.pop("squash_by_arch", None), None
+    if by_arch and not any(o.split("=", 1)[0].strip() == "squash" for o in overrides):
+        settings["squash"], squash_from = _squash_by_arch(protocol, by_arch, model)
     cfg = from_dict(InferenceConfig, apply_overrides(settings, overrides))
     cfg.validate()
     source = f"{data.get('repository')}: {meta['source']}" if meta["source"] else str(data.get("repository"))
-    return Resolved(protocol, benchmark, cfg, meta["classes"], source, overrides)
+    return Resolved(protocol, benchmark, cfg, meta["classes"], source, overrides, squash_from)
 
 
 def published_rows(protocol: str) -> list[dict[str, Any]]:

@@ -70,12 +70,14 @@ def get_templates(name: str) -> tuple[str, ...]:
 @torch.no_grad()
 def embed_words(encode_text: Callable[[list[str]], torch.Tensor], words: list[str],
                 templates: tuple[str, ...] | list[str], batch_size: int = 256,
-                encode_spans: Callable[[list[str], list[tuple[int, int]]], torch.Tensor] | None = None
-                ) -> torch.Tensor:
+                encode_spans: Callable[[list[str], list[tuple[int, int]]], torch.Tensor] | None = None,
+                encode_raw: Callable[[list[str]], torch.Tensor] | None = None) -> torch.Tensor:
     """[len(words), C] embeddings: each word under every template, L2-normalised, averaged, renormalised.
 
     With `encode_spans`, each prompt is embedded from the tokens of the word itself (its char span
-    inside the filled template) instead of the whole prompt.
+    inside the filled template) instead of the whole prompt; that path keeps its own pooling.
+    With `encode_raw` (Talk2DINO's `template_mean: raw`), the unnormalised template embeddings are
+    averaged and the mean is normalised once.
     """
     prompts = [t.format(w) for w in words for t in templates]
     if encode_spans is not None:
@@ -83,7 +85,10 @@ def embed_words(encode_text: Callable[[list[str]], torch.Tensor], words: list[st
         chunks = [encode_spans(prompts[i:i + batch_size], spans[i:i + batch_size]).float()
                   for i in range(0, len(prompts), batch_size)]
     else:
-        chunks = [encode_text(prompts[i:i + batch_size]).float() for i in range(0, len(prompts), batch_size)]
-    emb = torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+        encode = encode_raw or encode_text
+        chunks = [encode(prompts[i:i + batch_size]).float() for i in range(0, len(prompts), batch_size)]
+    emb = torch.cat(chunks)
+    if encode_raw is None or encode_spans is not None:
+        emb = torch.nn.functional.normalize(emb, dim=-1)
     emb = emb.view(len(words), len(templates), -1).mean(dim=1)
     return torch.nn.functional.normalize(emb, dim=-1)

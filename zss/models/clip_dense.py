@@ -320,8 +320,11 @@ class DenseCLIP(nn.Module):
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Strings -> L2-normalised embeddings [N,C] (the model's own tokenizer and pooling)."""
-        tokens = self.tokenize(texts)
-        return F.normalize(self.model.encode_text(tokens), dim=-1)
+        return F.normalize(self.encode_text_raw(texts), dim=-1)
+
+    def encode_text_raw(self, texts: list[str]) -> torch.Tensor:
+        """Strings -> the projected end-of-text embeddings [N,C], not normalised."""
+        return self.model.encode_text(self.tokenize(texts))
 
     def spec(self) -> dict[str, Any]:
         """What manifests and model directories record about this encoder."""
@@ -397,6 +400,10 @@ class OpenCLIPSegmenter(nn.Module):
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         return self.clip.encode_text(list(texts))
+
+    @torch.no_grad()
+    def encode_text_raw(self, texts: list[str]) -> torch.Tensor:
+        return self.clip.encode_text_raw(list(texts))
 
     @torch.no_grad()
     def encode_dense(self, images: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,9 @@ L2-normalised, so inference never needs to know which recipe produced the model.
 Optional: a `SpanSegmenter` can also embed a word from its own tokens inside a prompt
 (`encode_text_spans`, SimZSS's concept pooling) and says by `text_pooling == "concept"` that a class
 name should be embedded that way. `span_encoder(model)` gives that method, or None (the default:
-every prompt through `encode_text`), for any Segmenter.
+every prompt through `encode_text`), for any Segmenter. A `RawTextSegmenter` also gives its text
+embeddings before the L2 normalisation (`encode_text_raw`, for Talk2DINO's template mean of the raw
+embeddings); `raw_text_encoder(model)` gives that method or None.
 """
 
 from __future__ import annotations
@@ -37,6 +39,18 @@ class SpanSegmenter(Segmenter, Protocol):
     text_pooling: str  # "concept": class names are embedded by encode_text_spans; else by encode_text
 
     def encode_text_spans(self, texts: list[str], char_spans: list[tuple[int, int]]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class RawTextSegmenter(Segmenter, Protocol):
+    """A Segmenter that can give its text embeddings before the final L2 normalisation."""
+
+    def encode_text_raw(self, texts: list[str]) -> torch.Tensor: ...
+
+
+def raw_text_encoder(model: Segmenter) -> Optional[Callable[[list[str]], torch.Tensor]]:
+    """The model's `encode_text_raw` (unnormalised [N,C] text embeddings), or None."""
+    return model.encode_text_raw if isinstance(model, RawTextSegmenter) else None
 
 
 def span_encoder(model: Segmenter) -> Optional[SpanEncoder]:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zss.errors import ZssError
-from zss.formats.model_dir import read_model_config, read_weights
+from zss.formats.model_dir import read_model_config, read_weights, weights_file
 from zss.recipes.simzss.text_tower import TextConfig, TextTower
 from zss.utils.hashing import sha256_file
 
@@ -68,13 +68,16 @@ class SimZSSSegmenter(nn.Module):
         rec = config.get("backbone") or {}
         if not rec.get("name"):
             raise ZssError(f"{model_dir}/config.json records no backbone name")
-        ckpt = rec.get("checkpoint")
+        # files inside the folder are named relative to it; older directories hold absolute paths
+        ckpt = weights_file(model_dir, rec.get("checkpoint"))
+        den = dict(rec.get("denoiser") or {})
+        if den.get("file"):
+            den["file"] = weights_file(model_dir, den["file"], "denoiser weights")
         if ckpt and rec.get("sha256") and Path(ckpt).is_file() and sha256_file(ckpt) != rec["sha256"]:
             raise ZssError(f"backbone checkpoint {ckpt} differs from the one the model was trained on "
                            f"(sha256 mismatch)")
         norm = rec.get("normalize") or {}
         name = norm.get("name", "auto")
-        den = rec.get("denoiser") or {}
         if den.get("file") and den.get("sha256") and Path(den["file"]).is_file() \
                 and sha256_file(den["file"]) != den["sha256"]:
             raise ZssError(f"denoiser weights {den['file']} differ from the ones the model was trained on "
@@ -90,6 +93,11 @@ class SimZSSSegmenter(nn.Module):
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """[N, C] L2-normalised end-of-text embeddings."""
         return self.tower.encode(list(texts))
+
+    @torch.no_grad()
+    def encode_text_raw(self, texts: list[str]) -> torch.Tensor:
+        """[N, C] end-of-text embeddings before the L2 normalisation."""
+        return self.tower.encode_raw(list(texts))
 
     @torch.no_grad()
     def encode_text_spans(self, texts: list[str], char_spans: list[tuple[int, int]]) -> torch.Tensor:

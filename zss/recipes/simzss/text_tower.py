@@ -85,9 +85,14 @@ class TextTower(nn.Module):
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
         """L2-normalised end-of-text embeddings [N, D] of `texts` (for zero-shot classifiers)."""
+        return F.normalize(self.encode_raw(texts), dim=-1)
+
+    @torch.no_grad()
+    def encode_raw(self, texts: list[str]) -> torch.Tensor:
+        """End-of-text embeddings [N, D] of `texts`, before the L2 normalisation."""
         device = self.text.positional_embedding.device
         _, eot = self(self.tokenize(texts).to(device))
-        return F.normalize(eot.float(), dim=-1)
+        return eot.float()
 
     @torch.no_grad()
     def encode_spans(self, texts: list[str], char_spans: list[tuple[int, int]]) -> torch.Tensor:
