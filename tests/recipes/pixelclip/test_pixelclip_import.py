@@ -100,6 +100,13 @@ def test_import_round_trips_every_tensor(tmp_path):
     feats, _ = ref.dense(x, with_global=False)
     dense = seg.encode_dense(x)
     assert torch.allclose(dense, torch.nn.functional.normalize(feats, dim=-1).permute(0, 3, 1, 2), atol=1e-5)
+    # every file is named relative to the folder: moved elsewhere, the same features (issue 23)
+    assert config["clip"]["file"] == "model.safetensors" and config["prompts"]["file"] == "prompts.safetensors"
+    moved = tmp_path / "moved" / "imported"
+    moved.parent.mkdir()
+    out.rename(moved)
+    ckpt.unlink()
+    assert torch.equal(load_segmenter(str(moved)).encode_dense(x), dense)
 
 
 @pytest.mark.parametrize("change, message", [

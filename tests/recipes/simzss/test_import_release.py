@@ -80,6 +80,14 @@ def test_import_round_trip_and_segment(tmp_path, release_state):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (56, 70, 3), dtype=np.uint8)).save(img)
     assert main(["segment", str(out), str(img), "--vocab", "dog,sky", "--out", str(tmp_path / "seg")]) == 0
     assert any((tmp_path / "seg").iterdir())
+    # the imported directory names its files relative to itself: moved, it segments the same (issue 23)
+    assert config["backbone"]["checkpoint"] == "backbone.safetensors"
+    assert config["backbone"]["denoiser"]["file"] == "denoiser.safetensors"
+    moved = tmp_path / "moved" / "imported"
+    moved.parent.mkdir()
+    out.rename(moved)
+    assert main(["segment", str(moved), str(img), "--vocab", "dog,sky", "--out", str(tmp_path / "seg2")]) == 0
+    assert (tmp_path / "seg" / "im.png").read_bytes() == (tmp_path / "seg2" / "im.png").read_bytes()
 
 
 def test_import_errors_name_the_key(tmp_path, capsys, release_state):

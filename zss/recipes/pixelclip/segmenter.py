@@ -15,7 +15,6 @@ embeddings of the real class names. Layout of the directory:
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from torch import nn
 
 from zss.errors import ZssError
 from zss.models.clip_dense import DenseCLIP, OpenCLIPSegmenter, load_clip_dense
-from zss.formats.model_dir import SCHEMA, read_model_config, read_weights
+from zss.formats.model_dir import SCHEMA, bundle_concept_bank, read_model_config, read_weights
 
 
 
@@ -46,11 +45,7 @@ def write_model_dir(net: nn.Module, out_dir: Path, default_size: int, source: di
               str(out_dir / "prompts.safetensors"))
     save_file({k: v.detach().cpu().contiguous() for k, v in net.decoder.state_dict().items()},
               str(out_dir / "decoder.safetensors"))
-    if concept_bank is not None:
-        shutil.copyfile(concept_bank, out_dir / "concepts.json")
-        index_file = (json.loads(concept_bank.read_text()).get("index") or {}).get("file")
-        if index_file and (concept_bank.parent / index_file).is_file():
-            shutil.copyfile(concept_bank.parent / index_file, out_dir / index_file)
+    bundle_concept_bank(concept_bank, out_dir)
     config = {"kind": "pixelclip", "schema": SCHEMA, "mode": net.mode,
               "clip": {**clip.spec(), "source": source, "file": "model.safetensors"},
               "adapter": adapter_cfg,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from zss.errors import ZssError
+from zss.formats.model_dir import bundle_backbone, bundle_concept_bank
 from zss.formats.npy import load_npy
 from zss.formats.shards import decode_patch, view_member
 from zss.recipes.simzss.text_tower import TextConfig, build_text_tower
@@ -196,14 +196,12 @@ class SimZSSRecipe(Recipe):
         out_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in model.tower.state_dict().items()}
         save_file(state, str(out_dir / "model.safetensors"), metadata={"kind": "simzss"})
-        bank = self.concept_bank_file()
-        if bank is not None:
-            shutil.copyfile(bank, out_dir / "concepts.json")
-        config = {"kind": "simzss", "schema": 1, "backbone": self.backbone,
+        bundle_concept_bank(self.concept_bank_file(), out_dir)
+        config = {"kind": "simzss", "schema": 1, "backbone": bundle_backbone(self.backbone, out_dir),
                   "feature": self.manifest.get("feature", {}), "text": asdict(self.cfg.text),
                   "embed_dim": self.dim, "tokenizer": "clip-bpe", "global": self.cfg.global_token,
                   "text_pooling": self.cfg.text_pooling,
                   "logit_scale": float(model.logit_scale.detach().exp().clamp(max=model.logit_scale_max)),
-                  "trained_on": {"shards": str(self.shards.resolve()),
+                  "trained_on": {"shards": self.shards_name,
                                  "concept_bank": self.manifest.get("concept_bank", {})}}
         (out_dir / "config.json").write_text(json.dumps(config, indent=2))

@@ -130,13 +130,13 @@ def import_simzss(ckpt: Path, out: Path, backbone: str = RELEASE_BACKBONE) -> Pa
     save_file({k: v.detach().contiguous() for k, v in vit.state_dict().items()}, str(out / "backbone.safetensors"))
     save_denoiser(den, out / "denoiser.safetensors")
     mean, std = NORMALIZATIONS["clip"]
-    bb_file, den_file = (out / "backbone.safetensors").resolve(), (out / "denoiser.safetensors").resolve()
+    bb_file, den_file = out / "backbone.safetensors", out / "denoiser.safetensors"  # named relative to OUT
     record: dict[str, Any] = {
-        "name": backbone, "checkpoint": str(bb_file), "sha256": sha256_file(bb_file),
+        "name": backbone, "checkpoint": bb_file.name, "sha256": sha256_file(bb_file),
         "img_size": RELEASE_IMG_SIZE, "patch_size": int(vit.patch_embed.patch_size[0]), "embed_dim": dim,
         "num_prefix_tokens": int(vit.num_prefix_tokens), "global": "cls",
         "normalize": {"name": "clip", "mean": list(mean), "std": list(std)},
-        "denoiser": {"type": "transformer", "file": str(den_file), "sha256": sha256_file(den_file),
+        "denoiser": {"type": "transformer", "file": den_file.name, "sha256": sha256_file(den_file),
                      "dim": dim, "grid": grid}}
     config = {"kind": "simzss", "schema": 1, "backbone": record, "feature": {"dim": dim},
               "text": asdict(tcfg), "embed_dim": dim, "tokenizer": "clip-bpe", "global": "cls",
