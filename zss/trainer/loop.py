@@ -29,7 +29,7 @@ from torch import nn
 from zss.errors import Interrupted, ZssError
 from zss.trainer import distributed as D
 from zss.trainer.checkpoints import list_checkpoints, load_newest_readable, rng_state, save_checkpoint, set_rng_state
-from zss.trainer.config import TrainConfig
+from zss.trainer.config import RESOLVED_KEY, TrainConfig, effective_lr, lr_rule_text
 from zss.trainer.data import Position, ShardStream, shards_from_manifest
 from zss.trainer.recipe import Recipe
 from zss.utils.config import dump_yaml
@@ -118,11 +118,11 @@ def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def make_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
     """AdamW, fused when this torch build supports it on the device: one kernel over all
     parameters instead of a loop (≈6-9× faster on CPU, where the step over a 49k-row token
     embedding otherwise costs as much as a small tower's forward+backward)."""
-    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    kwargs = dict(lr=effective_lr(cfg, 1) if lr is None else lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
     try:
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):
@@ -251,7 +251,7 @@ class _Run:
         """One optimizer step at the scheduled learning rate; returns its values for the logs,
         averaged over the processes (loss terms, grad norm, lr, skipped samples and shards)."""
         cfg = self.cfg
-        lr = lr_at(self.step, self.n_steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
+        lr = lr_at(self.step, self.n_steps, effective_lr(cfg, self.info.world_size), cfg.warmup, cfg.min_lr_ratio)
         for g in self.opt.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         sums = self._accumulate(batches)
@@ -280,7 +280,7 @@ def _build(recipe: Recipe, cfg: TrainConfig, info: D.DistInfo, device: torch.dev
     """The model (seeded by `cfg.seed`), optimizer, grad scaler and this process's shard stream."""
     torch.manual_seed(cfg.seed)
     model = recipe.build_model().to(device)
-    opt = make_optimizer(recipe.param_groups(model, cfg.weight_decay), cfg)
+    opt = make_optimizer(recipe.param_groups(model, cfg.weight_decay), cfg, effective_lr(cfg, info.world_size))
     amp_dtype = _amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     stream = ShardStream(shards_from_manifest(recipe.shards, recipe.manifest),
@@ -297,8 +297,11 @@ def _open_metrics(run_dir: Path, resolved_config: dict[str, Any] | None, run: _R
     if not run.info.is_main:
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resolved_config is not None:
-        dump_yaml(resolved_config, run_dir / "config.yaml")
+    cfg, world = run.cfg, run.info.world_size
+    log.info("%s", lr_rule_text(cfg, world))
+    if resolved_config is not None:  # the config as given, plus what the run computed from it
+        resolved = {"lr": effective_lr(cfg, world), "lr_scaling": cfg.lr_scaling, "world_size": world}
+        dump_yaml({**resolved_config, RESOLVED_KEY: resolved}, run_dir / "config.yaml")
     return _Metrics(run_dir, run.step, run.cfg.tensorboard)
 
 

@@ -10,7 +10,7 @@ from test_official_presets import _flat
 from zss.ingest.config import PRESET_DIR, build_config
 from zss.paths import MANIFESTS
 from zss.recipes.simzss.recipe import SimZSSConfig
-from zss.trainer.config import TrainConfig
+from zss.trainer.config import TrainConfig, effective_lr
 from zss.utils.config import from_dict, load_config, to_dict
 
 TRAIN = MANIFESTS / "train" / "simzss-official.yaml"
@@ -26,7 +26,7 @@ EXPECTED_INGEST = {
     "decode.views": 2, "decode.view_scale_min": 0.9, "decode.view_scale_max": 1.0,
 }
 EXPECTED_TRAIN = {
-    "lr": 3e-5, "warmup": 0.1, "weight_decay": 0.2, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6,
+    "lr": 3e-5, "lr_scaling": "linear-256", "warmup": 0.1, "weight_decay": 0.2, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6,
     "batch_size": 512, "steps": 7840, "accum_steps": 1, "min_lr_ratio": 0.0, "grad_clip": 0.0,
     "amp": True, "seed": 0,
     "recipe.text.width": 512, "recipe.text.heads": 8, "recipe.text.layers": 12,
@@ -62,6 +62,13 @@ def test_train_preset_resolves_to_the_release_and_states_every_field():
     _check(resolved, EXPECTED_TRAIN)
     written = _flat(yaml.safe_load(TRAIN.read_text()))
     assert set(written) == set(resolved)
+
+
+def test_train_preset_resolves_the_authors_learning_rate():
+    """main.py L320-322 with args_coco.json (batch 512, one process): 3e-5 x 512 x 1 / 256 = 6e-5."""
+    cfg = load_config(TrainConfig, TRAIN)
+    assert effective_lr(cfg, 1) == pytest.approx(6e-5, rel=1e-12)
+    assert effective_lr(cfg, 2) == pytest.approx(1.2e-4, rel=1e-12)
 
 
 def test_zss_own_presets_stay_separate():
