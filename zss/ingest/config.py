@@ -130,6 +130,13 @@ def views_record(cfg: IngestConfig) -> dict[str, Any]:
     from zss.ingest.stages.decode import VIEW_RATIO
 
     d = cfg.decode
+    if d.center_square > 0:
+        return {"n": d.views, "view0": "the centred square (side = short side), resized",
+                "crop": f"random-resized crop drawn on a {d.center_square}x{d.center_square} grid over the "
+                        "centred square, resized bicubic to the input size",
+                "scale": [d.view_scale_min, d.view_scale_max], "ratio": [VIEW_RATIO[0], VIEW_RATIO[1]],
+                "seed": d.view_seed, "box": "[top, left, height, width] in original pixels",
+                "rng": "(seed, row index, view index)"}
     return {"n": d.views, "view0": "whole image (the square/short-side resize)",
             "crop": "random-resized crop of the original, resized bicubic to the input size",
             "scale": [d.view_scale_min, d.view_scale_max], "ratio": [VIEW_RATIO[0], VIEW_RATIO[1]],
@@ -143,5 +150,7 @@ def fingerprint(cfg: IngestConfig, source: dict[str, Any]) -> str:
     if data["decode"].get("views", 1) == 1:  # no crops: their settings change nothing written, and
         for key in VIEW_KEYS:                # folders made before views existed stay resumable
             data["decode"].pop(key, None)
+    if not data["decode"].get("center_square"):  # off: folders made before the setting stay resumable
+        data["decode"].pop("center_square", None)
     data["source"] = {k: v for k, v in source.items() if k != "n"}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

@@ -24,6 +24,7 @@ EXPECTED_INGEST = {
     "concepts.text_encoder": None,
     # RandomResizedCrop(scale 0.9-1) redrawn per sighting, approximated by cached views (docs/ingest.md)
     "decode.views": 2, "decode.view_scale_min": 0.9, "decode.view_scale_max": 1.0,
+    "decode.center_square": 512,  # README L43-47 img2dataset --image_size 512 --resize_mode center_crop
 }
 EXPECTED_TRAIN = {
     "lr": 3e-5, "lr_scaling": "linear-256", "warmup": 0.1, "weight_decay": 0.2, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6,

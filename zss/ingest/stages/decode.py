@@ -10,6 +10,11 @@ Augmented views (`views` V > 1): besides the image (view 0, the whole picture, e
 stores), V - 1 random-resized crops of the original are drawn, seeded by (`view_seed`, the sample's
 row index, the view index), so a resumed run crops the same boxes. Only features are computed for
 them (masks, concepts and the stored JPEG belong to view 0).
+
+Centre square (`center_square` N > 0, SimZSS's img2dataset `--image_size N --resize_mode center_crop`):
+the image is first cut to its centred square (side = the short side), view 0 is that square resized,
+and the crops of views 1..V-1 are drawn on an N x N grid over that square (boxes still recorded in
+original pixels), so no view ever sees the cut-off sides and none is squashed.
 """
 
 from __future__ import annotations
@@ -60,6 +65,17 @@ class DecodeConfig:
     view_scale_min: float = setting(0.9, gt=0, le=1)
     view_scale_max: float = setting(1.0, gt=0, le=1)
     view_seed: int = setting(0, ge=0)
+    center_square: int = setting(0, ge=0)  # N > 0: keep the centred square only, crops drawn on an N x N grid
+
+
+def view_region(orig: tuple[int, int], cfg: DecodeConfig) -> tuple[int, int, int, int]:
+    """The part of an (H, W) original every view comes from, (top, left, height, width): the whole
+    image, or with `center_square` the centred square whose side is the short side."""
+    h, w = orig
+    if cfg.center_square <= 0:
+        return 0, 0, h, w
+    side = min(h, w)
+    return (h - side) // 2, (w - side) // 2, side, side
 
 
 class DecodeError(Exception):
@@ -132,19 +148,23 @@ def crop_box(h: int, w: int, rng: random.Random, scale: tuple[float, float],
 
 def _crop_views(rgb: Image.Image, orig: tuple[int, int], index: int,
                 cfg: DecodeConfig) -> tuple[list[np.ndarray], list[list[int]]]:
-    """Views 1..V-1 of a decoded image: crops (boxes in original pixels, mapped onto `rgb`, which a
-    JPEG draft may have shrunk) resized bicubic to the backbone's input size."""
-    h, w = orig
-    sy, sx = rgb.size[1] / h, rgb.size[0] / w
+    """Views 1..V-1 of a decoded image: crops drawn inside `view_region` (on an N x N grid with
+    `center_square` N), boxes in original pixels, mapped onto `rgb` (the region's pixels, which a
+    JPEG draft may have shrunk), resized bicubic to the backbone's input size."""
+    top0, left0, rh, rw = view_region(orig, cfg)
+    sy, sx = rgb.size[1] / rh, rgb.size[0] / rw
+    gh, gw = (cfg.center_square, cfg.center_square) if cfg.center_square > 0 else (rh, rw)
+    fy, fx = rh / gh, rw / gw
     images, boxes = [], []
     for v in range(1, cfg.views):
-        top, left, bh, bw = crop_box(h, w, view_rng(cfg.view_seed, index, v),
-                                     (cfg.view_scale_min, cfg.view_scale_max))
+        t, l, bh, bw = crop_box(gh, gw, view_rng(cfg.view_seed, index, v),
+                                (cfg.view_scale_min, cfg.view_scale_max))
+        top, left, height, width = t * fy, l * fx, bh * fy, bw * fx  # inside the region
         th, tw = target_size(bh, bw, cfg)
         crop = rgb.resize((tw, th), Image.BICUBIC,
-                          box=(left * sx, top * sy, (left + bw) * sx, (top + bh) * sy))
+                          box=(left * sx, top * sy, (left + width) * sx, (top + height) * sy))
         images.append(np.asarray(crop, dtype=np.uint8))
-        boxes.append([top, left, bh, bw])
+        boxes.append([round(top0 + top), round(left0 + left), round(height), round(width)])
     return images, boxes
 
 
@@ -171,14 +191,20 @@ def decode_views(data: bytes, cfg: DecodeConfig, index: int | None
             if w <= 0 or h <= 0:
                 raise DecodeError("decode_error", f"image has size {w}x{h}")
             orientation = im.getexif().get(0x0112, 1)
-            th, tw = target_size(h, w, cfg) if orientation < 5 else target_size(w, h, cfg)
+            orig = (h, w) if orientation < 5 else (w, h)
+            _, _, rh, rw = view_region(orig, cfg)
+            th, tw = target_size(rh, rw, cfg)
+            dh, dw = math.ceil(th * orig[0] / rh), math.ceil(tw * orig[1] / rw)  # the whole image at that scale
             if im.format == "JPEG":
                 # DCT-domain downscaling: decodes big photos at a fraction of the cost.
-                im.draft("RGB", (tw, th) if orientation < 5 else (th, tw))
+                im.draft("RGB", (dw, dh) if orientation < 5 else (dh, dw))
             im.load()
             im = ImageOps.exif_transpose(im)
             rgb = _to_rgb(im, cfg.background)
-            orig = (h, w) if orientation < 5 else (w, h)
+            if cfg.center_square > 0:  # cut first (as img2dataset does), so no view sees the sides
+                top, left, _, _ = view_region(orig, cfg)
+                sy, sx = rgb.size[1] / orig[0], rgb.size[0] / orig[1]
+                rgb = rgb.crop((round(left * sx), round(top * sy), round((left + rw) * sx), round((top + rh) * sy)))
             crops, boxes = (_crop_views(rgb, orig, index, cfg) if index is not None and cfg.views > 1
                             else ([], []))
             if rgb.size != (tw, th):
@@ -262,7 +288,10 @@ class DecodeStage:
                     size[i] = image.shape[:2]
                     if with_views:
                         view_images[i] = crops
-                        view_boxes[i] = [[0, 0, int(orig[0]), int(orig[1])]] + boxes
+                        view_boxes[i] = [[int(v) for v in view_region(orig, self.cfg)]] + boxes
+                    if src_masks[i] and self.cfg.center_square > 0:
+                        raise ZssError("decode.center_square cuts the image; it cannot carry SA-1B masks "
+                                       "(set masks.mode none or center_square 0)")
                     if src_masks[i]:
                         try:
                             src_masks[i] = resize_masks(src_masks[i], orig, image.shape[:2])
