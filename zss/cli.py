@@ -25,6 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 concepts_app = typer.Typer(no_args_is_help=True, help="Build and query the faiss concept bank.")
 app.add_typer(concepts_app, name="concepts")
 import_app = typer.Typer(no_args_is_help=True, help="Import checkpoints released by a method's authors.")
+data_app = typer.Typer(no_args_is_help=True, help="Benchmark data: official downloads -> what zss eval reads.")
+app.add_typer(data_app, name="data")
 
 
 def _typer_param(param: Param) -> Any:
@@ -169,18 +171,22 @@ def eval_(model: str = typer.Argument(..., help="Model directory or openclip:ARC
           save_predictions: bool = typer.Option(False, "--save-predictions"),
           limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images."),
           set_: List[str] = typer.Option([], "--set", help="Protocol override key=value."),
+          vocab: Optional[str] = typer.Option(None, "--vocab", help="auto | auto:FILE: name each image from a "
+                                              "name bank and score the names against the benchmark's classes "
+                                              "(docs/auto-vocab.md)."),
           ) -> None:
     """Score a model on standard benchmarks (mIoU, aAcc, per class)."""
     from zss.eval.evaluate import run_eval
 
     typer.echo(run_eval(model=model, benchmark=benchmark, data_root=data_root, protocol=protocol,
-                        out=out, save_predictions=save_predictions, limit=limit, overrides=set_))
+                        out=out, save_predictions=save_predictions, limit=limit, overrides=set_, vocab=vocab))
 
 
 @app.command()
 def segment(model: str = typer.Argument(..., help="Model directory or openclip:ARCH[:CKPT]."),
             image: Path = typer.Argument(..., help="An image or a folder of images."),
-            vocab: Optional[str] = typer.Option(None, "--vocab", help='Classes "a,b;b2,c" (";" = synonyms).'),
+            vocab: Optional[str] = typer.Option(None, "--vocab", help='Classes "a,b;b2,c" (";" = synonyms), or '
+                                                'auto / auto:FILE: names chosen per image from a name bank.'),
             vocab_file: Optional[Path] = typer.Option(None, "--vocab-file", help="One class per line."),
             out: Path = typer.Option(Path("segment_out"), "--out"),
             set_: List[str] = typer.Option([], "--set", help="Inference override key=value."),
@@ -225,6 +231,19 @@ def concepts_lookup(bank: Path = typer.Argument(..., help="concepts.json (with i
     from zss.ingest.concept_bank import lookup_cli
 
     typer.echo(lookup_cli(bank=bank, words=words, k=k, text_encoder=text_encoder))
+
+
+@data_app.command("prepare")
+def data_prepare(name: str = typer.Argument(..., metavar="NAME", help="coco_stuff | coco_object | context | cityscapes | "
+                                            "voc | ade20k (the last two: checked, need no conversion)."),
+                 raw: Path = typer.Argument(..., metavar="RAW_DIR", help="The official archives, extracted as their instructions "
+                                            "say (docs/eval.md)."),
+                 out: Optional[Path] = typer.Argument(None, metavar="OUT", help="Data root to write (zss eval --data-root)."),
+                 ) -> None:
+    """Convert a benchmark's official download into the layout `zss eval --data-root` reads (resumable)."""
+    from zss.eval.prepare import run_prepare
+
+    typer.echo(run_prepare(name, raw, out))
 
 
 @app.command()
