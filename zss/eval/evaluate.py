@@ -191,10 +191,19 @@ def _protocols_for(benchmark: str, data_root: Path, protocol: str | None) -> lis
 
 def run_eval(model: str, benchmark: str, data_root: Path, protocol: str | None = None, out: Path | None = None,
              save_predictions: bool = False, limit: int | None = None,
-             overrides: list[str] | None = None) -> str:
+             overrides: list[str] | None = None, vocab: str | None = None) -> str:
     """Evaluate `model` on one benchmark or `all` found under `data_root`, under one protocol or `all`;
-    returns a printable summary."""
+    returns a printable summary. `vocab="auto"` / `"auto:FILE"`: names chosen per image, scored under
+    a WordNet name -> class mapping next to the given-vocabulary score (zss.eval.auto_eval)."""
+    from zss.eval.auto_segment import auto_bank, auto_settings
     from zss.recipes import load_segmenter
+
+    bank = auto_bank(vocab)
+    if vocab is not None and bank is None:
+        raise ZssError(f"zss eval --vocab takes auto or auto:FILE (the benchmark's own classes are the default), "
+                       f"not {vocab!r}")
+    auto, overrides = auto_settings(bank, overrides)
+    namer = None
 
     data_root = Path(data_root)
     if not data_root.is_dir():
@@ -214,6 +223,12 @@ def run_eval(model: str, benchmark: str, data_root: Path, protocol: str | None =
         pred_dir = (out / proto if len(plan) > 1 else out) if save_predictions else None
         for bench, res in items:
             r = evaluate_benchmark(segmenter, bench, data_root, res.config, device, pred_dir, limit, res.classes)
+            if bank is not None:
+                from zss.eval.auto_eval import evaluate_auto, make_auto_namer
+
+                namer = make_auto_namer(segmenter, str(model), bank, res.config, auto, device, namer)
+                r = {**evaluate_auto(namer, bench, data_root, res.config, pred_dir, limit, res.classes),
+                     "given_vocab": {k: r[k] for k in ("mIoU", "aAcc", "mAcc", "per_class", "seconds")}}
             results[bench.name] = {**r, **res.record()}
         run: dict[str, Any] = {"protocol_info": protocol_info(proto), "benchmarks": results}
         if len([n for n in PAPER_ORDER if n in results]) > 1:
@@ -230,7 +245,12 @@ def run_eval(model: str, benchmark: str, data_root: Path, protocol: str | None =
         payload.update({"protocol": "all", "protocols": runs})
     (out / "results.json").write_text(json.dumps(payload, indent=2))
     write_markdown(out / "results.md", str(model), runs)
-    return "\n".join(_print_lines(runs, str(model)) + [f"results: {out / 'results.md'} and {out / 'results.json'}"])
+    lines = _print_lines(runs, str(model))
+    if bank is not None:
+        from zss.eval.auto_eval import auto_lines
+
+        lines = [line for proto, run in runs.items() for line in auto_lines(run["benchmarks"], proto)]
+    return "\n".join(lines + [f"results: {out / 'results.md'} and {out / 'results.json'}"])
 
 
 def _print_lines(runs: dict[str, dict[str, Any]], model: str) -> list[str]:

@@ -123,15 +123,24 @@ def segment_image(predictor: Predictor, path: Path, stem: Path, max_pixels: int 
 def run_segment(model: str, inputs: Path, vocab: str | None = None, vocab_file: Path | None = None,
                 out: Path = Path("segment_out"), overrides: list[str] | None = None) -> str:
     """Segment one image or a folder; writes OUT/REL.png, OUT/REL_overlay.png, OUT/REL.json per image."""
+    from zss.eval.auto_segment import auto_bank, auto_settings, make_namer, segment_image_auto
     from zss.recipes import load_segmenter
 
-    words = load_vocabulary(vocab, vocab_file)
+    bank = auto_bank(vocab) if vocab_file is None else None  # --vocab auto | auto:FILE (docs/auto-vocab.md)
+    words = load_vocabulary(vocab, vocab_file) if bank is None else None
+    auto, overrides = auto_settings(bank, overrides)
     max_pixels, _ = _split_max_pixels(list(overrides or []))
     cfg = segment_config(overrides)
     base, images = list_images(Path(inputs))
     out = Path(out)
     device = default_device()
-    predictor = Predictor(load_segmenter(model, device), words, cfg, device)
+    segmenter = load_segmenter(model, device)
+    if bank is None:
+        predictor = Predictor(segmenter, words, cfg, device)
+        segment_one = lambda path, stem: segment_image(predictor, path, stem, max_pixels)  # noqa: E731
+    else:
+        namer = make_namer(segmenter, model, bank, cfg, auto, device)
+        segment_one = lambda path, stem: segment_image_auto(namer, path, stem, read_image(path, max_pixels))  # noqa: E731
     written: list[Path] = []
     failed: list[dict[str, str]] = []
     with StopRequest() as stop, progress_bar() as bar:
@@ -140,8 +149,7 @@ def run_segment(model: str, inputs: Path, vocab: str | None = None, vocab_file: 
             if stop.signum is not None:
                 break
             try:
-                written.append(segment_image(predictor, path, out / path.relative_to(base).with_suffix(""),
-                                             max_pixels))
+                written.append(segment_one(path, out / path.relative_to(base).with_suffix("")))
             except BadItem as exc:
                 failed.append({"image": str(path), "kind": exc.kind, "reason": str(exc)})
                 print(f"zss: skipped {path}: {exc}", file=sys.stderr, flush=True)

@@ -1,0 +1,221 @@
+"""`--vocab auto`: name an image's regions from a name bank, then segment it with those names.
+
+Per image (docs/auto-vocab.md):
+
+1. dense features: the ordinary inference pass (`Predictor.logits`, same resize and windows) through
+   a model wrapper that keeps each window's features, so the final segmentation reuses them instead
+   of running the image encoder twice;
+2. regions: online feature k-means (`feature-kmeans`: spherical k-means over the patch grid of those
+   features, `zss.utils.kmeans.kmeans_label_grid`; `k` regions);
+3. each region's embedding (mean of its unit patch features, renormalised) -> the top-k names of the
+   bank's faiss index in the model's text space (`zss.eval.name_index`);
+4. calibration against unseen names: a model that records the concepts it was trained on
+   (`MODEL_DIR/concepts.json`, SimZSS) gives every other name a penalty `unseen_penalty` on its
+   cosine: a text tower trained on few words scores names it never saw at random, and with tens of
+   thousands of them some random score wins; the bank is not restricted (a clearly better unseen
+   name still wins). Models without a record (CLIP, PixelCLIP: web-scale text) get no penalty;
+5. pick / merge synonyms and near-duplicates / unknown (`zss.eval.auto_names`);
+6. the ordinary segmentation with the chosen names as the vocabulary (inference templates and
+   settings unchanged); pixels of unknown regions get the class `unknown`, the last id.
+
+Settings: `--set auto.KEY=VALUE` for the AutoVocabConfig fields below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zss.errors import ZssError
+from zss.eval.auto_names import UNKNOWN, Candidate, ChosenName, Region, choose_names
+from zss.eval.inference import InferenceConfig, Predictor, window_starts
+from zss.eval.name_index import NameIndex, load_name_index
+from zss.formats.name_bank import NameBank
+from zss.formats.vocab import Vocabulary
+from zss.utils.config import apply_overrides, from_dict, setting
+from zss.utils.kmeans import kmeans_label_grid, upsample_labels
+
+
+@dataclass
+class AutoVocabConfig:
+    """`--set auto.KEY=VALUE`."""
+
+    regions: str = setting("feature-kmeans", choices=("feature-kmeans",))
+    k: int = setting(6, ge=1, le=64)                 # regions per image
+    top_k: int = setting(5, ge=1, le=100)            # names retrieved per region
+    min_score: float = setting(0.05, ge=-1.0, le=1.0)  # calibrated score under which a region is unknown
+    unseen_penalty: float = setting(0.15, ge=0.0)    # subtracted from names the model was not trained on
+    max_names: int = setting(12, ge=1)               # names per image at most
+    iters: int = setting(30, ge=1)                   # k-means steps
+    seed: int = 0
+
+
+def split_auto_overrides(overrides: list[str] | None) -> tuple[AutoVocabConfig, list[str]]:
+    """`auto.*` overrides -> AutoVocabConfig; the rest are left for the inference config."""
+    mine = [o[len("auto."):] for o in overrides or [] if o.strip().startswith("auto.")]
+    rest = [o for o in overrides or [] if not o.strip().startswith("auto.")]
+    return from_dict(AutoVocabConfig, apply_overrides({}, mine), prefix="auto."), rest
+
+
+def training_names(model_spec: str | Path) -> set[str] | None:
+    """Lower-cased names and synonyms of the concepts a model directory records it was trained on
+    (`concepts.json`), or None when it records none."""
+    path = Path(str(model_spec))
+    if not path.is_dir():
+        return None
+    from zss.formats.model_dir import resolve_model_dir
+
+    bank = resolve_model_dir(path) / "concepts.json"
+    if not bank.is_file():
+        return None
+    try:
+        concepts = json.loads(bank.read_text()).get("concepts") or []
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ZssError(f"{bank} is not a concept bank ({exc})") from exc
+    names = {str(n).lower() for c in concepts for n in [c.get("name", "")] + list(c.get("synonyms") or [])}
+    return {n for n in names if n} or None
+
+
+class FeatureTap(torch.nn.Module):
+    """A Segmenter wrapper: `encode_dense` keeps its outputs (by the input's bytes) until `clear()`,
+    so a second inference pass over the same windows costs nothing; text embeddings are kept per
+    prompt for the whole run (the same names recur across images)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.inner = model
+        self.patch_size = model.patch_size
+        self.default_size = model.default_size
+        self.calls: list[torch.Tensor] = []       # this image's window features, in call order
+        self._dense: dict[bytes, torch.Tensor] = {}
+        self._text: dict[Any, torch.Tensor] = {}
+        if hasattr(model, "text_pooling"):
+            self.text_pooling = model.text_pooling
+        if callable(getattr(model, "encode_text_spans", None)):
+            self.encode_text_spans = self._encode_text_spans
+
+    def clear(self) -> None:
+        self.calls, self._dense = [], {}
+
+    def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
+        key = hashlib.blake2b(images.detach().float().cpu().numpy().tobytes(), digest_size=16).digest()
+        key += str(tuple(images.shape)).encode()
+        if key not in self._dense:
+            self._dense[key] = self.inner.encode_dense(images)
+            self.calls.append(self._dense[key])
+        return self._dense[key]
+
+    def _cached(self, keys: list[Any], compute) -> torch.Tensor:
+        todo = [i for i, k in enumerate(keys) if k not in self._text]
+        if todo:
+            for i, row in zip(todo, compute(todo)):
+                self._text[keys[i]] = row
+        return torch.stack([self._text[k] for k in keys])
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return self._cached(list(texts), lambda idx: self.inner.encode_text([texts[i] for i in idx]))
+
+    def _encode_text_spans(self, texts: list[str], spans: list[tuple[int, int]]) -> torch.Tensor:
+        keys = [(t, tuple(s)) for t, s in zip(texts, spans)]
+        return self._cached(keys, lambda idx: self.inner.encode_text_spans([texts[i] for i in idx],
+                                                                           [spans[i] for i in idx]))
+
+
+@dataclass
+class AutoResult:
+    label: np.ndarray              # int64 ids into `names`
+    names: list[str]               # the per-image vocabulary, then "unknown" (last)
+    chosen: list[ChosenName]
+    regions: np.ndarray            # region id per patch cell
+    unknown_area: float
+
+    def records(self, bank: NameBank, label_area: dict[str, float] | None = None) -> list[dict[str, Any]]:
+        """The chosen names for the per-image JSON and the page: name, synset, score, areas."""
+        out = []
+        for n in self.chosen:
+            e = bank.entries[n.entry]
+            out.append({"name": n.name, "id": e.id, "synonyms": list(e.synonyms), "queries": n.phrases,
+                        "score": round(n.score, 4), "cosine": round(n.cosine, 4),
+                        "region_area": round(n.area, 4),
+                        **({"area": round(label_area.get(n.name, 0.0), 4)} if label_area is not None else {})})
+        return out
+
+
+class AutoNamer:
+    """A model + a name bank + protocol: `predict(image)` names the image and segments it."""
+
+    def __init__(self, model: torch.nn.Module, model_spec: str | Path, bank: NameBank, cfg: InferenceConfig,
+                 auto: AutoVocabConfig | None = None, device: str | torch.device = "cpu",
+                 index: NameIndex | None = None):
+        self.tap = FeatureTap(model)
+        self.cfg, self.auto, self.device, self.bank = cfg, auto or AutoVocabConfig(), torch.device(device), bank
+        self.index = index if index is not None else load_name_index(model, model_spec, bank)
+        seen = training_names(model_spec)
+        self.unseen = np.array([seen is not None and not any(n.lower() in seen for n in e.names)
+                                for e in bank.entries])
+        self.base = Predictor(self.tap, Vocabulary([["object"]]), cfg, self.device)
+
+    def _feature_grid(self, x: torch.Tensor) -> np.ndarray:
+        """The window features of the last pass laid on one patch grid [hp, wp, C] (overlaps averaged)."""
+        _, h, w = x.shape
+        p = self.base.patch
+        feats = [f.float() for f in self.tap.calls]
+        if self.cfg.mode == "whole":
+            boxes = [(0, 0)]
+        else:
+            ch, cw = min(self.base.crop, h), min(self.base.crop, w)
+            boxes = [(y, xx) for y in window_starts(h, ch, self.base.stride)
+                     for xx in window_starts(w, cw, self.base.stride)]
+        feats = torch.cat(feats) if feats else torch.empty(0)
+        if len(feats) != len(boxes):
+            raise RuntimeError(f"feature tap saw {len(feats)} windows, expected {len(boxes)}")
+        c, fh, fw = feats.shape[1:]
+        gh, gw = -(-h // p) + fh, -(-w // p) + fw
+        acc = torch.zeros(c, gh, gw)
+        cnt = torch.zeros(1, gh, gw)
+        for (y, xx), f in zip(boxes, feats.cpu()):
+            acc[:, y // p:y // p + fh, xx // p:xx // p + fw] += f
+            cnt[:, y // p:y // p + fh, xx // p:xx // p + fw] += 1
+        hp, wp = max(1, min(gh, round(h / p))), max(1, min(gw, round(w / p)))
+        grid = acc[:, :hp, :wp] / cnt[:, :hp, :wp].clamp(min=1)
+        return F.normalize(grid, dim=0).permute(1, 2, 0).numpy()
+
+    def _regions(self, grid: np.ndarray) -> tuple[np.ndarray, list[Region]]:
+        a = self.auto
+        labels = kmeans_label_grid(grid, a.k, a.seed, a.iters, spherical=True)
+        ids = np.unique(labels)
+        emb = np.stack([grid[labels == i].mean(0) for i in ids])
+        hits = self.index.search(emb, a.top_k)
+        regions = []
+        for i, cands in zip(ids, hits):
+            scored = [Candidate(e, s - a.unseen_penalty * float(self.unseen[e]), s, ph) for e, s, ph in cands]
+            scored.sort(key=lambda c: -c.score)
+            regions.append(Region(float((labels == i).mean()), scored))
+        return labels, regions
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, out_size: tuple[int, int] | None = None) -> AutoResult:
+        self.tap.clear()
+        size = tuple(out_size or image.shape[:2])
+        x = self.base.prepare(image)
+        self.base.logits(x)                        # pass 1: the windows' features, kept by the tap
+        labels, regions = self._regions(self._feature_grid(x))
+        chosen, owner = choose_names(regions, self.bank, self.auto.min_score, self.auto.max_names)
+        names = [n.name for n in chosen] + [UNKNOWN]
+        if chosen:
+            vocab = Vocabulary([list(n.phrases) for n in chosen])
+            label = Predictor(self.tap, vocab, self.cfg, self.device).predict(image, size)
+        else:
+            label = np.zeros(size, dtype=np.int64)
+        cell_unknown = np.array([o is None for o in owner])[labels]
+        unknown = upsample_labels(cell_unknown.astype(np.int64), size).astype(bool)
+        label[unknown] = len(chosen)
+        self.tap.clear()
+        return AutoResult(label, names, chosen, labels, float(unknown.mean()))
