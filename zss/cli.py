@@ -252,11 +252,14 @@ def serve(models: List[str] = typer.Argument(..., help="Model directories or ope
           port: int = typer.Option(7860, "--port", min=0, max=65535),
           max_side: int = typer.Option(1024, "--max-side", help="Uploads are downscaled to this long side."),
           set_: List[str] = typer.Option([], "--set", help="Inference override key=value."),
+          name_bank: Optional[str] = typer.Option(None, "--name-bank", help="Names for the page's \"name it for "
+                                                  "me\" switch: auto (the shipped WordNet bank) or FILE."),
           ) -> None:
     """A local web page: upload an image, type words, see the overlay, areas and label PNG."""
     from zss.serve.app import run_server
 
-    run_server(list(models), host=host, port=port, max_side=max_side, overrides=set_, announce=typer.echo)
+    run_server(list(models), host=host, port=port, max_side=max_side, overrides=set_, announce=typer.echo,
+               name_bank=name_bank)
 
 
 @app.command()

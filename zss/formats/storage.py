@@ -11,16 +11,83 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from zss.errors import ZssError
 from zss.utils.hashing import sha256_file
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(/*)(.*)$")
+# schemes whose `NAME:/x` or `NAME:x` (one slash or none) is a URL cut short, not a local path
+_REMOTE = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "hf", "http", "https", "memory")
 
 
 def is_url(path: str | Path) -> bool:
     """`s3://...`, `gs://...`, `memory://...` (anything fsspec opens), not a local path."""
     return "://" in str(path) and not str(path).startswith("file://")
+
+
+def location(text: str | Path) -> Path | str:
+    """What a user typed for a shard folder or a run: a local `Path`, or a URL kept as a string.
+
+    A URL is checked before anything is read or written, each problem one line (`ZssError`): a
+    scheme fsspec does not know, its package not installed (`s3fs`, `gcsfs`, ...), a URL cut short
+    (`s3:/bucket/x` as a shell or `pathlib` leaves it, `s3:///x` without a bucket), and a bucket
+    that does not exist or cannot be reached. `file://PATH` is the local PATH."""
+    if isinstance(text, Path):
+        return text
+    s = str(text)
+    if s.startswith("file://"):
+        return Path(s[len("file://"):])
+    m = _SCHEME.match(s)
+    if m is None or (not is_url(s) and m.group(1).lower() not in _REMOTE):
+        return Path(s)  # a local path (also `C:/...` and names with a colon)
+    scheme, slashes, rest = m.group(1), m.group(2), m.group(3)
+    if len(slashes) > 2:
+        raise ZssError(f"malformed URL {s!r}: no bucket name (write {scheme}://BUCKET/PATH)")
+    if slashes != "//":
+        raise ZssError(f"malformed URL {s!r}: write {scheme}://BUCKET/PATH (two slashes after '{scheme}:')")
+    fs = _filesystem(s, scheme)
+    if hasattr(fs, "split_path"):  # object stores with buckets (s3fs, gcsfs, adlfs)
+        bucket = rest.split("/", 1)[0]
+        if not bucket:
+            raise ZssError(f"malformed URL {s!r}: no bucket name (write {scheme}://BUCKET/PATH)")
+        _check_bucket(fs, s, scheme, bucket)
+    return s
+
+
+def _known_protocol(scheme: str) -> bool:
+    import fsspec
+
+    return scheme.lower() in fsspec.available_protocols()
+
+
+def _filesystem(url: str, scheme: str):
+    """The fsspec file system of `url`, or one line saying why there is none."""
+    import fsspec
+
+    if not _known_protocol(scheme):
+        raise ZssError(f"unknown URL scheme {scheme!r} in {url!r} (fsspec knows s3, gs, az, memory, ...)")
+    try:
+        return _fs(url)
+    except ImportError as exc:
+        raise ZssError(f"{url}: {exc} (pip install it beside zss)") from exc
+    except (ValueError, TypeError) as exc:
+        raise ZssError(f"malformed URL {url!r}: {exc}") from exc
+
+
+def _check_bucket(fs, url: str, scheme: str, bucket: str) -> None:
+    try:
+        fs.invalidate_cache(bucket)
+        found = fs.exists(bucket)
+    except Exception as exc:  # noqa: BLE001 - endpoint down, no credentials, refused: the environment's
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ZssError(f"cannot reach bucket {bucket!r} of {url} ({type(exc).__name__}: {first})") from exc
+    if not found:
+        raise ZssError(f"bucket {bucket!r} of {url} does not exist (or these credentials cannot see it); "
+                       f"create it first")
 
 
 def _fs(url: str):

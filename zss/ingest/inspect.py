@@ -12,6 +12,7 @@ import numpy as np
 
 from zss.errors import ZssError
 from zss.formats import shards as sh
+from zss.formats import storage
 
 
 def _model_line(name: str, spec: object) -> str:
@@ -38,11 +39,17 @@ def concept_line(totals: dict[str, int] | None, match: str | None, n_shards: int
             f"{n} captions name at least one ({totals['occurrences']} occurrences){part}")
 
 
+def _shard_folder(out_dir: str | Path) -> Path | str:
+    """A local shard folder (it must exist) or a URL (checked: scheme, bucket)."""
+    out = storage.location(out_dir)
+    if not storage.is_url(out) and not Path(out).is_dir():
+        raise ZssError(f"shard folder not found: {out}")
+    return out
+
+
 def inspect_shards(out_dir: str | Path) -> str:
     """Manifest summary, status counts over all parquet rows, and the first ok sample decoded."""
-    out = Path(out_dir)
-    if not out.is_dir():
-        raise ZssError(f"shard folder not found: {out}")
+    out = _shard_folder(out_dir)
     manifest = sh.read_manifest(out)
     lines = [f"shards: {out}  (schema {manifest['schema_version']})",
              f"source: {manifest['source'].get('kind')} {manifest['source'].get('path')} "
@@ -72,7 +79,7 @@ def inspect_shards(out_dir: str | Path) -> str:
     counts: dict[str, int] = {}
     errors: dict[str, str] = {}
     for e in entries:
-        table = sh.read_parquet(out / e["parquet"]).to_pydict()
+        table = sh.read_parquet(storage.join(out, e["parquet"])).to_pydict()
         for status, error in zip(table["status"], table["error"]):
             counts[status] = counts.get(status, 0) + 1
             if status != "ok" and status not in errors:
@@ -81,7 +88,7 @@ def inspect_shards(out_dir: str | Path) -> str:
     for status, error in sorted(errors.items()):
         lines.append(f"  e.g. {status}: {error[:120]}")
 
-    sample = next((s for e in entries for s in sh.iter_samples(out / e["tar"])), None)
+    sample = next((s for e in entries for s in sh.iter_samples(storage.join(out, e["tar"]))), None)
     if sample is None:
         lines.append("no ok sample to show")
         return "\n".join(lines)
@@ -113,11 +120,8 @@ def verify_shards(out_dir: str | Path) -> str:
     and how to re-ingest just those (delete their stats file, re-run the same `zss ingest`: incremental
     mode recomputes only shards without one, byte-identical to the originals)."""
     from zss.errors import PartialFailure
-    from zss.utils.hashing import sha256_file
 
-    out = Path(out_dir)
-    if not out.is_dir():
-        raise ZssError(f"shard folder not found: {out}")
+    out = _shard_folder(out_dir)
     entries = sh.read_manifest(out)["shards"]
     damaged: list[tuple[int, str]] = []
     for e in entries:
@@ -125,10 +129,11 @@ def verify_shards(out_dir: str | Path) -> str:
         paths = sh.shard_paths(out, sid)
         for kind in ("tar", "parquet"):
             path = paths[kind]
-            if not path.is_file():
-                damaged.append((sid, f"{path.name} missing"))
-            elif sha256_file(path) != e["sha256"][kind]:
-                damaged.append((sid, f"{path.name} sha256 differs from the one recorded at ingest"))
+            name = str(path).rsplit("/", 1)[-1]
+            if not storage.exists(path):
+                damaged.append((sid, f"{name} missing"))
+            elif storage.sha256(path) != e["sha256"][kind]:
+                damaged.append((sid, f"{name} sha256 differs from the one recorded at ingest"))
     if not damaged:
         return f"verified {len(entries)} shard(s) in {out}: every tar and parquet matches its recorded sha256"
     ids = sorted({sid for sid, _ in damaged})

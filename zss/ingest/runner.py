@@ -144,7 +144,7 @@ def ingest(cfg: IngestConfig, source: Source, out: str | Path,
     One writer per local output folder (`.zss.lock`); SIGINT/SIGTERM stop submitting shards, keep
     every shard already written, shut Ray down and raise `Interrupted` (exit 130/143); disk full or
     permission errors are one line naming the path (docs/reliability.md)."""
-    out = str(out) if storage.is_url(out) else Path(out)
+    out = storage.location(out)  # a URL stays a string; a malformed one or a missing bucket: one line
     try:
         with (nullcontext() if storage.is_url(out) else FolderLock(out, "zss ingest")), StopRequest() as stop:
             return _ingest(cfg, source, out, factory, progress, stop)

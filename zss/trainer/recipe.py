@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import random
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from zss.errors import ZssError
+from zss.formats import storage
 from zss.formats.shards import read_manifest
 
 def default_no_decay(name: str, param: torch.Tensor) -> bool:
@@ -44,16 +46,32 @@ class Recipe(abc.ABC):
     # Loop settings this recipe wants unless the YAML or --set says otherwise (PixelCLIP clips at 0.01).
     loop_defaults: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, cfg: Any, shards: Path, train_cfg: Any) -> None:
+    def __init__(self, cfg: Any, shards: Path | str, train_cfg: Any) -> None:
         self.cfg = cfg
-        self.shards = Path(shards)
+        self.shards: Path | str = shards if storage.is_url(shards) else Path(shards)  # a URL stays a string
         self.train_cfg = train_cfg
         self.manifest = read_manifest(self.shards)
+        self._downloads: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def shards_name(self) -> str:
+        """Where the shards are, as a model directory records it: the URL, or the absolute path."""
+        return self.shards if isinstance(self.shards, str) else str(self.shards.resolve())
 
     def concept_bank_file(self) -> Path | None:
-        """The shards' concepts.json (named in the manifest), or None when the folder has none."""
-        path = self.shards / self.manifest.get("concept_bank", {}).get("file", "concepts.json")
-        return path if path.is_file() else None
+        """The shards' concepts.json (named in the manifest), or None when the folder has none; from
+        object storage it is read once into a local temporary file (removed with the recipe)."""
+        path = storage.join(self.shards, self.manifest.get("concept_bank", {}).get("file", "concepts.json"))
+        if not storage.exists(path):
+            return None
+        if isinstance(path, Path):
+            return path
+        if self._downloads is None:
+            self._downloads = tempfile.TemporaryDirectory(prefix="zss-shards-")
+        local = Path(self._downloads.name) / path.rsplit("/", 1)[-1]
+        if not local.is_file():
+            local.write_bytes(storage.read_bytes(path))
+        return local
 
     @abc.abstractmethod
     def build_model(self) -> nn.Module:

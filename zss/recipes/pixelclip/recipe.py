@@ -151,7 +151,7 @@ class PixelCLIPRecipe(Recipe):
             raise ZssError(f"cached pixelclip needs shards ingested with --features open_clip/ARCH:CKPT "
                            f"(this manifest records {name or 'no feature backbone'!r})")
         spec, ckpt = parse_model_spec(name, "openclip"), feats.get("checkpoint")
-        if ckpt and not Path(ckpt).is_file() and (self.shards / ckpt).is_file():
+        if ckpt and not Path(ckpt).is_file() and isinstance(self.shards, Path) and (self.shards / ckpt).is_file():
             ckpt = self.shards / ckpt  # a relative path recorded at ingest time
         if ckpt and not Path(ckpt).is_file() and Path(ckpt).suffix in (".safetensors", ".bin", ".pt", ".pth"):
             raise ZssError(f"the shards' OpenCLIP checkpoint {ckpt} is not there; "
@@ -297,5 +297,5 @@ class PixelCLIPRecipe(Recipe):
         assert isinstance(model, PixelCLIPNet)
         write_model_dir(model, out_dir, default_size=self.default_size(),
                         source={"arch": self.clip_spec.arch, "checkpoint": self.clip_spec.checkpoint},
-                        extra={"train": asdict(self.cfg), "trained_on": str(self.shards.resolve())},
+                        extra={"train": asdict(self.cfg), "trained_on": self.shards_name},
                         concept_bank=self.concept_bank_file())
