@@ -199,7 +199,7 @@ def _load_open_clip(spec: ModelSpec, img_size: int) -> nn.Module:
 
 def load_backbone(spec: ModelSpec | str, checkpoint: str | Path | None = None, img_size: int = 224,
                   normalize: str = "auto", mean: Any = None, std: Any = None,
-                  denoiser: str | Path | None = None) -> Backbone:
+                  denoiser: str | Path | None = None, build_size: int | None = None) -> Backbone:
     """Load a frozen backbone from a local checkpoint file or (no checkpoint) the hub.
 
     `spec` is a parsed spec or a string (a spec, or the name a manifest records with the weights in
@@ -208,7 +208,9 @@ def load_backbone(spec: ModelSpec | str, checkpoint: str | Path | None = None, i
     CLIP's joint space). `normalize` (see `resolve_normalization`) overrides the model's own input
     normalisation; `denoiser` is a local file of DVT denoiser weights applied to the patch tokens
     (zss.models.denoiser). Both are recorded in the returned model's `spec` (the manifest's and
-    model directory's backbone record)."""
+    model directory's backbone record). `build_size` (timm ViTs) builds the model at another size than
+    `img_size`, keeping a checkpoint's position table at that size (resampled per call, never at load):
+    an imported SimZSS model is built at the release's 518 px."""
     if img_size <= 0:
         raise ZssError(f"img_size must be positive, got {img_size}")
     norm_name, norm_mean, norm_std = resolve_normalization(normalize, mean, std)
@@ -219,9 +221,11 @@ def load_backbone(spec: ModelSpec | str, checkpoint: str | Path | None = None, i
         model: Any = _load_open_clip(parsed, img_size)
     else:
         path = _check_checkpoint(parsed.checkpoint)
-        vit = create_timm_vit(parsed.arch, img_size, path, pretrained=True)
+        vit = create_timm_vit(parsed.arch, int(build_size or img_size), path, pretrained=True)
         info = {"name": parsed.name, "checkpoint": str(path) if path else None,
                 "sha256": sha256_file(path) if path else None, "img_size": int(img_size)}
+        if build_size:
+            info["build_size"] = int(build_size)
         model = _freeze(TimmBackbone(vit, info))
     if norm_mean is not None and norm_std is not None:
         model.set_normalization(norm_name, norm_mean, norm_std)

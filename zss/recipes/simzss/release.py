@@ -33,6 +33,9 @@ from zss.utils.hashing import sha256_file
 
 RELEASE_BACKBONE = "vit_base_patch14_reg4_dinov2"
 RELEASE_IMG_SIZE = 224          # the release trains and evaluates at 224 px
+# timm builds the release's ViT at its pretrained_cfg size (vit_wrapper.py L106-113 passes no img_size;
+# timm 0.9.16 _cfg fixed_input_size, input_size 518): a 37x37 position table, resampled on every call.
+RELEASE_BUILD_SIZE = 518
 IGNORED = ("classification_weights_ema", "beta_ema", "logit_scale_local", "logit_bias_local")
 
 
@@ -115,7 +118,7 @@ def import_simzss(ckpt: Path, out: Path, backbone: str = RELEASE_BACKBONE) -> Pa
     grid, den_dim = int(round(pos.shape[1] ** 0.5)), int(pos.shape[-1])
     den = PatchDenoiser(den_dim, grid)
     _load_exact(den, parts["denoiser"], "visual.")
-    vit = create_timm_vit(backbone, 518, checkpoint=None, pretrained=False)
+    vit = create_timm_vit(backbone, RELEASE_BUILD_SIZE, checkpoint=None, pretrained=False)
     _load_exact(vit, parts["vit"], "visual.vit.model.")
     dim = int(vit.embed_dim)
     if den_dim != dim:
@@ -133,7 +136,8 @@ def import_simzss(ckpt: Path, out: Path, backbone: str = RELEASE_BACKBONE) -> Pa
     bb_file, den_file = out / "backbone.safetensors", out / "denoiser.safetensors"  # named relative to OUT
     record: dict[str, Any] = {
         "name": backbone, "checkpoint": bb_file.name, "sha256": sha256_file(bb_file),
-        "img_size": RELEASE_IMG_SIZE, "patch_size": int(vit.patch_embed.patch_size[0]), "embed_dim": dim,
+        "img_size": RELEASE_IMG_SIZE, "build_size": RELEASE_BUILD_SIZE,
+        "patch_size": int(vit.patch_embed.patch_size[0]), "embed_dim": dim,
         "num_prefix_tokens": int(vit.num_prefix_tokens), "global": "cls",
         "normalize": {"name": "clip", "mean": list(mean), "std": list(std)},
         "denoiser": {"type": "transformer", "file": den_file.name, "sha256": sha256_file(den_file),

@@ -86,7 +86,8 @@ class SimZSSSegmenter(nn.Module):
             raise ZssError(f"{model_dir}/config.json records a denoiser without a weights file")
         backbone = load_backbone(rec["name"], ckpt, int(rec.get("img_size") or 224),
                                  normalize="auto" if name == "auto" else "custom",
-                                 mean=norm.get("mean"), std=norm.get("std"), denoiser=den.get("file"))
+                                 mean=norm.get("mean"), std=norm.get("std"), denoiser=den.get("file"),
+                                 build_size=rec.get("build_size"))  # imported: the release's 518-px table
         return cls(backbone, load_text_tower(model_dir, device, config), config).to(device).eval()
 
     @torch.no_grad()
