@@ -30,7 +30,7 @@ from zss.eval.render import class_areas, overlay, save_label
 from zss.formats.vocab import Vocabulary
 from zss.utils.config import apply_overrides, from_dict
 from zss.utils.device import default_device
-from zss.utils.progress import progress_bar
+from zss.utils.progress import progress_bar, quiet
 from zss.utils.signals import StopRequest
 
 SEGMENT_DEFAULTS = {"short_side": None, "mode": "slide", "crop": 0, "stride": 0, "templates": "imagenet80"}
@@ -128,6 +128,9 @@ def run_segment(model: str, inputs: Path, vocab: str | None = None, vocab_file: 
 
     bank = auto_bank(vocab) if vocab_file is None else None  # --vocab auto | auto:FILE (docs/auto-vocab.md)
     words = load_vocabulary(vocab, vocab_file) if bank is None else None
+    understood = f" with {words.describe()}" if words is not None else ""
+    if words is not None and not quiet():  # what the words were understood as, before the work starts
+        print(f"zss: vocabulary: {words.describe()}", file=sys.stderr, flush=True)
     auto, overrides = auto_settings(bank, overrides)
     max_pixels, _ = _split_max_pixels(list(overrides or []))
     cfg = segment_config(overrides)
@@ -165,5 +168,5 @@ def run_segment(model: str, inputs: Path, vocab: str | None = None, vocab_file: 
         raise PartialFailure(EXIT_SOME_FAILED, f"segmented {len(written)} of {len(images)} image(s) into {out}; "
                                                f"{len(failed)} failed (listed in {out / 'summary.json'})")
     first = written[0]
-    return (f"segmented {len(written)} image(s) into {out}: label PNG, overlay PNG and areas JSON each "
-            f"(e.g. {first.parent / (first.name + '_overlay.png')})")
+    return (f"segmented {len(written)} image(s){understood} into {out}: label PNG, overlay PNG and areas "
+            f"JSON each (e.g. {first.parent / (first.name + '_overlay.png')})")

@@ -1,13 +1,18 @@
 """Vocabularies: class-name files and `--vocab` strings -> classes with synonyms.
 
-A class is a list of words (synonyms); its score is the max over its words, so a user can write
-"person;man;woman" and get one class. Background is an ordinary class with its own words (SCLIP's
+One convention everywhere (`--vocab`, class files, the `zss serve` page, the docs): classes are
+separated by `,` (a class file: one class per line) and the synonyms of one class by `;`. A class
+is a list of words (synonyms); its score is the max over its words, so a user can write
+"person;man;woman" and get one class. `describe` says what was understood
+(`3 classes: zebra | traffic cone | wet asphalt (= road)`), and every command that takes words
+prints it. Background is an ordinary class with its own words (SCLIP's
 convention: VOC21/Context60/COCO-Object list stuff words as "background") and/or the class every pixel
 falls back to when no class is confident enough (`prob_thd`, applied in inference).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +21,11 @@ import yaml
 from zss.errors import ZssError
 from zss.paths import MANIFESTS
 
+log = logging.getLogger(__name__)
+
 CLASSES_DIR = MANIFESTS / "classes"
+DESCRIBE_AT_MOST = 24    # classes spelled out by `describe`; the rest are counted
+SYNONYMS_AT_MOST = 4     # synonyms spelled out per class
 BACKGROUND_NAMES = ("background", "bg", "other", "others")
 
 
@@ -46,8 +55,15 @@ def read_class_file(path: str | Path) -> list[list[str]]:
     p = Path(path)
     if not p.is_file():
         raise ZssError(f"class file not found: {p}")
-    classes = [_split_words(line) for line in p.read_text(encoding="utf-8").splitlines()
-               if not line.lstrip().startswith("#")]
+    classes = []
+    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        if "," in line:
+            raise ZssError(f"{p}:{number}: {line.strip()!r} holds ','; a class file lists one class per "
+                           "line with ';' between the synonyms of a class (as --vocab does; ',' separates "
+                           "classes there)")
+        classes.append(_split_words(line))
     classes = [c for c in classes if c]
     if not classes:
         raise ZssError(f"class file {p} lists no classes")
@@ -60,7 +76,24 @@ def parse_vocab(text: str) -> list[list[str]]:
     classes = [c for c in classes if c]
     if not classes:
         raise ZssError(f"--vocab {text!r} names no classes")
+    if len(classes) == 1 and len(classes[0]) > 1:
+        log.warning("--vocab %r is ONE class with %d synonyms (';' joins synonyms); separate classes "
+                    "with ',', e.g. %r", text, len(classes[0]), ", ".join(classes[0]))
     return classes
+
+
+def describe(classes: list[list[str]], background: int | None = None, at_most: int = DESCRIBE_AT_MOST) -> str:
+    """What a vocabulary was understood as, in one line: `3 classes: zebra | traffic cone | wet
+    asphalt (= road)`; synonyms after `=` joined by `;` as they are typed, the background class
+    marked, classes past `at_most` counted."""
+    shown = []
+    for i, words in enumerate(classes[:at_most]):
+        synonyms = "; ".join(words[1:SYNONYMS_AT_MOST + 1]) + (
+            f"; +{len(words) - 1 - SYNONYMS_AT_MOST}" if len(words) - 1 > SYNONYMS_AT_MOST else "")
+        text = words[0] + (f" (= {synonyms})" if len(words) > 1 else "")
+        shown.append(text + (" [background]" if i == background else ""))
+    more = f" | ... {len(classes) - at_most} more" if len(classes) > at_most else ""
+    return f"{len(classes)} class{'es' if len(classes) != 1 else ''}: " + " | ".join(shown) + more
 
 
 @dataclass
@@ -83,6 +116,10 @@ class Vocabulary:
     @classmethod
     def from_string(cls, text: str) -> "Vocabulary":
         return cls.build(parse_vocab(text))
+
+    def describe(self) -> str:
+        """`3 classes: zebra | traffic cone | wet asphalt (= road)` (see `describe`)."""
+        return describe(self.classes, self.background)
 
     @property
     def names(self) -> list[str]:

@@ -33,6 +33,11 @@ def _every_seconds() -> float:
         return EVERY_SECONDS
 
 
+def quiet() -> bool:
+    """`zss -q`: only warnings and errors (no progress, no "understood as" lines)."""
+    return logging.getLogger("zss").level > logging.INFO
+
+
 def _clock(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -81,12 +86,12 @@ class ProgressDisplay:
 
     def __init__(self, disable: bool | None = None, every_seconds: float | None = None,
                  every_fraction: float = EVERY_FRACTION) -> None:
-        quiet = logging.getLogger("zss").level > logging.INFO  # `zss -q`
+        silent = quiet()  # `zss -q`
         tty = sys.stderr.isatty()
         if disable is None:
-            rich_on, plain_on = tty and not quiet, not tty
+            rich_on, plain_on = tty and not silent, not tty
         else:
-            rich_on, plain_on = not disable and not quiet, False
+            rich_on, plain_on = not disable and not silent, False
         self.plain = plain_on
         self.every_seconds = _every_seconds() if every_seconds is None else every_seconds
         self.every_fraction = every_fraction
