@@ -84,6 +84,8 @@ def test_center_square_refuses_masks_and_keeps_old_fingerprints():
     batch["src_masks"][0] = '[{"segmentation": {"size": [32, 48], "counts": "0"}}]'
     with pytest.raises(ZssError, match="center_square"):
         DecodeStage(DecodeConfig(img_size=28, center_square=512))(batch)
+    with pytest.raises(ZssError, match="center_square"):
+        build_config(None, ["decode.center_square=512", "masks.mode=sa1b"])
     src = {"kind": "x"}
     base = build_config(None, ["batch_size=4"])
     assert fingerprint(base, src) == fingerprint(build_config(None, ["batch_size=4", "decode.center_square=0"]), src)
@@ -120,3 +122,16 @@ def test_sa1b_long_side_cap_is_detectrons():
     assert target_size(1500, 2250, old) == (1024, 1536)
     for got, ref in zip(target_size(1500, 2250, cfg), (889, 1333)):
         assert abs(got - ref) < 16
+
+
+def test_cli_refuses_center_square_with_sa1b_masks(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("zss")
+    r = subprocess.run([str(exe), "ingest", f"folder:{tmp_path}", str(tmp_path / "out"), "--masks", "sa1b",
+                        "--set", "decode.center_square=512"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "zss: error: decode.center_square cuts the image; it cannot carry SA-1B masks "
+        "(use --masks none, or decode.center_square=0)"]

@@ -114,6 +114,9 @@ def finalize(cfg: IngestConfig) -> IngestConfig:
     if cfg.decode.view_scale_min > cfg.decode.view_scale_max:
         raise ZssError(f"config decode.view_scale_min ({cfg.decode.view_scale_min}) is above "
                        f"decode.view_scale_max ({cfg.decode.view_scale_max})")
+    if cfg.decode.center_square > 0 and cfg.masks.mode == "sa1b":
+        raise ZssError("decode.center_square cuts the image; it cannot carry SA-1B masks "
+                       "(use --masks none, or decode.center_square=0)")
     cfg.features.img_size = cfg.decode.img_size
     cfg.decode.patch_size = patch_size_of(cfg.features.name) or cfg.decode.patch_size
     cfg.decode.store_jpg = cfg.store_images
