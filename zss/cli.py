@@ -70,17 +70,24 @@ _add_recipe_commands()
 
 @app.callback()
 def _global_options(verbose: int = typer.Option(0, "-v", "--verbose", count=True,
-                                                help="More log detail (debug messages)."),
+                                                help="More log detail (debug messages; a progress line "
+                                                "for every step when stderr is a file)."),
                     quiet: bool = typer.Option(False, "-q", "--quiet",
                                                help="Only warnings and errors: no progress bar or lines."),
+                    progress_seconds: Optional[float] = typer.Option(
+                        None, "--progress-seconds", min=0, help="When stderr is a file: at most one progress "
+                        "line per N seconds, plus the first and the last (default 30, or $ZSS_PROGRESS_SECONDS)."),
                     ) -> None:
     """Open-vocabulary semantic segmentation without dense labels.
 
-    Progress: a bar on a terminal; plain log lines (every 5 % or 30 s) when stderr is a file.
+    Progress: a bar on a terminal; when stderr is a file, the first and the last progress line and at
+    most one every 30 s between them (--progress-seconds, -v for every step).
     """
     from zss.utils.logs import setup_logging
+    from zss.utils.progress import set_pace
 
     setup_logging(verbose=verbose, quiet=quiet)
+    set_pace(progress_seconds)
 
 
 @app.command()

@@ -13,45 +13,110 @@ from pathlib import Path
 import pytest
 
 from zss.utils.logs import setup_logging
-from zss.utils.progress import ProgressDisplay
+from zss.utils.progress import ProgressDisplay, set_pace
 
 LINE = re.compile(r"train simzss: (\d+)/(\d+) steps \(\d+%\) \| loss [\d.]+ .* \| [\d.]+ samples/s \| "
                   r"elapsed \d+:\d\d:\d\d \| ETA (\d+:\d\d:\d\d|\?)")
 
 
-def test_plain_lines_every_fraction_and_at_the_end(capsys):
+def _fake_clock(times):
+    """A clock returning `times` in turn (the display reads it once per add_task and per update)."""
+    return iter(times).__next__
+
+
+def _done(err: str, name: str = "job") -> list[int]:
+    return [int(re.search(name + r": (\d+)/", ln).group(1)) for ln in err.splitlines() if f"{name}:" in ln]
+
+
+def test_plain_lines_first_every_n_seconds_and_last(capsys):
+    """Off a terminal: the first update, then at most one line per 30 s, and the last; 100 fast
+    updates of a 100-image job are 2 lines, not 20 (the old 5 % rule)."""
     setup_logging()
     try:
-        with ProgressDisplay(every_seconds=3600, every_fraction=0.25) as bar:  # stderr: captured, not a tty
+        # add_task, then 10 updates at t = 0, 1, 2, 29, 31, 40, 60, 62, 90, 95 (enter/exit read no clock)
+        clock = _fake_clock([0.0, 0.0, 1.0, 2.0, 29.0, 31.0, 40.0, 60.0, 62.0, 90.0, 95.0, 99.0])
+        with ProgressDisplay(every_seconds=30, clock=clock) as bar:
             task = bar.add_task("job", total=10, info="", unit="images")
             for i in range(10):
                 bar.update(task, advance=1, info=f"score {i}")
-        lines = [ln for ln in capsys.readouterr().err.splitlines() if "job:" in ln]
-        # first update, then every ceil(10 * 0.25) = 3 images, and the last one
-        assert [int(re.search(r"job: (\d+)/10", ln).group(1)) for ln in lines] == [1, 4, 7, 10]
-        assert "score 9" in lines[-1] and "images/s" in lines[-1] and "ETA 0:00:00" in lines[-1]
+        err = capsys.readouterr().err
+        # 1 at t=0 (the first); 5 at t=31 (31 s after t=0); not 7 at t=60 (29 s after 31); 8 at t=62
+        # (31 s); not 9 at t=90 (28 s after 62); 10 (the last)
+        assert _done(err) == [1, 5, 8, 10]
+        last = [ln for ln in err.splitlines() if "job:" in ln][-1]
+        assert "score 9" in last and "images/s" in last and "ETA 0:00:00" in last
+
+        clock = _fake_clock([float(t) for t in range(200)])
+        with ProgressDisplay(every_seconds=30, clock=clock) as bar:   # 100 updates 1 s apart: first, t=30, 60, 90, last
+            task = bar.add_task("job", total=100, unit="images")
+            for _ in range(100):
+                bar.update(task, advance=1)
+        assert _done(capsys.readouterr().err) == [1, 31, 61, 91, 100]
+
         setup_logging(quiet=True)
         with ProgressDisplay(every_seconds=0) as bar:
             bar.update(bar.add_task("job", total=2, unit="images"), advance=2)
         assert "job:" not in capsys.readouterr().err
     finally:
         logging.getLogger("zss").setLevel(logging.NOTSET)
+        set_pace(None)
 
 
-def test_plain_lines_every_seconds(capsys, monkeypatch):
+def test_unfinished_total_and_verbose_every_step(capsys):
     setup_logging()
-    clock = iter([0.0, 0.0, 1.0, 2.0, 40.0, 41.0])
-    monkeypatch.setattr("zss.utils.progress.time.monotonic", lambda: next(clock))
     try:
-        with ProgressDisplay(every_seconds=30, every_fraction=1.0) as bar:
+        clock = _fake_clock([0.0, 0.0, 1.0, 2.0, 40.0, 41.0])
+        with ProgressDisplay(every_seconds=30, clock=clock) as bar:
             task = bar.add_task("job", total=1000, unit="steps", samples_per_unit=8)
             for _ in range(4):
                 bar.update(task, advance=1)   # at t = 0, 1, 2, 40 s
-        done = [int(re.search(r"job: (\d+)/1000", ln).group(1)) for ln in capsys.readouterr().err.splitlines()
-                if "job:" in ln]
-        assert done == [1, 4]  # the first, then after 30 s; no line at the end for an unfinished total
+        assert _done(capsys.readouterr().err) == [1, 4]  # the first, then after 30 s; the exit logs the rest
+        setup_logging(verbose=1)                      # `zss -v`: a line for every update
+        with ProgressDisplay(every_seconds=30, clock=_fake_clock([0.0] * 10)) as bar:
+            task = bar.add_task("job", total=5, unit="steps")
+            for _ in range(5):
+                bar.update(task, advance=1)
+        assert _done(capsys.readouterr().err) == [1, 2, 3, 4, 5]
     finally:
         logging.getLogger("zss").setLevel(logging.NOTSET)
+        set_pace(None)
+
+
+def test_cli_pace_flag_and_env(monkeypatch):
+    from zss.utils.progress import pace_seconds
+
+    monkeypatch.setenv("ZSS_PROGRESS_SECONDS", "12")
+    try:
+        set_pace(None)
+        assert pace_seconds() == 12.0
+        set_pace(5)
+        assert pace_seconds() == 5.0
+        monkeypatch.delenv("ZSS_PROGRESS_SECONDS")
+        set_pace(None)
+        assert pace_seconds() == 30.0
+    finally:
+        set_pace(None)
+
+
+def test_cli_segment_logs_first_and_last_only(world, tiny_clip, tmp_path, capsys):
+    """`zss --progress-seconds 3600 segment` on 4 images off a terminal: 2 progress lines; with -v: 4."""
+    from zss.cli import main
+
+    images = sorted((world / "val" / "images").glob("*.jpg"))[:4]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in images:
+        (folder / p.name).write_bytes(p.read_bytes())
+    args = ["segment", f"openclip:zss-tiny-vit:{tiny_clip}", str(folder), "--vocab", "grass,sky",
+            "--out", str(tmp_path / "out"), "--set", "templates=photo"]
+    try:
+        assert main(["--progress-seconds", "3600", *args]) == 0
+        assert _done(capsys.readouterr().err, "segment") == [1, 4]
+        assert main(["-v", "--progress-seconds", "3600", *args]) == 0
+        assert _done(capsys.readouterr().err, "segment") == [1, 2, 3, 4]
+    finally:
+        logging.getLogger("zss").setLevel(logging.NOTSET)
+        set_pace(None)
 
 
 @pytest.mark.slow

@@ -129,12 +129,12 @@ def run_segment(model: str, inputs: Path, vocab: str | None = None, vocab_file: 
     bank = auto_bank(vocab) if vocab_file is None else None  # --vocab auto | auto:FILE (docs/auto-vocab.md)
     words = load_vocabulary(vocab, vocab_file) if bank is None else None
     understood = f" with {words.describe()}" if words is not None else ""
-    if words is not None and not quiet():  # what the words were understood as, before the work starts
-        print(f"zss: vocabulary: {words.describe()}", file=sys.stderr, flush=True)
     auto, overrides = auto_settings(bank, overrides)
     max_pixels, _ = _split_max_pixels(list(overrides or []))
     cfg = segment_config(overrides)
     base, images = list_images(Path(inputs))
+    if words is not None and not quiet():  # what the words were understood as, once the input checks passed
+        print(f"zss: vocabulary: {words.describe()}", file=sys.stderr, flush=True)
     out = Path(out)
     device = default_device()
     segmenter = load_segmenter(model, device)

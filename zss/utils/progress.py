@@ -1,10 +1,11 @@
 """One progress display for every long-running command (ingest, train, eval, segment).
 
 On a terminal it is a rich progress bar. When stderr is not a terminal (a Slurm or Ray job, `zss
-train ... > log 2>&1`) the same updates become plain log lines through `logging` at a steady pace:
-the first update, then every 5 % of the total or every 30 s (`ZSS_PROGRESS_SECONDS`), whichever
-comes first, and the last one, each with done/total, the task's own info (loss, mIoU, ...), the rate
-and the ETA. The CLI configures the `zss` logger once (`-v` / `-q`); `-q` silences both forms.
+train ... > log 2>&1`, `make demo`) the same updates become plain log lines through `logging`, quiet
+and steady: the first update, then at most one line every N seconds (default 30; `zss
+--progress-seconds N` or `ZSS_PROGRESS_SECONDS`), and the last one, each with done/total, the task's
+own info (loss, mIoU, ...), the rate and the ETA. With `-v` every update is a line. The CLI
+configures the `zss` logger once (`-v` / `-q`); `-q` silences both forms.
 """
 
 from __future__ import annotations
@@ -15,18 +16,28 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
 log = logging.getLogger(__name__)
 
-EVERY_SECONDS = 30.0     # plain lines: at most this long between two lines while work goes on
-EVERY_FRACTION = 0.05    # ... and one line per this share of the total
+EVERY_SECONDS = 30.0     # plain lines: at most one per this many seconds between the first and the last
+_pace: dict[str, float | None] = {"seconds": None}  # `zss --progress-seconds N` (None: env or default)
 
 
-def _every_seconds() -> float:
+def set_pace(seconds: float | None) -> None:
+    """The CLI's `--progress-seconds N` for this process (None: `ZSS_PROGRESS_SECONDS` or 30 s)."""
+    if seconds is not None and not seconds >= 0:
+        raise ValueError(f"progress seconds must be >= 0, got {seconds}")
+    _pace["seconds"] = seconds
+
+
+def pace_seconds() -> float:
+    """The pace of plain progress lines: `--progress-seconds`, else `ZSS_PROGRESS_SECONDS`, else 30 s."""
+    if _pace["seconds"] is not None:
+        return float(_pace["seconds"])
     try:
         return max(0.0, float(os.environ.get("ZSS_PROGRESS_SECONDS", EVERY_SECONDS)))
     except ValueError:
@@ -85,7 +96,7 @@ class ProgressDisplay:
     drawn as a rich bar on a terminal or logged as plain lines otherwise."""
 
     def __init__(self, disable: bool | None = None, every_seconds: float | None = None,
-                 every_fraction: float = EVERY_FRACTION) -> None:
+                 every_step: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         silent = quiet()  # `zss -q`
         tty = sys.stderr.isatty()
         if disable is None:
@@ -93,8 +104,10 @@ class ProgressDisplay:
         else:
             rich_on, plain_on = not disable and not silent, False
         self.plain = plain_on
-        self.every_seconds = _every_seconds() if every_seconds is None else every_seconds
-        self.every_fraction = every_fraction
+        self.clock = clock  # the plain lines' pace and rates (tests pass a fake one)
+        self.every_seconds = pace_seconds() if every_seconds is None else every_seconds
+        # `zss -v`: a line for every update
+        self.every_step = logging.getLogger("zss").isEnabledFor(logging.DEBUG) if every_step is None else every_step
         self.tasks: dict[int, _Task] = {}
         self._rich = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -109,14 +122,14 @@ class ProgressDisplay:
         if self.plain and exc[0] is None:
             for task in self.tasks.values():
                 if task.logged_completed != task.completed:
-                    self._emit(task, time.monotonic())
+                    self._emit(task, self.clock())
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0,
                  info: str = "", unit: str = "items", samples_per_unit: float | None = None,
                  **fields: Any) -> int:
         tid = self._rich.add_task(description, total=total, completed=completed, info=info, **fields)
         self.tasks[tid] = _Task(description, total, completed, unit, samples_per_unit, info,
-                                start_completed=completed)
+                                start_completed=completed, started=self.clock())
         return tid
 
     def update(self, task_id: int, advance: float | None = None, completed: float | None = None,
@@ -132,19 +145,16 @@ class ProgressDisplay:
         if info is not None:
             task.info = info
         if self.plain:
-            now = time.monotonic()
+            now = self.clock()
             if self._due(task, now):
                 self._emit(task, now)
 
     def _due(self, task: _Task, now: float) -> bool:
+        """The first update, the last (the total reached), every update with -v, else at most one
+        line per `every_seconds`."""
         if task.logged_completed is None or (task.total and task.completed >= task.total):
             return True
-        if now - task.logged_at >= self.every_seconds:
-            return True
-        if task.total:
-            step = max(1.0, math.ceil(task.total * self.every_fraction))
-            return task.completed - task.logged_completed >= step
-        return False
+        return self.every_step or now - task.logged_at >= self.every_seconds
 
     def _emit(self, task: _Task, now: float) -> None:
         log.info(progress_line(task, now))
