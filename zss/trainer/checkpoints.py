@@ -7,15 +7,22 @@ to a temporary name and renamed, so a killed run never leaves a half-written che
 `.pt` is written last and its presence marks the checkpoint complete.
 
 A checkpoint damaged later on disk (a bad sector, a copy cut short) is skipped on resume: the newest
-one that reads back is used, with a warning naming the skipped files.
+one that reads back is used, with a warning naming the skipped files, and the damaged one is renamed
+aside (`step_N.pt.damaged`, `step_N.safetensors.damaged`: kept for a look, no longer a checkpoint).
+Pruning to the newest `keep` counts only intact checkpoints: before an older one is deleted, each
+newer one is checked (the safetensors header against the file size, the `.pt` zip directory) and a
+damaged one is renamed aside with a warning instead of being counted as kept.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import re
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +84,61 @@ def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, state: dict[str
     torch.save(state, tmp_m)
     os.replace(tmp_m, meta)
     if keep > 0:
-        for old in list_checkpoints(ckpt_dir)[:-keep]:
-            for p in checkpoint_paths(ckpt_dir, old):
-                p.unlink(missing_ok=True)
+        prune_checkpoints(ckpt_dir, keep)
     return meta
+
+
+def checkpoint_damage(ckpt_dir: Path, step: int) -> str | None:
+    """Why a checkpoint's files cannot be a whole checkpoint, without reading their tensors (None when
+    they look whole): the safetensors header must parse and its tensors end exactly at the end of the
+    file; the `.pt` (a zip, as torch.save writes it) must have its central directory."""
+    weights, meta = checkpoint_paths(ckpt_dir, step)
+    try:
+        size = weights.stat().st_size
+        with open(weights, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                return f"{weights.name}: header of {n} bytes in a file of {size}"
+            header = json.loads(f.read(n))
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end != size:
+            return f"{weights.name}: {size} bytes, the header says {8 + n + end}"
+        with zipfile.ZipFile(meta) as z:
+            z.infolist()
+    except (OSError, ValueError, KeyError, TypeError, struct.error, zipfile.BadZipFile) as exc:
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
+def set_aside(ckpt_dir: Path, step: int, why: str) -> None:
+    """Rename a damaged checkpoint's files to `NAME.damaged` (no longer listed), with a warning."""
+    moved = []
+    for p in checkpoint_paths(ckpt_dir, step):
+        try:
+            os.replace(p, p.with_name(p.name + ".damaged"))
+            moved.append(p.name)
+        except FileNotFoundError:  # already moved (another process of the run) or never written
+            pass
+    if moved:
+        log.warning(f"zss: warning: checkpoint {ckpt_dir / f'step_{step:06d}'} is damaged ({why}); renamed "
+                    f"to {' and '.join(n + '.damaged' for n in moved)}, not counted as a checkpoint")
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> list[int]:
+    """Keep the newest `keep` intact checkpoints, delete the older ones; a damaged one met on the way
+    (newest first) is set aside, never counted as kept. Returns the kept steps."""
+    kept: list[int] = []
+    for step in reversed(list_checkpoints(ckpt_dir)):
+        if len(kept) < keep:
+            why = checkpoint_damage(ckpt_dir, step)
+            if why is None:
+                kept.append(step)
+            else:
+                set_aside(ckpt_dir, step, why)
+            continue
+        for p in checkpoint_paths(ckpt_dir, step):
+            p.unlink(missing_ok=True)
+    return sorted(kept)
 
 
 def load_checkpoint(ckpt_dir: Path, step: int, model: nn.Module,
@@ -114,6 +172,7 @@ def load_newest_readable(ckpt_dir: Path, steps: list[int], model: nn.Module,
         except Exception as exc:  # noqa: BLE001 - any reader failure means "damaged"; it is named below
             log.warning(f"zss: warning: checkpoint {ckpt_dir / f'step_{step:06d}'} (.safetensors/.pt) is damaged "
                         f"({type(exc).__name__}: {str(exc)[:200]}); trying an older one")
+            set_aside(ckpt_dir, step, f"{type(exc).__name__} on resume")
             skipped.append(step)
             continue
         del tensors
