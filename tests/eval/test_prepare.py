@@ -168,7 +168,7 @@ def test_context_from_the_release_mat_files(tmp_path, capsys):
 
 
 # -- Cityscapes: *_gtFine_labelIds.png -> 19 train ids ------------------------------------------------
-def test_cityscapes_from_label_ids(tmp_path, capsys):
+def test_cityscapes_from_label_ids(tmp_path, capsys, tiny_clip):
     raw, out = tmp_path / "raw", tmp_path / "data"
     ids = np.array([[0, 7, 8, 26], [33, 9, 1, 24], [31, 23, 18, 17]])
     want = np.array([[255, 0, 1, 13], [18, 255, 255, 11], [16, 10, 255, 5]])
@@ -182,6 +182,11 @@ def test_cityscapes_from_label_ids(tmp_path, capsys):
     assert np.array_equal(got, want)
     samples = get_benchmark("cityscapes").samples(out)
     assert [s.id for s in samples] == ["frankfurt/frankfurt_000000_000294", "lindau/lindau_000001_000019"]
+    # official download -> zss data prepare -> zss eval --protocol (a tiny random CLIP, small inputs)
+    assert main(["eval", f"openclip:zss-tiny-vit:{tiny_clip}", "--benchmark", "cityscapes", "--data-root",
+                 str(out), "--protocol", "sclip", "--set", "short_side=32", "--out", str(tmp_path / "ev")]) == 0
+    scored = json.loads((tmp_path / "ev/results.json").read_text())["benchmarks"]["cityscapes"]
+    assert scored["n_images"] == 2 and scored["num_classes"] == 19
 
     os.remove(raw / "cityscapes/gtFine/val/lindau/lindau_000001_000019_gtFine_labelIds.png")
     assert "lindau_000001_000019_gtFine_labelIds.png" in _one_line_error(capsys, "cityscapes", raw, tmp_path / "o2")

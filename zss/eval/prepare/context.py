@@ -52,6 +52,8 @@ def _context_dir(raw: Path, voc: Path) -> Path:
     for cand in (raw / "trainval", voc / "trainval", raw / "pascal-context" / "trainval"):
         if cand.is_dir():
             return cand
+    if next(raw.glob("*.mat"), None) is not None:  # the .mat files extracted straight into RAW
+        return raw
     raise missing("PASCAL-Context: trainval.tar.gz extracted", raw / "trainval")
 
 
