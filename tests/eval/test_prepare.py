@@ -208,8 +208,9 @@ def test_voc_and_ade_need_no_conversion(tmp_path, capsys):
     ade = tmp_path / "ade/ADEChallengeData2016"
     _img(ade / "images/validation/ADE_val_00000001.jpg", 3, 4)
     _png(ade / "annotations/validation/ADE_val_00000001.png", np.ones((3, 4)))
-    assert main(["data", "prepare", "ade20k", str(tmp_path / "ade")]) == 0
-    assert "needs no conversion" in capsys.readouterr().out
+    assert main(["data", "prepare", "ade20k", str(tmp_path / "ade"), str(tmp_path / "unused")]) == 0
+    said = capsys.readouterr().out
+    assert "needs no conversion" in said and "nothing was written" in said and not (tmp_path / "unused").exists()
     os.remove(voc / "SegmentationClass/2007_000033.png")
     assert "2007_000033" in _one_line_error(capsys, "voc", tmp_path / "raw")
     assert "unknown dataset" in _one_line_error(capsys, "nyu", tmp_path / "raw", tmp_path / "o")

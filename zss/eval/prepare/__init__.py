@@ -32,7 +32,8 @@ def run_prepare(name: str, raw: str | Path, out: str | Path | None = None) -> st
     if key in READY:
         from zss.eval.prepare.ready import check
 
-        return check(key, raw)
+        said = check(key, raw)
+        return said + (f"\n(nothing was written to {out}: {key} is read where it was extracted)" if out else "")
     if out is None:
         raise ZssError(f"{key} needs an OUT folder to write the converted data to")
     out = Path(out).expanduser()
