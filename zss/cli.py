@@ -261,12 +261,14 @@ def serve(models: List[str] = typer.Argument(..., help="Model directories or ope
           set_: List[str] = typer.Option([], "--set", help="Inference override key=value."),
           name_bank: Optional[str] = typer.Option(None, "--name-bank", help="Names for the page's \"name it for "
                                                   "me\" switch: auto (the shipped WordNet bank) or FILE."),
+          max_queue: int = typer.Option(8, "--max-queue", min=1, help="Requests inside at once (one runs, the "
+                                        "rest wait); more get 503 + Retry-After and the page retries."),
           ) -> None:
     """A local web page: upload an image, type words, see the overlay, areas and label PNG."""
     from zss.serve.app import run_server
 
     run_server(list(models), host=host, port=port, max_side=max_side, overrides=set_, announce=typer.echo,
-               name_bank=name_bank)
+               name_bank=name_bank, max_queue=max_queue)
 
 
 @app.command()

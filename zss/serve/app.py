@@ -2,9 +2,17 @@
 
 Starlette + uvicorn, one HTML page with inline CSS/JS (no CDN, no analytics, nothing fetched from
 outside the server). `POST /api/segment` takes a multipart form (`image` file or `example` name,
-`vocab` in `--vocab` syntax, one `model` field per model to run) and answers JSON: per model the
-overlay PNG with its legend, the palette label PNG (data URLs) and the per-class areas. Bad input is
-`{"error": message}` with status 400; the page shows it.
+`vocab` in `--vocab` syntax, one `model` field per model to run, `auto=1` for "name it for me")
+and answers JSON: per model the overlay PNG with its legend, the palette label PNG (data URLs) and
+the per-class areas; with `auto=1` the names are chosen per image from the name bank (`--name-bank`,
+default the shipped WordNet bank; docs/auto-vocab.md) and listed with their scores and areas
+(`names`). A model's name index is built at its first such request (then cached beside the model).
+Bad input is `{"error": message}` with status 400; the page shows it. Under load, admission comes
+before anything of a request is read or decoded (`zss.serve.admission`): beyond `--max-queue`
+requests inside, the answer is 503 with `Retry-After`, and the page retries on its own, showing
+"queued". Uploads are decoded one at a time, inside the inference queue. `GET /api/vocab?text=...`
+says what a vocabulary is understood as (`3 classes: zebra | traffic cone | wet asphalt (= road)`);
+every segment answer carries it too (`understood`).
 """
 
 from __future__ import annotations
@@ -25,12 +33,13 @@ from zss.eval.inference import Predictor
 from zss.eval.render import class_areas, label_image, overlay
 from zss.eval.segment import segment_config
 from zss.formats.vocab import Vocabulary
+from zss.serve.admission import DEFAULT_LIMIT, Admission, Busy
 from zss.serve.images import MAX_UPLOAD_BYTES, decode_upload
 from zss.serve.page import PAGE
 from zss.utils.device import default_device
 
 EXAMPLES = files("zss.serve") / "examples"
-MAX_PENDING = 8          # requests waiting for the model beyond this get "busy, retry"
+MAX_PENDING = DEFAULT_LIMIT  # requests inside at once (one running, the rest waiting); more: 503 + Retry-After
 PREDICTOR_CACHE = 16     # (model, vocabulary) pairs whose text embeddings are kept
 
 
@@ -48,7 +57,9 @@ class Service:
     """Loaded segmenters + the `zss segment` protocol; `segment` is what one request does."""
 
     def __init__(self, specs: list[str], device: str | None = None, max_side: int = 1024,
-                 overrides: list[str] | None = None):
+                 overrides: list[str] | None = None, name_bank: str | None = None,
+                 max_queue: int = MAX_PENDING):
+        from zss.eval.auto_segment import auto_bank, auto_settings
         from zss.recipes import load_segmenter
 
         if not specs:
@@ -56,12 +67,17 @@ class Service:
         if max_side < 32:
             raise ZssError("--max-side must be >= 32")
         self.device = default_device(device)
+        bank_spec = name_bank or "auto"
+        self.bank = auto_bank(bank_spec if bank_spec.startswith("auto") else f"auto:{bank_spec}")
+        self.auto, overrides = auto_settings(self.bank, overrides)
+        self._namers: dict[str, object] = {}
         self.cfg = segment_config(overrides)
         self.max_side = max_side
         self.models = OrderedDict((spec, load_segmenter(spec, self.device)) for spec in specs)
         self._lock = threading.Lock()            # the queue: one inference at a time, FIFO-ish
-        self._pending = 0
-        self._count_lock = threading.Lock()
+        if max_queue < 1:
+            raise ZssError("--max-queue must be >= 1")
+        self.admission = Admission(max_queue)    # checked by the app before a request's body is read
         self._predictors: OrderedDict[tuple[str, str], Predictor] = OrderedDict()
 
     def predictor(self, name: str, vocab: Vocabulary) -> Predictor:
@@ -83,37 +99,47 @@ class Service:
             return (EXAMPLES / example).read_bytes()
         raise ZssError("no image: upload a file or pick an example")
 
-    def segment(self, data: bytes, vocab_text: str, model_names: list[str]) -> dict:
-        """Segment one image with every model named (in the order loaded); ZssError on bad input."""
-        if not vocab_text or not vocab_text.strip():
-            raise ZssError("type at least one class, e.g. \"zebra; traffic cone; wet asphalt,road\"")
-        vocab = Vocabulary.from_string(vocab_text)
+    def segment(self, data: bytes, vocab_text: str, model_names: list[str], auto: bool = False) -> dict:
+        """Segment one image with every model named (in the order loaded); ZssError on bad input.
+        `auto`: the vocabulary is chosen per image and model from the name bank."""
+        if auto:
+            vocab = None
+        elif not vocab_text or not vocab_text.strip():
+            raise ZssError("type at least one class, e.g. \"zebra, traffic cone, wet asphalt;road\"")
+        else:
+            vocab = Vocabulary.from_string(vocab_text)
         names = [n for n in self.models if n in set(model_names)] if model_names else list(self.models)[:1]
         unknown = sorted(set(model_names) - set(self.models))
         if unknown:
             raise ZssError(f"unknown model(s): {', '.join(unknown)}")
         if not names:
             raise ZssError("pick at least one model")
-        image = decode_upload(data, self.max_side)
-        with self._count_lock:
-            if self._pending >= MAX_PENDING:
-                raise ZssError("server busy, try again in a moment")
-            self._pending += 1
-        try:
-            with self._lock:
+        with self._lock:  # decoded in turn: a queue of uploads holds their bytes, never their pixels
+            start = time.perf_counter()
+            try:
+                image = decode_upload(data, self.max_side)
                 results = [self._run(name, vocab, image) for name in names]
-        finally:
-            with self._count_lock:
-                self._pending -= 1
+            finally:
+                self.admission.observe(time.perf_counter() - start)
         h, w = image.shape[:2]
-        return {"size": [h, w], "classes": vocab.names, "results": results}
+        return {"size": [h, w], "classes": vocab.names if vocab else "auto",
+                "understood": vocab.describe() if vocab else "auto", "results": results}
 
-    def _run(self, name: str, vocab: Vocabulary, image: np.ndarray) -> dict:
+    def _run(self, name: str, vocab: Vocabulary | None, image: np.ndarray) -> dict:
         start = time.perf_counter()
-        label = self.predictor(name, vocab).predict(image)
-        areas = class_areas(label, vocab.names)
+        extra = {}
+        if vocab is None:
+            from zss.eval.auto_segment import auto_image_record, make_namer
+
+            if name not in self._namers:
+                self._namers[name] = make_namer(self.models[name], name, self.bank, self.cfg, self.auto, self.device)
+            res, areas, record = auto_image_record(self._namers[name], image)
+            label, extra = res.label, {"names": record["auto_vocabulary"], "bank": self.bank.source}
+        else:
+            label = self.predictor(name, vocab).predict(image)
+            areas = class_areas(label, vocab.names)
         return {"model": name, "overlay": png_data_url(overlay(image, label, areas)),
-                "label": png_data_url(label_image(label)), "areas": areas,
+                "label": png_data_url(label_image(label)), "areas": areas, **extra,
                 "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -138,7 +164,29 @@ def create_app(service: Service):
             return JSONResponse({"error": f"unknown example {name!r}"}, status_code=404)
         return Response((EXAMPLES / name).read_bytes(), media_type="image/png")
 
+    async def vocab(request: Request) -> JSONResponse:
+        """What the words typed so far are understood as (the page shows it while typing)."""
+        text = request.query_params.get("text", "")
+        if not text.strip():
+            return JSONResponse({"understood": ""})
+        try:
+            return JSONResponse({"understood": Vocabulary.from_string(text).describe()})
+        except ZssError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
     async def segment(request: Request) -> JSONResponse:
+        """Admission first (503 + Retry-After, the body unread), then the request."""
+        try:
+            service.admission.enter()
+        except Busy as busy:
+            return JSONResponse({"error": str(busy), "busy": True, "retry_after": busy.retry_after},
+                                status_code=503, headers={"Retry-After": str(busy.retry_after)})
+        try:
+            return await admitted_segment(request)
+        finally:
+            service.admission.leave()
+
+    async def admitted_segment(request: Request) -> JSONResponse:
         try:
             size = int(request.headers.get("content-length") or 0)
             if size > MAX_UPLOAD_BYTES + 65536:
@@ -149,8 +197,9 @@ def create_app(service: Service):
                 vocab = str(form.get("vocab") or "")
                 example_name = str(form.get("example") or "") or None
                 models = [str(m) for m in form.getlist("model")]
+                auto = str(form.get("auto") or "") in ("1", "on", "true")
             image = service.image_bytes(data, example_name)
-            result = await run_in_threadpool(service.segment, image, vocab, models)
+            result = await run_in_threadpool(service.segment, image, vocab, models, auto)
         except ZssError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except Exception as exc:   # malformed multipart bodies and the like: the client's fault
@@ -159,18 +208,20 @@ def create_app(service: Service):
             raise
         return JSONResponse(result)
 
-    return Starlette(routes=[Route("/", page), Route("/api/info", info),
+    return Starlette(routes=[Route("/", page), Route("/api/info", info), Route("/api/vocab", vocab),
                              Route("/examples/{name}", example),
                              Route("/api/segment", segment, methods=["POST"])])
 
 
 def run_server(specs: list[str], host: str = "127.0.0.1", port: int = 7860, max_side: int = 1024,
                overrides: list[str] | None = None, device: str | None = None,
-               announce: Callable[[str], None] = print) -> None:
+               announce: Callable[[str], None] = print, name_bank: str | None = None,
+               max_queue: int = MAX_PENDING) -> None:
     """Load the models once, then serve until interrupted."""
     import uvicorn
 
-    service = Service(specs, device=device, max_side=max_side, overrides=overrides)
+    service = Service(specs, device=device, max_side=max_side, overrides=overrides, name_bank=name_bank,
+                      max_queue=max_queue)
     announce(f"zss serve: {', '.join(service.models)} on http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning", workers=1,
                 access_log=False, server_header=False)
