@@ -27,6 +27,10 @@ LAYERS: list[tuple[str, ...]] = [
 # packages whose members (zss.recipes.simzss, zss.recipes.pixelclip, any future zss.recipes.X) are
 # siblings of each other; only the package's own __init__ (the registry) may import them all
 FAMILIES = ("zss.recipes",)
+# The declared exceptions: a recipe that builds on others' tested pieces (docs/architecture.md).
+# joint reuses SimZSS's text tower, losses and recipe and PixelCLIP's Sinkhorn and mask pooling by
+# importing them; they may never import joint, and the declared edges may form no cycle.
+RECIPE_DEPENDS: dict[str, set[str]] = {"zss.recipes.joint": {"zss.recipes.simzss", "zss.recipes.pixelclip"}}
 PACKAGE_ROOT = Path(zss.__file__).resolve().parent
 
 
@@ -92,7 +96,8 @@ def layer_violations(root: Path) -> list[str]:
             if d_layer > s_layer:
                 problems.append(f"upward import: {src} (layer {s_layer}) imports {dst} (layer {d_layer})")
             elif (d_layer == s_layer and d_entry != s_entry and s_layer > 0
-                  and not _registry_import(s_entry, d_entry)):
+                  and not _registry_import(s_entry, d_entry)
+                  and d_entry not in RECIPE_DEPENDS.get(s_entry, ())):
                 problems.append(f"sibling import: {src} ({s_entry}) imports {dst} ({d_entry})")
     problems += [f"import cycle: {' -> '.join(c)}" for c in cycles(graph)]
     return problems
@@ -101,6 +106,15 @@ def layer_violations(root: Path) -> list[str]:
 def _registry_import(src_entry: str, dst_entry: str) -> bool:
     """A family's registry (`zss.recipes`) importing one of its members (`zss.recipes.simzss`)."""
     return src_entry in FAMILIES and dst_entry.startswith(src_entry + ".")
+
+
+def test_declared_recipe_edges_form_no_cycle():
+    """RECIPE_DEPENDS names existing recipe packages and is acyclic (no recipe depends on itself
+    through others)."""
+    mods = module_names(PACKAGE_ROOT)
+    for src, dsts in RECIPE_DEPENDS.items():
+        assert src in mods and all(d in mods for d in dsts), (src, dsts)
+    assert cycles({k: set(v) for k, v in RECIPE_DEPENDS.items()}) == []
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -164,6 +178,12 @@ def test_every_module_has_a_layer():
     ("recipes/pixelclip/sinkhorn.py", "from zss.recipes import get_recipe",
      "sibling import: zss.recipes.pixelclip.sinkhorn"),
     ("recipes/__init__.py", "from zss.recipes.simzss import losses", None),
+    # the declared edge joint -> simzss/pixelclip holds one way only
+    ("recipes/joint/losses.py", "from zss.recipes.simzss import text_tower", None),
+    ("recipes/simzss/losses.py", "def f():\n    from zss.recipes.joint import losses\n",
+     "sibling import: zss.recipes.simzss.losses"),
+    ("recipes/pixelclip/sinkhorn.py", "from zss.recipes.joint import regions",
+     "sibling import: zss.recipes.pixelclip.sinkhorn"),
 ])
 def test_the_check_catches_an_added_import(tmp_path, where, line, expected):
     copy = tmp_path / "zss"
@@ -188,15 +208,20 @@ def test_the_check_catches_a_cycle(tmp_path):
 
 
 def test_the_check_treats_every_recipe_package_as_a_sibling(tmp_path):
-    """A future recipe (`zss.recipes.joint`) importing another recipe's module is caught; the registry
-    importing both, and a recipe importing its own modules, are not."""
-    files = {"__init__.py": "", "recipes/__init__.py": "from zss.recipes import joint, simzss\n",
+    """A recipe (`zss.recipes.future`) importing another recipe's module without a declared edge is
+    caught, and so is joint importing a recipe it does not declare; the registry importing them all,
+    a recipe importing its own modules and joint's declared edge are not."""
+    files = {"__init__.py": "", "recipes/__init__.py": "from zss.recipes import future, joint, simzss\n",
              "recipes/simzss/__init__.py": "", "recipes/simzss/text_tower.py": "",
-             "recipes/joint/__init__.py": "from zss.recipes.joint import model\n",
-             "recipes/joint/model.py": "def f():\n    from zss.recipes.simzss.text_tower import f\n"}
+             "recipes/future/__init__.py": "from zss.recipes.future import model\n",
+             "recipes/future/model.py": "def f():\n    from zss.recipes.simzss.text_tower import f\n",
+             "recipes/joint/__init__.py": "from zss.recipes.simzss import text_tower\n",
+             "recipes/joint/model.py": "from zss.recipes.future import model\n"}
     for name, text in files.items():
         (tmp_path / "zss" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "zss" / name).write_text(text)
     assert layer_violations(tmp_path / "zss") == [
-        "sibling import: zss.recipes.joint.model (zss.recipes.joint) imports zss.recipes.simzss.text_tower "
-        "(zss.recipes.simzss)"]
+        "sibling import: zss.recipes.future.model (zss.recipes.future) imports zss.recipes.simzss.text_tower "
+        "(zss.recipes.simzss)",
+        "sibling import: zss.recipes.joint.model (zss.recipes.joint) imports zss.recipes.future.model "
+        "(zss.recipes.future)"]

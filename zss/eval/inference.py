@@ -15,6 +15,8 @@ which all evaluate through mmsegmentation with the same steps, reproduced here w
 3. optional PAMR refinement, at the label size after upsampling (`pamr_at: label`, as SCLIP and
    NACLIP do), at the resized image size (`pamr_at: input`) or on every window (`pamr_at: window`,
    Talk2DINO);
+   then optional mask-consistent refinement (`refine: masks`, zss.eval.refine): the logits averaged
+   over each mask made online from the model's own dense features;
 4. upsample the cosine logits (bilinear) to the label size, multiply by `logit_scale`, softmax over
    all text queries, take the max over each class's synonyms; with `area_thd` (SCLIP VOC21) the
    foreground classes whose argmax area is at most `area_thd` of the image's foreground area get
@@ -38,6 +40,7 @@ import torch.nn.functional as F
 
 from zss.errors import ZssError
 from zss.eval.pamr import pamr
+from zss.eval.refine import refine_logits
 from zss.eval.templates import embed_words, get_templates
 from zss.formats.vocab import Vocabulary
 from zss.models.segmenter import raw_text_encoder, span_encoder
@@ -72,6 +75,12 @@ class InferenceConfig:
     squash: int = 0                # > 0 (whole mode): resize the image to squash x squash
     feature_size: int = 0          # > 0: upsample dense features to this grid before the cosine
     fp16: bool = True              # autocast on CUDA only
+    # mask-consistent inference (zss.eval.refine): class scores averaged over each online mask
+    refine: str = setting("none", choices=("none", "masks"))
+    masks: str = setting("feature-kmeans", choices=("feature-kmeans",))  # how refine=masks makes masks
+    mask_k: int = setting(8, ge=1)             # feature-kmeans: clusters (= masks) per image
+    mask_iters: int = setting(20, ge=1)        # feature-kmeans: at most this many Lloyd steps
+    refine_alpha: float = setting(1.0, ge=0, le=1)  # 1 = the mask mean; < 1 blends in the plain scores
 
     def validate(self) -> None:
         if self.mode not in ("slide", "whole"):
@@ -226,6 +235,9 @@ class Predictor:
         if steps > 0 and self.cfg.pamr_at == "label":
             img = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)
             logits = pamr(img, logits[None], steps, dil)[0]
+        if self.cfg.refine == "masks":
+            logits = refine_logits(self.model, x, logits, self.cfg.masks, self.cfg.mask_k, self.cfg.mask_iters,
+                                   self.cfg.refine_alpha)
         return logits
 
     def _per_class(self, values: torch.Tensor, fill: float) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 - `zss.recipes.simzss`: SimZSS (text tower trained on cached frozen-ViT patch tokens + captions).
 - `zss.recipes.pixelclip`: PixelCLIP (CLIP image side trained from unlabeled masks via prompts).
+- `zss.recipes.joint`: captions + masks of the same cached images in one run (SimZSS's text tower
+  with mask-level terms; imports SimZSS and PixelCLIP pieces, a declared dependency).
 
 `RECIPES` holds one `RecipeEntry` per recipe: its name (`zss train NAME`, the "kind" of the model
 directories it writes, `zss import NAME`), its `zss.trainer.recipe.Recipe` class, the segmenter class
@@ -12,8 +14,8 @@ load on first use (they pull in torch); the commands are plain `zss.utils.cli_sp
 `get_recipe(name)` gives the recipe class behind `zss train NAME`; `load_segmenter(spec)` turns a
 model directory (any recipe's kind) or an `openclip:ARCH[:CKPT]` spec into a
 `zss.models.segmenter.Segmenter`. The trainer and models layers never import this package: it sits
-above them and wires the recipes in. Recipe packages never import each other; only this module
-imports them all.
+above them and wires the recipes in. Recipe packages never import each other except along the
+edges tests/test_architecture.py declares (joint -> simzss, pixelclip); only this module imports them all.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 from zss.errors import ZssError
 from zss.formats.model_dir import read_model_config, resolve_model_dir
 from zss.formats.specs import is_openclip_spec, parse_model_spec
-from zss.recipes import pixelclip, simzss
+from zss.recipes import joint, pixelclip, simzss
 from zss.utils.cli_spec import Command, CommandGroup
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ RECIPES: dict[str, RecipeEntry] = {e.name: e for e in (
     RecipeEntry("simzss", simzss.recipe_class, simzss.segmenter_class, simzss.IMPORT_RELEASE),
     RecipeEntry("pixelclip", pixelclip.recipe_class, pixelclip.segmenter_class, pixelclip.IMPORT_RELEASE,
                 pixelclip.COMMAND_GROUPS),
+    RecipeEntry("joint", joint.recipe_class, joint.segmenter_class),
 )}
 
 

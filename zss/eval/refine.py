@@ -1,0 +1,60 @@
+"""Mask-consistent inference (`--set refine=masks`): every class score averaged over each mask of
+the image, so a region is labelled as a whole instead of patch by patch.
+
+Masks are made online for the image being segmented, for any model: `masks: feature-kmeans` (the
+default and, today, the only source) clusters the model's own dense features of the whole image at
+the inference size (`zss.utils.kmeans.kmeans_label_grid`: spherical k-means, `mask_k` clusters,
+seeded) and upsamples the cluster grid to the label size (nearest). Settings live in
+`zss.eval.inference.InferenceConfig` (refine, masks, mask_k, mask_iters, refine_alpha); the hook is
+`Predictor.label_logits`, after PAMR, so `zss eval`, `zss segment` and `zss serve` all take them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zss.errors import ZssError
+from zss.utils.kmeans import kmeans_label_grid, upsample_labels
+
+REFINES = ("none", "masks")
+MASK_SOURCES = ("feature-kmeans",)
+
+
+def segment_mean(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """scores [Q,H,W], labels [H,W] (ids >= 0) -> [Q,H,W]: each pixel gets the mean score of its
+    segment (the pixels sharing its label)."""
+    if scores.shape[1:] != labels.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} differ in size")
+    flat = labels.reshape(-1).long()
+    n = int(flat.max()) + 1
+    sums = scores.new_zeros(scores.shape[0], n).index_add_(1, flat, scores.reshape(scores.shape[0], -1))
+    counts = torch.bincount(flat, minlength=n).clamp_min(1).to(scores.dtype)
+    return (sums / counts)[:, flat].reshape(scores.shape)
+
+
+@torch.no_grad()
+def feature_kmeans_masks(model: torch.nn.Module, image: torch.Tensor, k: int, iters: int = 20,
+                         seed: int = 0) -> np.ndarray:
+    """image [3,h,w] in [0,1] (the inference size) -> label map [h,w] int64: spherical k-means of
+    the model's dense features of the whole image (padded to a patch multiple), nearest-upsampled."""
+    _, h, w = image.shape
+    patch = int(model.patch_size)
+    ph, pw = (-h) % patch, (-w) % patch
+    x = F.pad(image[None], [0, pw, 0, ph]) if ph or pw else image[None]
+    feats = model.encode_dense(x)[0].float().permute(1, 2, 0).cpu().numpy()  # [gh, gw, C]
+    grid = kmeans_label_grid(feats, k, seed=seed, iters=iters, spherical=True)
+    return upsample_labels(grid, (h + ph, w + pw))[:h, :w]
+
+
+def refine_logits(model: torch.nn.Module, image: torch.Tensor, logits: torch.Tensor, masks: str = "feature-kmeans",
+                  k: int = 8, iters: int = 20, alpha: float = 1.0) -> torch.Tensor:
+    """Cosine logits [Q,H,W] (any size) of `image` [3,h,w] -> (1 − alpha) · logits + alpha · their
+    mean over each online mask."""
+    if masks not in MASK_SOURCES:
+        raise ZssError(f"masks must be one of {', '.join(MASK_SOURCES)} for refine=masks, got {masks!r}")
+    labels = feature_kmeans_masks(model, image, k, iters)
+    full = torch.from_numpy(upsample_labels(labels, tuple(logits.shape[1:]))).to(logits.device)
+    averaged = segment_mean(logits, full)
+    return averaged if alpha >= 1.0 else (1.0 - alpha) * logits + alpha * averaged
