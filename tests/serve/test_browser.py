@@ -32,9 +32,11 @@ def server(tiny_clip, tmp_path, local_server):
 
     other = save_random_openclip("zss-tiny-vit", tmp_path / "tiny_vit_seed1.safetensors", seed=1)
     models = [f"openclip:zss-tiny-vit:{tiny_clip}", f"openclip:zss-tiny-vit:{other}"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
+    bank = tmp_path / "names.txt"           # the "name it for me" switch's bank (docs/auto-vocab.md)
+    bank.write_text("grass;lawn\nwater;sea\nsky\nsand\nwall\nball\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2", ZSS_CACHE=str(tmp_path / "cache"))
     port = local_server("serve", lambda port: [sys.executable, "-m", "zss.cli", "serve", *models, "--port", str(port),
-                                               "--max-side", "512"],
+                                               "--max-side", "512", "--name-bank", str(bank)],
                         ready=_answers_info, env=env, timeout=240)  # model loading on a busy 2-core machine
     return f"http://127.0.0.1:{port}", models
 
@@ -109,6 +111,18 @@ def test_browser_upload_words_overlay_and_bad_upload(server, tmp_path):
             page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
             if os.environ.get("ZSS_SERVE_SCREENSHOT"):
                 shutil.copy(tmp_path / "serve.png", os.environ["ZSS_SERVE_SCREENSHOT"])
+            # "name it for me": the page lists the names chosen from the bank, with scores and areas
+            page.check("#auto")
+            assert page.is_disabled("#vocab")
+            page.click("#run")
+            page.wait_for_selector(".result table.names tr.name", timeout=180_000)
+            cards = page.locator(".result")
+            assert cards.count() == 2 and page.text_content("#message") == ""
+            for i in range(2):
+                chosen = [t.strip() for t in cards.nth(i).locator("tr.name td:first-child").all_text_contents()]
+                assert chosen and set(chosen) <= {"grass", "water", "sky", "sand", "wall", "ball"}
+                legend = {t.strip() for t in cards.nth(i).locator("tr.area td:first-child").all_text_contents()}
+                assert legend <= set(chosen) | {"unknown"}
         finally:
             browser.close()
     assert outside == []                                 # nothing fetched from anywhere else
