@@ -192,9 +192,11 @@ def eval_(model: str = typer.Argument(..., help="Model directory or openclip:ARC
 @app.command()
 def segment(model: str = typer.Argument(..., help="Model directory or openclip:ARCH[:CKPT]."),
             image: Path = typer.Argument(..., help="An image or a folder of images."),
-            vocab: Optional[str] = typer.Option(None, "--vocab", help='Classes "a,b;b2,c" (";" = synonyms), or '
+            vocab: Optional[str] = typer.Option(None, "--vocab", help='Classes: "," between classes, ";" between '
+                                                'synonyms ("zebra, traffic cone, wet asphalt;road" = 3 classes), or '
                                                 'auto / auto:FILE: names chosen per image from a name bank.'),
-            vocab_file: Optional[Path] = typer.Option(None, "--vocab-file", help="One class per line."),
+            vocab_file: Optional[Path] = typer.Option(None, "--vocab-file", help="One class per line, \";\" "
+                                                      "between synonyms."),
             out: Path = typer.Option(Path("segment_out"), "--out"),
             set_: List[str] = typer.Option([], "--set", help="Inference override key=value."),
             ) -> None:
