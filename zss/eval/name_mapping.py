@@ -8,8 +8,9 @@ whose names include one of those are the class's synsets. A chosen bank entry th
 1. `synset`: it is one of a class's synsets (this is also the exact lemma match: the entry has the
    class's word among its names);
 2. `hyponym`: a class synset is among the entry's WordNet hypernyms at depth <= MAX_DEPTH (default 3),
-   the depth counted as 1 + the bank entries strictly between the two (puppy -> dog is 1,
-   Dalmatian -> dog is 1, golden retriever -> retriever -> sporting dog -> gun dog -> dog is 4);
+   the depth counted as 1 + the bank entries strictly between the two (puppy -> dog and poodle ->
+   dog are 1, beagle -> hound -> hunting dog -> dog is 3, golden retriever -> retriever -> sporting
+   dog -> hunting dog -> dog is 4 and not mapped at the default);
 3. `phrase`: the phrase that matched the region is a class word (user banks, whose entries carry
    no hypernyms, map only so);
 
