@@ -1,11 +1,12 @@
 """`zss demo`: the whole product on one CPU, offline, in minutes.
 
 synthetic world → random-init DINOv2-architecture ViT-S/14 saved to and loaded from a local file →
-ingest (Ray, 2 workers, dino-kmeans masks, spaCy concepts) → train SimZSS → eval on the synthetic
-benchmark (trained vs untrained text tower vs random-CLIP MaskCLIP baseline) → segment one image.
+ingest (Ray, 2 workers, dino-kmeans masks, spaCy concepts) → train SimZSS (captions) and joint
+(captions + the same shards' masks, docs/joint.md) → eval on the synthetic benchmark (both trained
+towers vs the untrained one vs random-CLIP MaskCLIP baseline) → segment one image.
 
 Nothing here is special-cased for the demo: every step is the library call behind a CLI command,
-with the demo-scale config from zss/manifests/train/simzss-demo.yaml.
+with the demo-scale configs from zss/manifests/train/simzss-demo.yaml and joint-demo.yaml.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def _miou(results_dir: Path) -> float:
     return float(data["benchmarks"]["synth"]["mIoU"])
 
 
-DEMO_ENTRIES = {"world", "checkpoints", "shards", "run", "run_untrained", "eval", "segment", "demo_summary.json"}
-REBUILT = ("run", "run_untrained", "eval", "segment")  # removed first: the others are overwritten in place
+DEMO_ENTRIES = {"world", "checkpoints", "shards", "run", "run_joint", "run_untrained", "eval", "segment",
+                "demo_summary.json"}
+REBUILT = ("run", "run_joint", "run_untrained", "eval", "segment")  # removed first: the others are overwritten in place
 
 
 def prepare_out(out: Path) -> None:
@@ -104,9 +106,13 @@ def run_demo(out: Path, steps: int = 300, n_images: int = 160, img_size: int = 2
     print(export_untrained("simzss", shards, out / "run_untrained" / "model", config=config), flush=True)
     print(run_training("simzss", shards, out / "run", config=config, steps=steps), flush=True)
     lap("train")
+    print(run_training("joint", shards, out / "run_joint", config=MANIFESTS / "train" / "joint-demo.yaml",
+                       steps=steps), flush=True)
+    lap("train joint")
 
     scores = {}
-    for name, model in (("trained", out / "run" / "model"), ("untrained", out / "run_untrained" / "model"),
+    for name, model in (("trained", out / "run" / "model"), ("joint", out / "run_joint" / "model"),
+                        ("untrained", out / "run_untrained" / "model"),
                         ("clip_baseline", f"openclip:{CLIP_ARCH}:{clip_ckpt}")):
         res = out / "eval" / name
         print(run_eval(model=str(model), benchmark="synth", data_root=world, out=res), flush=True)
@@ -123,6 +129,7 @@ def run_demo(out: Path, steps: int = 300, n_images: int = 160, img_size: int = 2
                "results": str(out / "eval" / "trained" / "results.md")}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     return (f"demo finished in {sum(timings.values()):.0f}s\n"
-            f"  synthetic val mIoU (%): trained {scores['trained']:.1f} | untrained {scores['untrained']:.1f}"
+            f"  synthetic val mIoU (%): trained {scores['trained']:.1f} | joint (captions + masks) "
+            f"{scores['joint']:.1f} | untrained {scores['untrained']:.1f}"
             f" | random-CLIP MaskCLIP baseline {scores['clip_baseline']:.1f}\n"
             f"  results: {summary['results']}\n  overlay: {summary['overlay']}")

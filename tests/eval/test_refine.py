@@ -1,0 +1,49 @@
+"""Mask-consistent inference (zss.eval.refine), hand-computed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zss.errors import ZssError
+from zss.eval.refine import feature_kmeans_masks, refine_logits, segment_mean
+
+
+class TwoHalves(torch.nn.Module):
+    """A dense model whose features are e1 on the left half of the image and e2 on the right."""
+
+    patch_size = 2
+
+    def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = images.shape
+        out = torch.zeros(b, 4, h // 2, w // 2)
+        out[:, 0, :, : w // 4] = 1.0
+        out[:, 1, :, w // 4:] = 1.0
+        return out
+
+
+def test_segment_mean_hand_case():
+    scores = torch.tensor([[[1.0, 2.0], [3.0, 6.0]]])   # one query, 2x2
+    labels = torch.tensor([[0, 0], [1, 0]])              # segment 0 = {1, 2, 6}, segment 1 = {3}
+    assert torch.equal(segment_mean(scores, labels), torch.tensor([[[3.0, 3.0], [3.0, 3.0]]]))
+    labels = torch.tensor([[0, 1], [0, 1]])
+    assert torch.equal(segment_mean(scores, labels), torch.tensor([[[2.0, 4.0], [2.0, 4.0]]]))
+
+
+def test_feature_kmeans_masks_follow_the_model_features_and_refine_averages_them():
+    image = torch.rand(3, 6, 8)                         # padded to 6x8 (already a multiple of 2)
+    labels = feature_kmeans_masks(TwoHalves(), image, k=2)
+    assert labels.shape == (6, 8)
+    assert len(np.unique(labels[:, :4])) == 1 and len(np.unique(labels[:, 4:])) == 1
+    assert labels[0, 0] != labels[0, 7]
+    logits = torch.zeros(2, 3, 4)                        # a coarser logit map: labels are resampled
+    logits[0, :, :2] = torch.tensor([[1.0, 3.0], [1.0, 3.0], [1.0, 3.0]])   # left half mean 2
+    logits[1, 0, 3] = 6.0                                # right half mean 1
+    out = refine_logits(TwoHalves(), image, logits, k=2)
+    assert torch.allclose(out[0, :, :2], torch.full((3, 2), 2.0)) and torch.allclose(out[0, :, 2:], torch.zeros(3, 2))
+    assert torch.allclose(out[1, :, 2:], torch.full((3, 2), 1.0))
+    half = refine_logits(TwoHalves(), image, logits, k=2, alpha=0.5)
+    assert torch.allclose(half, 0.5 * logits + 0.5 * out)
+    with pytest.raises(ZssError, match="feature-kmeans"):
+        refine_logits(TwoHalves(), image, logits, masks="sam")

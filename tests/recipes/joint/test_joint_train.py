@@ -1,0 +1,111 @@
+"""`zss train joint` end to end on the masked feature world: learning with images lacking masks,
+exact resume, bad input through the real command line, the model directory in segment and eval
+(with mask-consistent inference)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import TINY
+from joint_world import make_masked_world
+from zss.cli import main
+from zss.commands.train import run_training
+from zss.errors import ZssError
+from zss.recipes.simzss.segmenter import load_text_tower
+from zss.recipes.simzss.text_tower import TextConfig, TextTower
+
+
+def _metrics(run):
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def masked_world(tmp_path_factory):
+    """48 images, every 5th without masks."""
+    return make_masked_world(tmp_path_factory.mktemp("masked"), unmasked_every=5)
+
+
+def test_joint_learns_and_counts_what_each_term_saw(masked_world, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "joint", str(masked_world.shards), str(run), "--steps", "40"]
+    for o in TINY + ["batch_size=16", "lr=2e-3", "warmup=0.1", "recipe.local_weight=1.0"]:
+        args += ["--set", o]
+    assert main(args) == 0
+    rows = _metrics(run)
+    assert [int(r["step"]) for r in rows] == list(range(1, 41))
+    # images without masks still train: they are counted, and the region terms skip their concepts
+    assert sum(float(r["images_without_masks"]) for r in rows) > 0
+    assert all(float(r["n_region"]) <= float(r["n_occ"]) for r in rows)
+    assert all(float(r["n_consistency"]) == float(r["n_masks"]) for r in rows)
+    for key in ("loss_global", "loss_local", "loss_region"):
+        first = sum(float(r[key]) for r in rows[:5]) / 5
+        last = sum(float(r[key]) for r in rows[-10:]) / 10
+        assert last < first - 0.2, (key, first, last)
+    torch.manual_seed(0)
+    untrained = TextTower(TextConfig(width=64, heads=2, layers=2, context_length=16), 32).eval()
+    config = json.loads((run / "model" / "config.json").read_text())
+    trained = load_text_tower(run / "model", config=config)
+    before, after = masked_world.zero_shot_miou(untrained), masked_world.zero_shot_miou(trained)
+    assert after > before + 0.05, (before, after)
+    assert config["kind"] == "joint" and config["joint"]["mil_weight"] == 0.5 and config["embed_dim"] == 32
+
+
+def test_killed_joint_run_resumes_exactly(masked_world, tmp_path, crash_after_step):
+    overrides = TINY + ["batch_size=8", "lr=2e-3", "warmup=0.2", "ckpt_every=3", "recipe.cluster_weight=0.5"]
+    full = tmp_path / "full"
+    run_training("joint", masked_world.shards, full, steps=8, overrides=overrides)
+    killed = tmp_path / "killed"
+    with crash_after_step(6):
+        run_training("joint", masked_world.shards, killed, steps=8, overrides=overrides)
+    run_training("joint", masked_world.shards, killed, resume=True)
+    a, b = _metrics(full), _metrics(killed)
+    assert [r["step"] for r in b] == [str(s) for s in range(1, 9)]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "loss_region", "loss_mil", "loss_consistency", "loss_cluster", "grad_norm"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), abs=1e-5), (ra["step"], key)
+    wa, wb = load_file(str(full / "model" / "model.safetensors")), load_file(str(killed / "model" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("kind, expected", [("masks", "--masks"), ("captions", "no captions")])
+def test_shards_missing_masks_or_captions_exit_2_with_one_line(tmp_path, kind, expected):
+    world = make_masked_world(tmp_path / "w", n_train=8, n_val=1, n_shards=1,
+                              masks=kind != "masks", captions=kind != "captions")
+    proc = subprocess.run([sys.executable, "-m", "zss.cli", "train", "joint", str(world.shards), str(tmp_path / "run"),
+                           "--steps", "2"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_joint_model_dir_segments_and_evaluates_with_mask_refinement(world, tmp_path):
+    from zss.models.random_init import save_random_timm
+    from zss.utils.hashing import sha256_file
+
+    ckpt = save_random_timm("vit_small_patch14_dinov2", tmp_path / "vits14.safetensors", img_size=56)
+    record = {"name": "vit_small_patch14_dinov2", "checkpoint": str(ckpt), "sha256": sha256_file(ckpt),
+              "img_size": 56, "patch_size": 14, "embed_dim": 384, "global": "cls"}
+    masked = make_masked_world(tmp_path / "w", n_train=8, n_val=1, n_shards=1, dim=384, backbone=record)
+    run = tmp_path / "run"
+    run_training("joint", masked.shards, run, steps=2, overrides=TINY + ["batch_size=4"])
+    image = sorted((world / "val" / "images").glob("*.jpg"))[0]
+    proc = subprocess.run([sys.executable, "-m", "zss.cli", "segment", str(run / "model"), str(image),
+                           "--vocab-file", str(world / "classes.txt"), "--out", str(tmp_path / "seg"),
+                           "--set", "refine=masks", "--set", "mask_k=4"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list((tmp_path / "seg").glob("*_overlay.png"))
+    out = tmp_path / "eval"
+    assert main(["eval", str(run / "model"), "--benchmark", "synth", "--data-root", str(world), "--limit", "2",
+                 "--out", str(out), "--set", "refine=masks"]) == 0
+    res = json.loads((out / "results.json").read_text())["benchmarks"]["synth"]
+    assert res["inference"]["refine"] == "masks" and res["inference"]["masks"] == "feature-kmeans"
+    assert main(["eval", str(run / "model"), "--benchmark", "synth", "--data-root", str(world), "--limit", "1",
+                 "--out", str(tmp_path / "bad"), "--set", "refine=blur"]) == 2
