@@ -140,6 +140,7 @@ def verify_shards(out_dir: str | Path) -> str:
     stats = " ".join(str(sh.shard_paths(out, sid)["stats"]) for sid in ids)
     lines = [f"{len(ids)} of {len(entries)} shard(s) in {out} are damaged:"]
     lines += [f"  {why}" for _, why in damaged]
-    lines.append(f"to re-ingest just these: rm {stats} and re-run the same `zss ingest` command "
+    remove = "delete the objects" if storage.is_url(out) else "rm"
+    lines.append(f"to re-ingest just these: {remove} {stats} and re-run the same `zss ingest` command "
                  "(incremental mode recomputes only shards without a stats file)")
     raise PartialFailure(3, "\n".join(lines))
