@@ -176,6 +176,77 @@ def simzss_section(args: argparse.Namespace) -> dict[str, float]:
     return res
 
 
+def _block_masks(grid: np.ndarray, size: int) -> list[dict]:
+    """One COCO-RLE annotation per k-means cluster of a patch grid, at `size` px (what dino-kmeans gives)."""
+    from pycocotools import mask as mask_utils
+
+    from zss.utils.kmeans import kmeans_label_grid, label_masks, upsample_labels
+
+    full = upsample_labels(kmeans_label_grid(grid.astype(np.float32), 16, iters=10), (size, size))
+    out = []
+    for m in label_masks(full):
+        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        out.append({"segmentation": {"size": [size, size], "counts": rle["counts"].decode()}, "area": int(m.sum())})
+    return out
+
+
+def joint_section(args: argparse.Namespace) -> dict[str, float]:
+    """joint vs SimZSS: one optimizer step of each real recipe on the same cached batch (random ViT-S/14
+    features of noise images with 16 k-means masks each, two-concept captions); goal joint <= 1.3x."""
+    from zss.formats.shards import shard_entry, write_manifest, write_shard
+    from zss.recipes.joint.recipe import JointConfig, JointRecipe
+    from zss.recipes.simzss.recipe import SimZSSConfig, SimZSSRecipe
+    from zss.trainer.config import TrainConfig
+    from zss.trainer.data import Position, ShardStream, shards_from_manifest
+    from zss.trainer.loop import _to_device, make_optimizer
+    from zss.utils.config import from_dict, load_config
+
+    tmp = Path(tempfile.mkdtemp(prefix="zss_bench_joint_"))
+    rng = np.random.default_rng(0)
+    patch = (rng.standard_normal((args.batch, 16, 16, 384)) + rng.standard_normal((1, 1, 1, 384))).astype(np.float16)
+    samples = _captioned_samples(patch, patch.mean((1, 2)), random.Random(0))
+    for s in samples:
+        s["masks"] = _block_masks(s["patch"], 224)
+    write_shard(tmp, 0, samples)
+    write_manifest(tmp, {"schema_version": 1, "source": {"kind": "benchmark"},
+                         "models": {"features": {"name": "vit_small_patch14_dinov2", "img_size": 224, "patch_size": 14,
+                                                 "embed_dim": 384, "global": "cls"}, "masks": {"mode": "dino-kmeans"}},
+                         "feature": {"grid": [16, 16], "dim": 384, "dtype": "float16"},
+                         "concept_bank": {}, "shards": [shard_entry(tmp, 0)], "config": {}})
+    cfg = load_config(TrainConfig, overrides=[
+        f"batch_size={args.batch}", f"recipe.text.width={args.width}", f"recipe.text.layers={args.layers}",
+        f"recipe.text.heads={max(1, args.width // 64)}", f"recipe.text.context_length={args.ctx}",
+        "recipe.local_weight=1.0", "recipe.global_token=mean"])
+    steps, reads = {}, {}
+    for name, cls, ccls in (("simzss", SimZSSRecipe, SimZSSConfig), ("joint", JointRecipe, JointConfig)):
+        recipe = cls(from_dict(ccls, cfg.recipe), tmp, cfg)
+        torch.manual_seed(0)
+        model = recipe.build_model()
+        opt = make_optimizer(recipe.param_groups(model, cfg.weight_decay), cfg)
+        stream = ShardStream(shards_from_manifest(tmp, recipe.manifest), recipe.decode_sample, recipe.collate,
+                             batch_size=args.batch, shuffle_buffer=args.batch)
+        batch = _to_device(next(stream.batches(Position()))[0], torch.device("cpu"))
+
+        def step(recipe=recipe, model=model, opt=opt, batch=batch) -> None:
+            loss, _ = recipe.loss(model, batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        steps[name] = step
+        reads[name] = _time(lambda stream=stream: next(stream.batches(Position())), args.reps)
+    best = _interleaved(steps, 2 * args.reps)
+    ratio = best["joint"] / best["simzss"]
+    print(f"joint vs SimZSS train step — CPU, batch {args.batch}, text tower {args.layers}×{args.width} ctx {args.ctx}, "
+          f"16x16x384 cached grid, 16 masks per image")
+    print(f"  SimZSS step {best['simzss'] * 1e3:9.1f} ms   joint step {best['joint'] * 1e3:9.1f} ms  -> joint is "
+          f"{ratio:.2f}x (goal <= 1.3x)")
+    print(f"  shard read+decode+collate: SimZSS {reads['simzss'] * 1e3:.1f} ms, joint {reads['joint'] * 1e3:.1f} ms "
+          f"per batch (data workers, overlapped)")
+    return {"simzss_s": best["simzss"], "joint_s": best["joint"], "joint_over_simzss": ratio,
+            "read_simzss_s": reads["simzss"], "read_joint_s": reads["joint"]}
+
+
 def pixelclip_section(args: argparse.Namespace) -> dict[str, float]:
     """PixelCLIP: one optimizer step in cached mode (residual adapter on cached dense features) vs
     full mode (the ViT-B/16 image tower itself on 224 px images), random weights, k = 64 prompts,
@@ -433,6 +504,7 @@ def loader_section(args: argparse.Namespace) -> dict[str, float]:
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {"simzss": simzss_section,
                                                                      "pixelclip": pixelclip_section,
+                                                                     "joint": joint_section,
                                                                      "loader": loader_section}
 
 
