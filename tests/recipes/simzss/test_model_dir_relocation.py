@@ -91,3 +91,42 @@ def test_model_dir_with_absolute_paths_still_loads(tmp_path, tiny_overrides):
     seg = load_segmenter(model, "cpu")
     assert seg.backbone.spec["checkpoint"] == str(ckpt)
     assert seg.encode_dense(torch.rand(1, 3, 56, 56)).shape == (1, 384, 4, 4)
+
+
+def test_hub_backbone_weights_are_saved_into_the_model_dir(tmp_path, tiny_overrides, monkeypatch):
+    """Features made with a hub name (no :FILE): export writes the cached hub weights into the folder
+    (cache only, never the network); without the cache the folder still gives the same features."""
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    from conftest import make_feature_world
+    from zss.models.backbone import create_timm_vit, load_backbone
+
+    cache = tmp_path / "hf"
+    repo = cache / "models--timm--vit_small_patch14_dinov2.lvd142m"
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    torch.manual_seed(0)
+    vit = create_timm_vit("vit_small_patch14_dinov2", 518, None, pretrained=False)  # the hub's 37x37 grid
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()},
+              str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = load_backbone("vit_small_patch14_dinov2", None, 56)
+    assert hub.spec["checkpoint"] is None
+    record = {**{k: hub.spec[k] for k in ("name", "checkpoint", "sha256", "img_size", "patch_size", "embed_dim")},
+              "global": "cls"}
+    world = make_feature_world(tmp_path / "w", n_train=8, n_val=1, n_shards=1, dim=384, backbone=record)
+    run_training("simzss", world.shards, tmp_path / "run", steps=1,
+                 overrides=tiny_overrides + ["batch_size=4", "recipe.global_token=cls"])
+    model = tmp_path / "run" / "model"
+    config = json.loads((model / "config.json").read_text())["backbone"]
+    assert config["checkpoint"] == "backbone.safetensors" and config["from_hub"] == "vit_small_patch14_dinov2"
+    assert config["sha256"] == sha256_file(model / "backbone.safetensors")
+    shutil.rmtree(cache)
+    images = torch.rand(2, 3, 56, 70)
+    with torch.no_grad():
+        want, _ = hub(images)
+        got, _ = load_segmenter(model, "cpu").backbone(images)
+    assert torch.equal(got, want)

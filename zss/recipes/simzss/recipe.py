@@ -26,6 +26,7 @@ from torch import nn
 from zss.errors import ZssError
 from zss.formats.model_dir import bundle_backbone, bundle_concept_bank
 from zss.formats.npy import load_npy
+from zss.models.hub_weights import save_hub_backbone
 from zss.formats.shards import decode_patch, view_member
 from zss.recipes.simzss.text_tower import TextConfig, build_text_tower
 from zss.models.tokenizer import fit_ids, tokenize
@@ -197,7 +198,8 @@ class SimZSSRecipe(Recipe):
         state = {k: v.detach().cpu().contiguous() for k, v in model.tower.state_dict().items()}
         save_file(state, str(out_dir / "model.safetensors"), metadata={"kind": "simzss"})
         bundle_concept_bank(self.concept_bank_file(), out_dir)
-        config = {"kind": "simzss", "schema": 1, "backbone": bundle_backbone(self.backbone, out_dir),
+        backbone = bundle_backbone(save_hub_backbone(self.backbone, out_dir), out_dir)
+        config = {"kind": "simzss", "schema": 1, "backbone": backbone,
                   "feature": self.manifest.get("feature", {}), "text": asdict(self.cfg.text),
                   "embed_dim": self.dim, "tokenizer": "clip-bpe", "global": self.cfg.global_token,
                   "text_pooling": self.cfg.text_pooling,
