@@ -174,7 +174,7 @@ def test_unseen_names_get_the_penalty(colour_model, make_colour_image, tmp_path,
     bank = NameBank([NameEntry("line:1", ("red",)), NameEntry("line:2", ("blue",))], "c", "user")
     cfg = InferenceConfig(short_side=0, mode="whole", crop=0, stride=0, templates="photo")
     namer = AutoNamer(colour_model, model_dir, bank, cfg, AutoVocabConfig(k=2, unseen_penalty=0.3), "cpu")
-    assert namer.unseen.tolist() == [True, False]
+    assert [namer.unseen(p) for p in ("red", "BLUE", "azure")] == [True, False, False]
     assert list((model_dir / "name-index").glob("*.faiss"))                   # cached beside the model
     res = namer.predict(make_colour_image(32, 32, 16, "red", "blue"))
     red = next(n for n in res.chosen if n.name == "red")

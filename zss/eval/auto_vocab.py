@@ -10,8 +10,8 @@ Per image (docs/auto-vocab.md):
 3. each region's embedding (mean of its unit patch features, renormalised) -> the top-k names of the
    bank's faiss index in the model's text space (`zss.eval.name_index`);
 4. calibration against unseen names: a model that records the concepts it was trained on
-   (`MODEL_DIR/concepts.json`, SimZSS) gives every other name a penalty `unseen_penalty` on its
-   cosine: a text tower trained on few words scores names it never saw at random, and with tens of
+   (`MODEL_DIR/concepts.json`, SimZSS) gives every other phrase (the name or synonym that matched)
+   a penalty `unseen_penalty` on its cosine: a text tower trained on few words scores names it never saw at random, and with tens of
    thousands of them some random score wins; the bank is not restricted (a clearly better unseen
    name still wins). Models without a record (CLIP, PixelCLIP: web-scale text) get no penalty;
 5. pick / merge synonyms and near-duplicates / unknown (`zss.eval.auto_names`);
@@ -157,10 +157,12 @@ class AutoNamer:
         self.tap = FeatureTap(model)
         self.cfg, self.auto, self.device, self.bank = cfg, auto or AutoVocabConfig(), torch.device(device), bank
         self.index = index if index is not None else load_name_index(model, model_spec, bank)
-        seen = training_names(model_spec)
-        self.unseen = np.array([seen is not None and not any(n.lower() in seen for n in e.names)
-                                for e in bank.entries])
+        self.seen = training_names(model_spec)   # None: no record, no penalty
         self.base = Predictor(self.tap, Vocabulary([["object"]]), cfg, self.device)
+
+    def unseen(self, phrase: str) -> bool:
+        """Whether the model records its training concepts and `phrase` is not among them."""
+        return self.seen is not None and phrase.lower() not in self.seen
 
     def _feature_grid(self, x: torch.Tensor) -> np.ndarray:
         """The window features of the last pass laid on one patch grid [hp, wp, C] (overlaps averaged)."""
@@ -195,8 +197,11 @@ class AutoNamer:
         hits = self.index.search(emb, a.top_k)
         regions = []
         for i, cands in zip(ids, hits):
-            scored = [Candidate(e, s - a.unseen_penalty * float(self.unseen[e]), s, ph) for e, s, ph in cands]
-            scored.sort(key=lambda c: -c.score)
+            scored = [Candidate(e, s - a.unseen_penalty * float(self.unseen(ph)), s, ph) for e, s, ph in cands]
+            # equal scores (one phrase, several synsets: water, urine's synonym "water"): the synset
+            # whose display name it is, then the more frequent one (SemCor count)
+            scored.sort(key=lambda c: (-round(c.score, 5), self.bank.entries[c.entry].name.lower() != c.phrase.lower(),
+                                       -self.bank.entries[c.entry].count))
             regions.append(Region(float((labels == i).mean()), scored))
         return labels, regions
 
