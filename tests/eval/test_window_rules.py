@@ -145,3 +145,37 @@ def test_floor_needs_one_patch(colour_model):
     pred = _pred(colour_model, "red,blue", mode="whole", short_side=0, fit="floor")
     with pytest.raises(ZssError, match="smaller than one 4px patch"):
         pred.predict(np.zeros((3, 10, 3), np.uint8))
+
+
+def test_fit_crop_scores_only_the_floored_region(tmp_path, colour_model, write_png, monkeypatch):
+    """SimZSS's loader (coco_segmentation_simple.py L50-55) crops image and labels to a patch multiple:
+    an 18x26 image at patch 4 scores 16x24 = 384 pixels, not 468."""
+    from PIL import Image
+
+    import zss.eval.metrics as metrics
+    from zss.eval.benchmarks import get_benchmark
+    from zss.eval.evaluate import evaluate_benchmark
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "classes.txt").write_text("red\nblue\n")
+    Image.fromarray(_two_colour(18, 26, 12)).save(tmp_path / "images" / "a.png")
+    label = np.zeros((18, 26), np.uint8)
+    label[:, 12:] = 1
+    write_png(label, tmp_path / "annotations" / "a.png")
+    seen = []
+    update = metrics.SegMetric.update
+    monkeypatch.setattr(metrics.SegMetric, "update", lambda self, pred, lab: (seen.append(lab.shape), update(self, pred, lab))[1])
+    for fit, shape in (("crop", (16, 24)), ("pad", (18, 26))):
+        seen.clear()
+        cfg = InferenceConfig(templates="photo", mode="whole", short_side=0, fit=fit)
+        res = evaluate_benchmark(colour_model, get_benchmark("folder"), tmp_path, cfg, "cpu")
+        assert seen == [shape] and res["mIoU"] == 100.0, fit
+
+
+def test_openclip_raw_text_is_the_unnormalised_embedding(tiny_clip_ckpt):
+    from zss.models.clip_dense import OpenCLIPSegmenter
+
+    seg = OpenCLIPSegmenter.from_spec(tiny_clip_ckpt)
+    raw = seg.encode_text_raw(["a red thing", "a blue thing"])
+    torch.testing.assert_close(F.normalize(raw, dim=-1), seg.encode_text(["a red thing", "a blue thing"]))
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(2))

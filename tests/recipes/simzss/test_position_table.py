@@ -64,3 +64,12 @@ def test_zss_trained_backbones_build_at_their_img_size(tmp_path):
     kept = load_backbone(BACKBONE, tmp_path / "bb.safetensors", 224, build_size=518)
     assert tuple(kept.model.pos_embed.shape) == (1, 37 * 37, 384)
     assert (kept.spec["img_size"], kept.spec["build_size"], kept.img_size) == (224, 518, 224)
+
+
+def test_imported_model_gives_raw_text_embeddings(imported):
+    """Talk2DINO's template mean (template_mean: raw) needs the end-of-text before the normalisation."""
+    seg = load_segmenter(str(imported))
+    raw = seg.encode_text_raw(["a photo of a cat.", "a photo of a dog."])
+    torch.testing.assert_close(torch.nn.functional.normalize(raw, dim=-1),
+                               seg.encode_text(["a photo of a cat.", "a photo of a dog."]))
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(2))
