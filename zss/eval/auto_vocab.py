@@ -7,16 +7,20 @@ Per image (docs/auto-vocab.md):
    of running the image encoder twice;
 2. regions: online feature k-means (`feature-kmeans`: spherical k-means over the patch grid of those
    features, `zss.utils.kmeans.kmeans_label_grid`; `k` regions);
-3. each region's embedding (mean of its unit patch features, renormalised) -> the top-k names of the
-   bank's faiss index in the model's text space (`zss.eval.name_index`);
+3. each region's embedding (mean of its unit patch features, renormalised) -> the nearest names of
+   the bank's faiss index in the model's text space (`zss.eval.name_index`): top_k + RETRIEVE_EXTRA
+   entries, re-ranked after step 4, the best top_k kept;
 4. calibration against unseen names: a model that records the concepts it was trained on
    (`MODEL_DIR/concepts.json`, SimZSS) gives every other phrase (the name or synonym that matched)
    a penalty `unseen_penalty` on its cosine: a text tower trained on few words scores names it never saw at random, and with tens of
    thousands of them some random score wins; the bank is not restricted (a clearly better unseen
    name still wins). Models without a record (CLIP, PixelCLIP: web-scale text) get no penalty;
 5. pick / merge synonyms and near-duplicates / unknown (`zss.eval.auto_names`);
-6. the ordinary segmentation with the chosen names as the vocabulary (inference templates and
-   settings unchanged); pixels of unknown regions get the class `unknown`, the last id.
+6. the ordinary segmentation with the chosen names as the vocabulary, every inference setting
+   unchanged except the templates: `auto.templates` (default `photo`, the index's own single
+   template, so a new name costs one prompt; `inference` = the protocol's set, e.g. ImageNet-80,
+   80 prompts the first time a name appears); pixels of unknown regions get the class `unknown`,
+   the last id.
 
 Settings: `--set auto.KEY=VALUE` for the AutoVocabConfig fields below.
 """
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,9 @@ from zss.utils.config import apply_overrides, from_dict, setting
 from zss.utils.kmeans import kmeans_label_grid, upsample_labels
 
 
+RETRIEVE_EXTRA = 45  # entries retrieved per region beyond top_k, re-ranked after the unseen penalty
+
+
 @dataclass
 class AutoVocabConfig:
     """`--set auto.KEY=VALUE`."""
@@ -54,6 +61,7 @@ class AutoVocabConfig:
     unseen_penalty: float = setting(0.15, ge=0.0)    # subtracted from names the model was not trained on
     max_names: int = setting(12, ge=1)               # names per image at most
     iters: int = setting(30, ge=1)                   # k-means steps
+    templates: str = "photo"                          # chosen names' templates; "inference": the protocol's
     seed: int = 0
 
 
@@ -159,6 +167,8 @@ class AutoNamer:
         self.index = index if index is not None else load_name_index(model, model_spec, bank)
         self.seen = training_names(model_spec)   # None: no record, no penalty
         self.base = Predictor(self.tap, Vocabulary([["object"]]), cfg, self.device)
+        self.name_cfg = cfg if self.auto.templates == "inference" else replace(cfg, templates=self.auto.templates)
+        self.name_cfg.validate()
 
     def unseen(self, phrase: str) -> bool:
         """Whether the model records its training concepts and `phrase` is not among them."""
@@ -194,7 +204,8 @@ class AutoNamer:
         labels = kmeans_label_grid(grid, a.k, a.seed, a.iters, spherical=True)
         ids = np.unique(labels)
         emb = np.stack([grid[labels == i].mean(0) for i in ids])
-        hits = self.index.search(emb, a.top_k)
+        # retrieve deeper than top_k: the penalty may reorder, and a seen name below ranks of unseen ones counts
+        hits = self.index.search(emb, a.top_k + RETRIEVE_EXTRA)
         regions = []
         for i, cands in zip(ids, hits):
             scored = [Candidate(e, s - a.unseen_penalty * float(self.unseen(ph)), s, ph) for e, s, ph in cands]
@@ -202,7 +213,7 @@ class AutoNamer:
             # whose display name it is, then the more frequent one (SemCor count)
             scored.sort(key=lambda c: (-round(c.score, 5), self.bank.entries[c.entry].name.lower() != c.phrase.lower(),
                                        -self.bank.entries[c.entry].count))
-            regions.append(Region(float((labels == i).mean()), scored))
+            regions.append(Region(float((labels == i).mean()), scored[:a.top_k]))
         return labels, regions
 
     @torch.no_grad()
@@ -216,7 +227,7 @@ class AutoNamer:
         names = [n.name for n in chosen] + [UNKNOWN]
         if chosen:
             vocab = Vocabulary([list(n.phrases) for n in chosen])
-            label = Predictor(self.tap, vocab, self.cfg, self.device).predict(image, size)
+            label = Predictor(self.tap, vocab, self.name_cfg, self.device).predict(image, size)
         else:
             label = np.zeros(size, dtype=np.int64)
         cell_unknown = np.array([o is None for o in owner])[labels]
