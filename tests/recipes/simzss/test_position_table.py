@@ -54,22 +54,20 @@ def test_imported_model_keeps_the_37x37_table_and_matches_the_authors_model(impo
     shrunk = load_backbone(BACKBONE, imported / "backbone.safetensors", 224).model
     with torch.no_grad():
         assert not torch.equal(ref.forward_features(x), shrunk.forward_features(x))
+    # Talk2DINO's template mean (template_mean: raw) needs the end-of-text before the normalisation
+    texts = ["a photo of a cat.", "a photo of a dog."]
+    raw = seg.encode_text_raw(texts)
+    torch.testing.assert_close(torch.nn.functional.normalize(raw, dim=-1), seg.encode_text(texts))
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(2))
 
 
 def test_zss_trained_backbones_build_at_their_img_size(tmp_path):
-    vit = create_timm_vit(BACKBONE, 518, checkpoint=None, pretrained=False)
+    """No build_size: the checkpoint's table is resampled to img_size at load (a ViT-Ti/16 stand-in)."""
+    vit = create_timm_vit("vit_tiny_patch16_224", 384, checkpoint=None, pretrained=False)   # 24x24 table
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "bb.safetensors"))
-    own = load_backbone(BACKBONE, tmp_path / "bb.safetensors", 224)
-    assert tuple(own.model.pos_embed.shape) == (1, 16 * 16, 384) and "build_size" not in own.spec
-    kept = load_backbone(BACKBONE, tmp_path / "bb.safetensors", 224, build_size=518)
-    assert tuple(kept.model.pos_embed.shape) == (1, 37 * 37, 384)
-    assert (kept.spec["img_size"], kept.spec["build_size"], kept.img_size) == (224, 518, 224)
+    own = load_backbone("vit_tiny_patch16_224", tmp_path / "bb.safetensors", 224)
+    assert tuple(own.model.pos_embed.shape[:2]) == (1, 1 + 14 * 14) and "build_size" not in own.spec
+    kept = load_backbone("vit_tiny_patch16_224", tmp_path / "bb.safetensors", 224, build_size=384)
+    assert tuple(kept.model.pos_embed.shape[:2]) == (1, 1 + 24 * 24)
+    assert (kept.spec["img_size"], kept.spec["build_size"], kept.img_size) == (224, 384, 224)
 
-
-def test_imported_model_gives_raw_text_embeddings(imported):
-    """Talk2DINO's template mean (template_mean: raw) needs the end-of-text before the normalisation."""
-    seg = load_segmenter(str(imported))
-    raw = seg.encode_text_raw(["a photo of a cat.", "a photo of a dog."])
-    torch.testing.assert_close(torch.nn.functional.normalize(raw, dim=-1),
-                               seg.encode_text(["a photo of a cat.", "a photo of a dog."]))
-    assert not torch.allclose(raw.norm(dim=-1), torch.ones(2))
