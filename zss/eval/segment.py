@@ -133,11 +133,11 @@ def run_segment(model: str, inputs: Path, vocab: str | None = None, vocab_file: 
     max_pixels, _ = _split_max_pixels(list(overrides or []))
     cfg = segment_config(overrides)
     base, images = list_images(Path(inputs))
-    if words is not None and not quiet():  # what the words were understood as, once the input checks passed
-        print(f"zss: vocabulary: {words.describe()}", file=sys.stderr, flush=True)
     out = Path(out)
     device = default_device()
     segmenter = load_segmenter(model, device)
+    if words is not None and not quiet():  # what the words were understood as, once inputs and model loaded
+        print(f"zss: vocabulary: {words.describe()}", file=sys.stderr, flush=True)
     if bank is None:
         predictor = Predictor(segmenter, words, cfg, device)
         segment_one = lambda path, stem: segment_image(predictor, path, stem, max_pixels)  # noqa: E731

@@ -40,7 +40,7 @@ def test_openai_weights_load_into_quickgelu_and_are_refused_for_gelu(tmp_path, c
     from PIL import Image
 
     Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
-    code = main(["segment", f"openclip:zss-tiny-vit:{ckpt}", str(tmp_path / "a.jpg"), "--vocab", "a;b",
+    code = main(["segment", f"openclip:zss-tiny-vit:{ckpt}", str(tmp_path / "a.jpg"), "--vocab", "a,b",
                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and ARCH_Q in err[0]
