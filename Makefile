@@ -22,10 +22,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/ingest.py
-	$(BIN)/python benchmarks/train_step.py
-	$(BIN)/python benchmarks/segment.py
+bench: $(STAMP)  # one headline table for this machine (--quick sizes without CUDA) -> benchmarks/results/<host>.json
+	$(BIN)/python benchmarks/headline.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo_out

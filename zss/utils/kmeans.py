@@ -1,9 +1,11 @@
 """k-means over one image's patch grid, and its label map as one mask per cluster.
 
-Shared by the ingest's k-means mask modes (`zss.ingest.stages.masks`) and PixelCLIP's online DINO
-masks (`zss.recipes.pixelclip.dino_masks`). Pure float64 numpy: one image's few hundred to few
-thousand patches are cheap, and the same seed gives the same labels on every run (a multi-threaded
-float32 k-means is not guaranteed to).
+The per-image functions here are pure float64 numpy (the same seed gives the same labels on every
+run): the reference, and what single-image callers (eval) use. The ingest's k-means mask modes
+(`zss.ingest.stages.masks`) and PixelCLIP's online DINO masks (`zss.recipes.pixelclip.dino_masks`)
+cluster a whole batch at once with `kmeans_label_grids` (torch, on the tensors' device, CUDA when
+present; `zss.utils.kmeans_torch`), which returns per image what `kmeans_label_grid` returns (the
+tests compare the two on fixed inputs).
 """
 
 from __future__ import annotations
@@ -80,3 +82,12 @@ def kmeans_label_grid(patch: np.ndarray, k: int, seed: int = 0, iters: int = 50,
     hp, wp, d = patch.shape
     labels = kmeans(patch.reshape(-1, d), k, seed, iters, spherical)
     return first_appearance(labels).reshape(hp, wp)
+
+
+def kmeans_label_grids(patch, k: int, seeds=0, iters: int = 50, spherical: bool = True):
+    """Patch grids [B, Hp, Wp, D] (tensor or array) -> label grids [B, Hp, Wp] (int64 tensor on the
+    input's device): per image what `kmeans_label_grid(patch[b], k, seeds[b], iters, spherical)`
+    returns, all images in one batched torch k-means. `seeds`: one int or one per image."""
+    from zss.utils.kmeans_torch import kmeans_label_grids as batched
+
+    return batched(patch, k, seeds, iters, spherical)

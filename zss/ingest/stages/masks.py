@@ -1,7 +1,9 @@
 """Masks: unlabeled regions for PixelCLIP, as COCO RLE at the resized image `size`.
 
 Modes (what PixelCLIP trains from):
-- `sam`: segment-anything's `SamAutomaticMaskGenerator` (a local checkpoint, `KIND:PATH`);
+- `sam`: segment-anything's automatic masks (a local checkpoint, `KIND:PATH`), by default from
+  `zss.models.sam_amg.BatchedMaskGenerator` (the rows of a batch together; the same masks as
+  segment-anything's `SamAutomaticMaskGenerator`, which `impl: reference` runs one image at a time);
 - `sa1b`: the source's own SA-1B annotations (decode has rescaled them to `size`; checked here again);
 - `feature-kmeans` (old name `dino-kmeans`, still accepted): spherical k-means over the image's
   patch features from the ingest's *feature backbone* (so this stage runs after features; a CLIP in
@@ -11,8 +13,10 @@ Modes (what PixelCLIP trains from):
   (k = `kmeans_k`, 16) of its last-layer patch tokens, upsampled (nearest) to `size`;
 - `none`: no masks (`""`).
 
-Every mode is deterministic (fixed point grid, seeded k-means in float64 numpy, canonical JSON), so
-a resumed ingest rewrites byte-identical shards.
+Every mode is deterministic (fixed point grid, seeded k-means with float64 decisions, canonical
+JSON), so a resumed ingest rewrites byte-identical shards. The k-means modes cluster all rows of a
+batch in one call of `zss.utils.kmeans_torch` (on CUDA when present), the same partitions as the
+per-image numpy `zss.utils.kmeans`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from zss.formats.rle import check_sa1b_annotations, encode_mask
 from zss.formats.specs import parse_model_spec
 from zss.utils.config import setting
 from zss.utils.kmeans import kmeans, kmeans_label_grid, upsample_labels  # noqa: F401 (kmeans: re-exported)
+from zss.utils.kmeans import kmeans_label_grids
+
+IMPLS = ("batched", "reference")  # `sam`: zss's batched generator, or segment-anything's own
 
 MODES = ("sam", "sa1b", "feature-kmeans", "dino-kmeans", "dino", "none")
 ALIASES = {"dino-kmeans": "feature-kmeans"}  # old name: the features were the ingest backbone's
@@ -55,15 +62,19 @@ class MaskConfig:
     dino_img_size: int = setting(640, ge=14)       # `dino` mode: square input side (the release's 640 crop -> 40x40)
     seed: int = 0
     device: str = "auto"
+    impl: str = "batched"            # `sam`: batched (zss.models.sam_amg) | reference (segment-anything's)
+    image_batch: int = setting(8, ge=1)  # `sam` batched: crops per image-encoder call
 
 
 def kmeans_masks(patch: np.ndarray, size: tuple[int, int], k: int, seed: int,
-                 iters: int = 50, spherical: bool = True) -> list[dict[str, Any]]:
+                 iters: int = 50, spherical: bool = True, grid: np.ndarray | None = None) -> list[dict[str, Any]]:
     """One annotation per non-empty cluster of an image's patch grid, clusters numbered by first
-    appearance in raster order; `score` = mean cosine of the cluster's patches to its centre."""
+    appearance in raster order; `score` = mean cosine of the cluster's patches to its centre.
+    `grid`: the label grid if already computed (a batched k-means), else computed here."""
     hp, wp, d = patch.shape
     x = patch.reshape(-1, d).astype(np.float64)
-    grid = kmeans_label_grid(patch, k, seed, iters, spherical)
+    if grid is None:
+        grid = kmeans_label_grid(patch, k, seed, iters, spherical)
     labels = grid.reshape(-1)
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     full = upsample_labels(grid, size)
@@ -95,6 +106,8 @@ class MaskStage:
         self.method = ALIASES.get(self.cfg.mode, self.cfg.mode)
         if self.method in ("feature-kmeans", "dino") and self.cfg.kmeans_k < 1:
             raise ZssError(f"kmeans_k must be at least 1, got {self.cfg.kmeans_k}")
+        if self.cfg.impl not in IMPLS:
+            raise ZssError(f"masks.impl must be one of {', '.join(IMPLS)}, got {self.cfg.impl!r}")
         self.generator = None
         self.dino = None
         self.sam_info: dict[str, Any] = {}
@@ -117,16 +130,20 @@ class MaskStage:
         from segment_anything import SamAutomaticMaskGenerator
 
         from zss.models.sam import load_sam, sam_spec
+        from zss.models.sam_amg import BatchedMaskGenerator
         from zss.utils.device import default_device
 
         if not self.cfg.sam_checkpoint:
             raise ZssError("masks mode 'sam' needs --sam-checkpoint KIND:PATH (e.g. vit_h:sam_vit_h_4b8939.pth)")
         spec = parse_model_spec(self.cfg.sam_checkpoint, "sam")
         sam = load_sam(spec, device=default_device(self.cfg.device))
-        self.generator = SamAutomaticMaskGenerator(
-            sam, points_per_side=self.cfg.points_per_side, points_per_batch=self.cfg.points_per_batch,
-            pred_iou_thresh=self.cfg.pred_iou_thresh, stability_score_thresh=self.cfg.stability_score_thresh,
-            min_mask_region_area=self.cfg.min_mask_region_area, output_mode="coco_rle")
+        kw = dict(points_per_side=self.cfg.points_per_side, points_per_batch=self.cfg.points_per_batch,
+                  pred_iou_thresh=self.cfg.pred_iou_thresh, stability_score_thresh=self.cfg.stability_score_thresh,
+                  min_mask_region_area=self.cfg.min_mask_region_area, output_mode="coco_rle")
+        if self.cfg.impl == "reference":
+            self.generator = SamAutomaticMaskGenerator(sam, **kw)
+        else:
+            self.generator = BatchedMaskGenerator(sam, image_batch=self.cfg.image_batch, **kw)
         self.sam_info = sam_spec(spec.arch, str(spec.checkpoint))
 
     def describe(self) -> dict[str, Any]:
@@ -162,6 +179,55 @@ class MaskStage:
         anns = self.generator.generate(np.ascontiguousarray(image))
         return _json([{k: a[k] for k in SAM_KEYS} for a in anns])
 
+    def _sam_batch(self, images: list[np.ndarray]) -> list[str]:
+        anns = self.generator.generate_batch([np.ascontiguousarray(im) for im in images])
+        return [_json([{k: a[k] for k in SAM_KEYS} for a in one]) for one in anns]
+
+    def _dino_patches(self, images: list[np.ndarray]):
+        """The `dino` backbone's patch grids [B, Hp, Wp, D] of images resized to dino_img_size²."""
+        import torch
+        import torch.nn.functional as F
+
+        side = self.cfg.dino_img_size
+        x = torch.cat([F.interpolate(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float()
+                                     / 255.0, size=(side, side), mode="bilinear", align_corners=False,
+                                     antialias=True) for im in images])
+        with torch.no_grad():
+            patch, _ = self.dino(x)
+        return patch.float()
+
+    def _batched(self, batch: dict[str, np.ndarray], rows: list[int]) -> dict[int, str]:
+        """Masks of the ok rows in one batched call (batched SAM, or one k-means over all rows'
+        patch grids of one shape); {} when the mode has no batched path."""
+        import torch
+
+        from zss.utils.device import default_device
+
+        mode, c = self.method, self.cfg
+        if not rows or mode in ("sa1b", "none") or (mode == "sam" and c.impl == "reference"):
+            return {}
+        if mode == "sam":
+            return dict(zip(rows, self._sam_batch([batch["image"][i] for i in rows])))
+        sizes = {i: (int(batch["size"][i][0]), int(batch["size"][i][1])) for i in rows}
+        if mode == "dino":
+            groups = {None: (rows, self._dino_patches([batch["image"][i] for i in rows]))}
+        else:
+            groups = {}
+            for i in rows:
+                groups.setdefault(np.asarray(batch["patch"][i]).shape, []).append(i)
+            groups = {s: (g, torch.from_numpy(np.stack([np.asarray(batch["patch"][i]) for i in g])))
+                      for s, g in groups.items()}
+        out = {}
+        dev = default_device(c.device)
+        for group, patches in groups.values():
+            grids = kmeans_label_grids(patches.to(dev), c.kmeans_k, c.seed, c.kmeans_iters,
+                                       spherical=mode != "dino").cpu().numpy()
+            host = patches.cpu().numpy()
+            for i, p, g in zip(group, host, grids):
+                out[i] = _json(kmeans_masks(p, sizes[i], c.kmeans_k, c.seed, c.kmeans_iters,
+                                            spherical=mode != "dino", grid=g))
+        return out
+
     def _sa1b(self, src: str, size: tuple[int, int]) -> str:
         from zss.ingest.stages.decode import DecodeError, resize_masks
 
@@ -192,8 +258,16 @@ class MaskStage:
         mode = self.method
         if mode == "feature-kmeans" and "patch" not in batch:
             raise ZssError(f"{self.cfg.mode} masks need the patch features: run the features stage first")
+        ok = [i for i in range(n) if status[i] == "ok"]
+        try:
+            done = self._batched(batch, ok)
+        except (RuntimeError, ValueError, MemoryError):  # one bad row: redo row by row to find it
+            done = {}
         for i in range(n):
             if mode == "none" or status[i] != "ok":
+                continue
+            if i in done:
+                masks[i] = done[i]
                 continue
             size = (int(batch["size"][i][0]), int(batch["size"][i][1]))
             try:

@@ -3,8 +3,9 @@
 Each training step, a frozen DINO ViT-S/16 (a timm name + local checkpoint, loaded through
 `zss.models.backbone.load_backbone` like the ingest's `dino` mask mode) encodes every weak crop at
 `img_size`² (the release: the 640 crop, a 40×40 grid); the last layer's normalised patch tokens of
-each image are clustered by Euclidean k-means (k = 16 in the release; zss: seeded k-means++ in float64,
-`zss.utils.kmeans`), and each cluster becomes one binary mask at `mask_size` (the label grid upsampled
+each image are clustered by Euclidean k-means (k = 16 in the release; zss: seeded k-means++ with
+float64 decisions, all images of the batch in one torch call on their device, `zss.utils.kmeans`
+`kmeans_label_grids`: the partitions of the per-image numpy k-means), and each cluster becomes one binary mask at `mask_size` (the label grid upsampled
 nearest). These masks replace the shard's masks for that step.
 """
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from zss.errors import ZssError
-from zss.utils.kmeans import kmeans_label_grid, label_masks, upsample_labels
+from zss.utils.kmeans import kmeans_label_grid, kmeans_label_grids, label_masks, upsample_labels
 
 DINO_DEFAULT = "vit_small_patch16_224.dino"
 
@@ -66,7 +67,10 @@ class DinoMaskMaker:
         return patch.float()
 
     def masks(self, images: torch.Tensor, seeds: list[int]) -> list[torch.Tensor]:
-        """One bool tensor [n_i, mask_size, mask_size] per image (on the images' device)."""
-        feats = self.features(images).cpu().numpy()
-        return [torch.from_numpy(masks_from_features(f, self.k, int(s), self.iters, self.mask_size))
-                .to(images.device) for f, s in zip(feats, seeds)]
+        """One bool tensor [n_i, mask_size, mask_size] per image (on the images' device): per image
+        what `masks_from_features` returns, the k-means of the whole batch in one call on the
+        features' device."""
+        feats = self.features(images)
+        grids = kmeans_label_grids(feats, self.k, [int(s) for s in seeds], self.iters, spherical=False)
+        return [torch.from_numpy(label_masks(upsample_labels(g, (self.mask_size, self.mask_size))))
+                .to(images.device) for g in grids.cpu().numpy()]
