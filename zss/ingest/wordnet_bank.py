@@ -173,6 +173,64 @@ class Selection:
     missing: list[str] = field(default_factory=list)  # the lists' sense keys this database lacks
 
 
+def _reachable(syn: dict[str, Synset], root: str, prune: set[str]) -> set[str]:
+    """Rule step 1: synsets below `root` by hypernym links, never entering a pruned subtree."""
+    children: dict[str, list[str]] = defaultdict(list)
+    for o, s in syn.items():
+        for h in s.hypernyms:
+            children[h].append(o)
+    reached, queue = set(), deque([root])
+    while queue:
+        for c in children[queue.popleft()]:
+            if c not in reached and c not in prune:
+                reached.add(c)
+                queue.append(c)
+    return reached
+
+
+class _Ancestors:
+    """`ancestors(o)`: every synset above `o` on any hypernym path (iterative DFS, memoised)."""
+
+    def __init__(self, syn: dict[str, Synset]):
+        self.syn, self.memo = syn, {}
+
+    def __call__(self, o: str) -> frozenset[str]:
+        syn, memo, stack = self.syn, self.memo, [o]
+        while stack:
+            x = stack[-1]
+            if x in memo:
+                stack.pop()
+                continue
+            todo = [h for h in syn[x].hypernyms if h in syn and h not in memo]
+            if todo:
+                stack.extend(todo)
+                continue
+            acc: set[str] = set()
+            for h in syn[x].hypernyms:
+                if h in syn:
+                    acc.add(h)
+                    acc |= memo[h]
+            memo[x] = frozenset(acc)
+            stack.pop()
+        return memo[o]
+
+
+def _synset_problem(s: Synset, o: str, up: frozenset[str] | set[str], allow: dict[str, set[str]],
+                    allow_one: set[str], exclude: set[str]) -> str | None:
+    """Rule steps 2-3 for one candidate synset: why it is dropped, or None."""
+    if s.lexname not in KEEP_LEXNAMES and o not in allow_one and not (up & allow.get(s.lexname, set())):
+        return f"lexname ({s.lexname})" if s.lexname in ALLOW or s.lexname == "noun.Tops" else "lexname"
+    if up & exclude:
+        return "excluded subtree"
+    if s.lexname == "noun.person" and all(w[:1].isupper() for w, _ in s.words):
+        return "capitalised person"  # names, peoples, historical groups WordNet did not mark as instances
+    if OFFENSIVE_GLOSS.search(s.gloss):
+        return "offensive gloss"
+    if INFORMAL_GLOSS.search(s.gloss):
+        return "informal gloss"
+    return None
+
+
 def select_names(wn: WordNet, strict: bool = False) -> Selection:
     """Apply the rule (module doc) to a parsed WordNet. A sense key of the lists that the database
     lacks is skipped and recorded in `Selection.missing` (a test fixture holds only a few);
@@ -194,41 +252,9 @@ def select_names(wn: WordNet, strict: bool = False) -> Selection:
     allow_one = resolve(ALLOW_SYNSETS)
     if missing and strict:
         raise ZssError(f"WordNet has no synset for the rule's sense keys {', '.join(missing)}")
-    children: dict[str, list[str]] = defaultdict(list)
-    for o, s in syn.items():
-        for h in s.hypernyms:
-            children[h].append(o)
-
-    # 1: reachable from the root through hypernym links, never entering a pruned subtree
-    reached, queue = set(), deque([root])
-    while queue:
-        for c in children[queue.popleft()]:
-            if c not in reached and c not in prune:
-                reached.add(c)
-                queue.append(c)
+    reached = _reachable(syn, root, prune)
     allowed_anywhere = set().union(*allow.values())
-
-    ancestors_memo: dict[str, frozenset[str]] = {}
-
-    def ancestors(o: str) -> frozenset[str]:  # every synset above o on any path (iterative DFS)
-        stack = [o]
-        while stack:
-            x = stack[-1]
-            if x in ancestors_memo:
-                stack.pop()
-                continue
-            todo = [h for h in syn[x].hypernyms if h in syn and h not in ancestors_memo]
-            if todo:
-                stack.extend(todo)
-                continue
-            acc = set()
-            for h in syn[x].hypernyms:
-                if h in syn:
-                    acc.add(h)
-                    acc |= ancestors_memo[h]
-            ancestors_memo[x] = frozenset(acc)
-            stack.pop()
-        return ancestors_memo[o]
+    ancestors = _Ancestors(syn)
 
     genera = {m.group(1) for s in syn.values() for w, _ in s.words if (m := GENUS.match(w))}
     dropped: dict[str, int] = defaultdict(int)
@@ -249,20 +275,9 @@ def select_names(wn: WordNet, strict: bool = False) -> Selection:
         if o not in reached:  # outside physical_entity: concrete lexnames and ALLOW subtrees only
             if o == root or up & prune or not (s.lexname in ANYWHERE_LEXNAMES or up & allowed_anywhere):
                 continue
-        if s.lexname not in KEEP_LEXNAMES and o not in allow_one and not (up & allow.get(s.lexname, set())):
-            drop(f"lexname ({s.lexname})" if s.lexname in ALLOW or s.lexname == "noun.Tops" else "lexname", s)
-            continue
-        if up & exclude:
-            drop("excluded subtree", s)
-            continue
-        if s.lexname == "noun.person" and all(w[:1].isupper() for w, _ in s.words):
-            drop("capitalised person", s)  # names, peoples, historical groups WordNet did not mark as instances
-            continue
-        if OFFENSIVE_GLOSS.search(s.gloss):
-            drop("offensive gloss", s)
-            continue
-        if INFORMAL_GLOSS.search(s.gloss):
-            drop("informal gloss", s)
+        reason = _synset_problem(s, o, up, allow, allow_one, exclude)
+        if reason:
+            drop(reason, s)
             continue
         names: list[str] = []
         for w, _ in s.words:
