@@ -31,6 +31,18 @@ def view_box(meta: dict[str, Any], view: int, size: tuple[int, int]) -> tuple[in
     return y0, x0, min(y1, size[0]), min(x1, size[1])
 
 
+def _area_fractions(masks: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
+    """bool [M,H,W] -> float32 [M,gh,gw]: each cell's covered fraction (adaptive average pooling; a
+    reshape-sum in numpy when the size is a multiple of the grid, which is the usual case and avoids
+    torch's thread pool in data workers)."""
+    m, h, w = masks.shape
+    gh, gw = grid
+    if h % gh == 0 and w % gw == 0:
+        sums = masks.reshape(m, gh, h // gh, gw, w // gw).sum(axis=(2, 4), dtype=np.int32)
+        return torch.from_numpy((sums / float((h // gh) * (w // gw))).astype(np.float32))
+    return F.adaptive_avg_pool2d(torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None], grid)[:, 0]
+
+
 def grid_masks(raw: dict[str, Any], meta: dict[str, Any], grid: tuple[int, int], view: int = 0,
                max_regions: int = 16, min_frac: float = 0.01) -> torch.Tensor:
     """The sample's masks as area fractions per patch, float16 [R, Hp, Wp] (R may be 0): largest
@@ -46,7 +58,7 @@ def grid_masks(raw: dict[str, Any], meta: dict[str, Any], grid: tuple[int, int],
     box = view_box(meta, view, size)
     if box is not None:
         masks = masks[:, box[0]:box[2], box[1]:box[3]]
-    frac = F.adaptive_avg_pool2d(torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None], grid)[:, 0]
+    frac = _area_fractions(masks, grid)
     area = frac.flatten(1).mean(1)
     order = [int(i) for i in torch.argsort(-area, stable=True) if area[i] >= max(min_frac, 1e-6)]
     if max_regions > 0:
