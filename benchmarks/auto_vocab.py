@@ -63,15 +63,19 @@ class _Tower(torch.nn.Module):
 
 def index_rates(model, bank, n: int, total: int) -> None:
     from zss.eval.name_index import embed_phrases
+    from zss.formats.name_bank import parse_auto_vocab, read_name_bank
     from zss.recipes.simzss.text_tower import TextConfig, TextTower
 
     phrases = bank.phrases()[0][:n]
+    shipped = len(read_name_bank(parse_auto_vocab("auto")).phrases()[0])
     vitb = _Tower(TextTower(TextConfig(width=512, heads=8, layers=12, context_length=77), 512).eval())
     for what, m in (("MODEL text tower", model), ("ViT-B/16-size text tower (12x512, ctx 77, random)", vitb)):
         with Clock() as t:
             embed_phrases(m, phrases, what)
         print(f"index build, {what}: {n} phrases in {t.wall:.1f} s wall / {t.cpu:.1f} s CPU -> whole bank "
-              f"({total} phrases) ~{t.wall * total / n / 60:.1f} min wall / {t.cpu * total / n / 60:.1f} min CPU")
+              f"({total} phrases) ~{t.wall * total / n / 60:.1f} min wall / {t.cpu * total / n / 60:.1f} min CPU; "
+              f"shipped bank ({shipped}) ~{t.wall * shipped / n / 60:.1f} min wall / "
+              f"{t.cpu * shipped / n / 60:.1f} min CPU")
 
 
 def search_costs(total: int, dim: int, queries: int = 6) -> None:
