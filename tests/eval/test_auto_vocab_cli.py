@@ -44,6 +44,7 @@ def test_segment_auto_lists_names_per_image(world, tiny_clip, bank_file, tmp_pat
                  "--out", out, "--set", "auto.k=4"], tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
     assert "segmented 2 image(s)" in proc.stdout
+    assert f"vocabulary: auto, chosen per image from the name bank {bank_file}: 12 names" in proc.stderr
     bank_names = {line.split(";")[0] for line in BANK.split()}
     for p in images:
         rec = json.loads((out / f"{p.stem}.json").read_text())

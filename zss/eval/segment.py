@@ -138,6 +138,8 @@ def run_segment(model: str, inputs: Path, vocab: str | None = None, vocab_file: 
     segmenter = load_segmenter(model, device)
     if words is not None and not quiet():  # what the words were understood as, once inputs and model loaded
         print(f"zss: vocabulary: {words.describe()}", file=sys.stderr, flush=True)
+    elif bank is not None and not quiet():
+        print(f"zss: vocabulary: auto, chosen per image from the {bank.summary()}", file=sys.stderr, flush=True)
     if bank is None:
         predictor = Predictor(segmenter, words, cfg, device)
         segment_one = lambda path, stem: segment_image(predictor, path, stem, max_pixels)  # noqa: E731
