@@ -1,7 +1,7 @@
 """The faiss index of a name bank in one model's text space (`--vocab auto`), built once and cached.
 
-Every name and synonym of the bank (`zss.formats.name_bank`, ~48k phrases for the shipped WordNet
-bank) is embedded by the model's own text tower under ONE template, `a photo of a {}.` (CLIP's
+Every name and synonym of the bank (`zss.formats.name_bank`, 47,952 phrases for the shipped WordNet
+bank, 40,946 distinct texts, each embedded once) is embedded by the model's own text tower under ONE template, `a photo of a {}.` (CLIP's
 single-prompt default; span-pooling models such as SimZSS embed the name from its own tokens inside
 it, as they do class names). One template and not the 80 of the inference ensemble: the index is only
 a shortlist (which names to consider for an image), 80 templates would make the build 80x longer
@@ -212,11 +212,14 @@ def load_name_index(model: torch.nn.Module, model_spec: str | Path, bank: NameBa
         if found is not None and found[0].ntotal == len(phrases):
             return NameIndex(bank, _to_gpu(found[0]), np.asarray(owners), phrases, found[1])
     t0 = time.perf_counter()
-    vectors = embed_phrases(model, phrases)
+    distinct = list(dict.fromkeys(phrases))  # a phrase shared by several synsets (12 "plate"s) is embedded once
+    where = {p: i for i, p in enumerate(distinct)}
+    vectors = embed_phrases(model, distinct)[[where[p] for p in phrases]]
     index = make_index(vectors)
     meta = {"version": INDEX_VERSION, "model": str(model_spec), "model_sha256": model_hash(model_spec),
             "bank": bank.source, "bank_sha256": bank.content_hash(), "template": INDEX_TEMPLATE, "kind": kind,
-            "phrases": len(phrases), "entries": len(bank), "dim": int(vectors.shape[1]),
+            "phrases": len(phrases), "distinct_phrases": len(distinct), "entries": len(bank),
+            "dim": int(vectors.shape[1]),
             "build_seconds": round(time.perf_counter() - t0, 2)}
     where = _save(folders, key, index, meta)
     log.info("name index: %d phrases of %s embedded in %.1f s (%s)%s", len(phrases), bank.source,
