@@ -137,3 +137,36 @@ def test_cuda_matches_numpy():
         assert got.is_cuda
         for i in range(8):
             assert same_partition(np_kmeans(x[i], 10, i, 50, spherical), got[i].cpu().numpy())
+
+
+def test_public_batched_entry_and_the_ingest_stage_match_the_numpy_path():
+    """`zss.utils.kmeans.kmeans_label_grids` (what the ingest and dino-online call) gives per image
+    the numpy `kmeans_label_grid`, and the ingest's feature-kmeans stage (one batched call) writes
+    the same JSON as the per-image numpy `kmeans_masks`."""
+    from zss.ingest.stages.masks import MaskConfig, MaskStage, _json, kmeans_masks
+    from zss.utils.kmeans import kmeans_label_grids
+
+    patch = image_like(4, 6, 6, 32, seed=8).astype(np.float16)
+    grids = kmeans_label_grids(torch.from_numpy(patch), 5, [0, 1, 2, 3], 50, True)
+    for i in range(4):
+        assert np.array_equal(grids[i].numpy(), np_label_grid(patch[i], 5, i, 50, True))
+    batch = {"index": np.arange(4), "status": np.array(["ok", "ok", "bad", "ok"], dtype=object),
+             "error": np.array([""] * 4, dtype=object), "size": np.array([[24, 30]] * 4, dtype=np.int32),
+             "patch": patch}
+    out = MaskStage(MaskConfig(mode="feature-kmeans", kmeans_k=5, seed=3))(batch)
+    for i in range(4):
+        want = "" if i == 2 else _json(kmeans_masks(patch[i], (24, 30), 5, 3, 50))
+        assert out["masks"][i] == want
+
+
+def test_dino_online_masks_match_the_per_image_numpy_masks(tmp_path):
+    from zss.models.random_init import save_random_timm
+    from zss.recipes.pixelclip.dino_masks import DINO_DEFAULT, DinoMaskMaker, masks_from_features
+
+    ckpt = save_random_timm(DINO_DEFAULT, tmp_path / "dino.safetensors", img_size=64, seed=0)
+    maker = DinoMaskMaker(DINO_DEFAULT, str(ckpt), 64, k=4, iters=50, mask_size=32)
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (3, 3, 64, 64), dtype=np.uint8))
+    got = maker.masks(images, [5, 6, 7])
+    feats = maker.features(images).numpy()
+    for f, s, m in zip(feats, [5, 6, 7], got):
+        assert torch.equal(m, torch.from_numpy(masks_from_features(f, 4, s, 50, 32)))

@@ -36,7 +36,6 @@ from zss.utils.kmeans import kmeans, kmeans_label_grid, upsample_labels  # noqa:
 from zss.utils.kmeans import kmeans_label_grids
 
 IMPLS = ("batched", "reference")  # `sam`: zss's batched generator, or segment-anything's own
-
 MODES = ("sam", "sa1b", "feature-kmeans", "dino-kmeans", "dino", "none")
 ALIASES = {"dino-kmeans": "feature-kmeans"}  # old name: the features were the ingest backbone's
 DINO_DEFAULT = "vit_small_patch16_224.dino"
@@ -62,7 +61,7 @@ class MaskConfig:
     dino_img_size: int = setting(640, ge=14)       # `dino` mode: square input side (the release's 640 crop -> 40x40)
     seed: int = 0
     device: str = "auto"
-    impl: str = "batched"            # `sam`: batched (zss.models.sam_amg) | reference (segment-anything's)
+    impl: str = setting("batched", choices=IMPLS)  # `sam`: batched (zss.models.sam_amg) | reference (segment-anything's)
     image_batch: int = setting(8, ge=1)  # `sam` batched: crops per image-encoder call
 
 
