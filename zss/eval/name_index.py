@@ -1,12 +1,13 @@
 """The faiss index of a name bank in one model's text space (`--vocab auto`), built once and cached.
 
 Every name and synonym of the bank (`zss.formats.name_bank`, 47,952 phrases for the shipped WordNet
-bank, 40,946 distinct texts, each embedded once) is embedded by the model's own text tower under ONE template, `a photo of a {}.` (CLIP's
-single-prompt default; span-pooling models such as SimZSS embed the name from its own tokens inside
-it, as they do class names). One template and not the 80 of the inference ensemble: the index is only
-a shortlist (which names to consider for an image), 80 templates would make the build 80x longer
-(hours for a ViT-B/16-size tower on a CPU), and the names chosen for an image are embedded again with
-the inference templates before the image is segmented, so the final scores use the full ensemble.
+bank, 40,993 distinct texts, each embedded once) is embedded by the model's own text tower under ONE
+template, `a photo of a {}.` (CLIP's single-prompt default; span-pooling models such as SimZSS embed
+the name from its own tokens inside it, as they do class names). One template and not the 80 of the
+inference ensemble: the index is a shortlist (which names to consider for an image) and 80 templates
+would make its build 80x longer (hours for a ViT-B/16-size tower on a CPU). The names chosen for an
+image are embedded again for its segmentation with `auto.templates` (the same single template by
+default, the protocol's ensemble with `auto.templates=inference`).
 
 The vectors are L2-normalised; the index is a flat inner-product one (`IndexFlatIP`, exact) up to
 FLAT_MAX phrases and an IVF index with 8-bit scalar quantisation past it (benchmarks/auto_vocab.py
