@@ -152,8 +152,10 @@ def test_small_region_removal_and_uncompressed_rle(sam256):
 def test_default_thresholds_drop_a_random_sams_masks_alike(sam256):
     sam = sam256
     ims = images(((48, 64),), seed=4)
+    threads = torch.get_num_threads()
     ref, got = run_both(sam, ims, points_per_side=3, output_mode="coco_rle")
     assert ref == got
+    assert torch.get_num_threads() == threads  # the decoder's 1 CPU thread is restored
 
 
 def test_remove_small_regions_batch_matches_segment_anything():

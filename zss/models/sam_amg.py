@@ -84,6 +84,7 @@ class BatchedMaskGenerator:
         image_batch: int = 8,
         decoder_chunk: int | None = None,
         upsample_chunk: int | None = None,
+        threads: int | None = 1,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("exactly one of points_per_side or point_grids must be given")
@@ -116,6 +117,9 @@ class BatchedMaskGenerator:
         cpu = model.device.type == "cpu"
         self.decoder_chunk = decoder_chunk or (4 if cpu else points_per_batch)
         self.upsample_chunk = upsample_chunk or (4 if cpu else 64)
+        # CPU: torch intra-op threads for the decoder and post-processing (many small operations,
+        # where OpenMP fork/join costs more than it saves; None keeps torch's setting)
+        self.threads = threads if cpu else None
         self.timings: dict[str, float] = defaultdict(float)  # seconds per stage, accumulated
 
     @property
@@ -144,10 +148,17 @@ class BatchedMaskGenerator:
             crops += [_Crop(i, box, layer, (0, 0)) for box, layer in zip(boxes, layers)]
         embeddings = self._encode(images, crops)
         t = self._tick("encoder", t)
-        per_crop = self._decode(images, crops, embeddings)
-        del embeddings
-        return [self._finish(images[i], [(c, per_crop[j]) for j, c in enumerate(crops) if c.image == i])
-                for i in range(len(images))]
+        old = torch.get_num_threads()
+        if self.threads is not None and self.threads != old:
+            torch.set_num_threads(self.threads)
+        try:
+            per_crop = self._decode(images, crops, embeddings)
+            del embeddings
+            return [self._finish(images[i], [(c, per_crop[j]) for j, c in enumerate(crops) if c.image == i])
+                    for i in range(len(images))]
+        finally:
+            if torch.get_num_threads() != old:
+                torch.set_num_threads(old)
 
     # -- encoder ---------------------------------------------------------------------------------
 
