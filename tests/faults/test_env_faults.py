@@ -61,7 +61,9 @@ def test_disk_full_while_training_is_one_line_and_keeps_checkpoints(feature_worl
         [a for o in tiny_overrides + ["batch_size=8", "ckpt_every=2", "log_every=3"] for a in ("--set", o)]
     (run / "summary.json").symlink_to("/dev/full")
     assert main(args) == 2
-    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if " INFO zss." not in ln]  # progress lines aside
+    # log records aside (progress; the export's warning that a hub backbone is not bundled): one error line
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines()
+           if " INFO zss." not in ln and " WARNING zss." not in ln]
     assert len(err) == 1 and err[0].startswith(f"zss: error: no space left on the device: {run}") and "free space" in err[0]
     assert (run / "checkpoints" / "step_000004.pt").is_file() and (run / "checkpoints" / "step_000002.pt").is_file()
     assert not (run / ".zss.lock").exists()
