@@ -168,15 +168,22 @@ def make_feature_world(root: Path, n_train: int = 64, n_val: int = 16, n_shards:
             samples.append(sample)
         write_shard(shards, sid, samples, feature_dtype=dtype)
         entries.append(shard_entry(shards, sid))
+    return finish_feature_world(shards, entries, rng, protos, offset, n_val, dim, img_size=56, dtype=dtype,
+                                backbone=backbone, views=views)
+
+
+def finish_feature_world(shards, entries, rng, protos, offset, n_val: int, dim: int, img_size: int, dtype: str,
+                         backbone: dict | None = None, masks_mode: str | None = None, views: int = 1) -> "FeatureWorld":
+    """A feature world's concept bank (CLASSES), manifest (a random ViT-S/14 record unless `backbone`;
+    `models.masks` when `masks_mode`) and validation images, once its shards are written."""
     (shards / "concepts.json").write_text(json.dumps(
         {"schema": 1, "concepts": [{"id": i, "name": c, "synonyms": [], "sources": ["test"]}
                                    for i, c in enumerate(CLASSES)]}))
+    models = {"features": backbone or {"name": "vit_small_patch14_dinov2", "checkpoint": None, "sha256": None,
+                                       "img_size": img_size, "patch_size": 14, "embed_dim": dim, "global": "cls"},
+              **({"masks": {"mode": masks_mode}} if masks_mode else {}), "tokenizer": "clip-bpe"}
     write_manifest(shards, {
-        "schema_version": 1, "source": {"kind": "test-features"},
-        "models": {"features": backbone or {"name": "vit_small_patch14_dinov2", "checkpoint": None,
-                                            "sha256": None, "img_size": 56, "patch_size": 14,
-                                            "embed_dim": dim, "global": "cls"},
-                   "tokenizer": "clip-bpe"},
+        "schema_version": 1, "source": {"kind": "test-features"}, "models": models,
         "feature": {"grid": [GRID, GRID], "dim": dim, "dtype": dtype},
         **({"views": {"n": views}} if views > 1 else {}),
         "concept_bank": {"file": "concepts.json", "sha256": None}, "shards": entries, "config": {}})

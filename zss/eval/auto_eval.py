@@ -15,7 +15,6 @@ pixels of unmatched names counted as wrong (the out-of-range column of the confu
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import torch
 
 from zss.errors import Interrupted, ZssError
 from zss.eval.auto_vocab import AutoNamer, AutoVocabConfig
-from zss.eval.benchmarks import Benchmark, load_image, load_label
+from zss.eval.benchmarks import Benchmark, read_sample
 from zss.eval.inference import InferenceConfig
 from zss.eval.metrics import SegMetric, reduce_zero_label
 from zss.eval.name_mapping import MAX_DEPTH, NameMapper
@@ -92,13 +91,11 @@ def evaluate_auto(namer: AutoNamer, bench: Benchmark, data_root: Path, cfg: Infe
             if stop.signum is not None:
                 raise Interrupted(stop.exit_code, f"interrupted during {bench.name} after {i} of {len(samples)} "
                                                   "images; no results written")
-            try:
-                image, label = load_image(sample.image), load_label(sample.label)
-            except ZssError as exc:
-                skipped.append({"id": sample.id, "label": str(sample.label), "problem": str(exc)})
-                print(f"zss: skipped {sample.id}: {exc}", file=sys.stderr, flush=True)
+            pair = read_sample(sample, skipped)
+            if pair is None:
                 bar.update(task, advance=1)
                 continue
+            image, label = pair
             res = namer.predict(image, out_size=label.shape)
             maps = [mapper.map(n.entry, n.phrases[-1]) for n in res.chosen]
             lut = np.array([m[0] if m is not None else k for m in maps] + [bg if bg is not None else k])

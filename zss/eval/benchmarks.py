@@ -9,9 +9,10 @@ Label maps are read as stored (palette PNGs give their palette indices, as mmseg
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import yaml
@@ -315,3 +316,14 @@ def get_benchmark(name: str) -> Benchmark:
 def find_benchmarks(data_root: Path, names: list[str] | None = None) -> list[Benchmark]:
     """The standard benchmarks (paper order) whose layout exists under `data_root`."""
     return [BENCHMARKS[n] for n in (names or PAPER_ORDER) if BENCHMARKS[n].available(data_root)]
+
+
+def read_sample(sample: Any, skipped: list[dict[str, str]]) -> tuple[Any, Any] | None:
+    """A benchmark sample's (image, label), or None when either is unreadable: the sample is then
+    named on stderr and recorded in `skipped` (the results say so)."""
+    try:
+        return load_image(sample.image), load_label(sample.label)
+    except ZssError as exc:
+        skipped.append({"id": sample.id, "label": str(sample.label), "problem": str(exc)})
+        print(f"zss: skipped {sample.id}: {exc}", file=sys.stderr, flush=True)
+        return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import torch
 
 from zss.errors import Interrupted, ZssError
 from zss.eval.benchmarks import (BENCHMARKS, PAPER_ORDER, Benchmark, find_benchmarks, get_benchmark, label_problem,
-                                 load_image, load_label)
+                                 read_sample)
 from zss.eval.inference import InferenceConfig, Predictor
 from zss.eval.metrics import SegMetric
 from zss.eval.protocols import (Resolved, benchmarks_of, default_protocol, has_protocol, matching_published,
@@ -67,13 +66,11 @@ def evaluate_benchmark(model: torch.nn.Module, bench: Benchmark, data_root: Path
             if stop.signum is not None:
                 raise Interrupted(stop.exit_code, f"interrupted during {bench.name} after {i} of {len(samples)} "
                                                   "images; no results written")
-            try:  # an unreadable image or label is skipped and named; the result says so
-                image, label = load_image(sample.image), load_label(sample.label)
-            except ZssError as exc:
-                skipped.append({"id": sample.id, "label": str(sample.label), "problem": str(exc)})
-                print(f"zss: skipped {sample.id}: {exc}", file=sys.stderr, flush=True)
+            pair = read_sample(sample, skipped)
+            if pair is None:
                 bar.update(task, advance=1)
                 continue
+            image, label = pair
             if bench.user_data:
                 problem = label_problem(image, label, len(vocab) + int(settings.reduce_zero_label),
                                         settings.ignore_index)

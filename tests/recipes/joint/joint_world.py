@@ -4,14 +4,13 @@ make the bad-input folders (no masks at all, no captions) and images without mas
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from conftest import CLASSES, DIM, GRID, TEMPLATES, FeatureWorld, _caption, _image
-from zss.formats.shards import shard_entry, write_manifest, write_shard
+from conftest import CLASSES, DIM, GRID, TEMPLATES, FeatureWorld, _caption, _image, finish_feature_world
+from zss.formats.shards import shard_entry, write_shard
 
 SIZE = 56  # pixels; GRID patches of 14
 
@@ -49,16 +48,5 @@ def make_masked_world(root: Path, n_train: int = 48, n_val: int = 16, n_shards: 
                             "masks": anns if masks else None, "jpg": None})
         write_shard(shards, sid, samples)
         entries.append(shard_entry(shards, sid))
-    (shards / "concepts.json").write_text(json.dumps(
-        {"schema": 1, "concepts": [{"id": i, "name": c, "synonyms": [], "sources": ["test"]}
-                                   for i, c in enumerate(CLASSES)]}))
-    write_manifest(shards, {
-        "schema_version": 1, "source": {"kind": "test-features"},
-        "models": {"features": backbone or {"name": "vit_small_patch14_dinov2", "checkpoint": None, "sha256": None,
-                                            "img_size": SIZE, "patch_size": 14, "embed_dim": dim, "global": "cls"},
-                   "masks": {"mode": "sa1b" if masks else "none"}, "tokenizer": "clip-bpe"},
-        "feature": {"grid": [GRID, GRID], "dim": dim, "dtype": "float16"},
-        "concept_bank": {"file": "concepts.json", "sha256": None}, "shards": entries, "config": {}})
-    val = [_image(rng, protos, offset) for _ in range(n_val)]
-    return FeatureWorld(shards=shards, val_patches=np.stack([v[3] for v in val]),
-                        val_labels=np.stack([v[2] for v in val]))
+    return finish_feature_world(shards, entries, rng, protos, offset, n_val, dim, img_size=SIZE, dtype="float16",
+                                backbone=backbone, masks_mode="sa1b" if masks else "none")
