@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
-from zss.recipes.joint.recipe import JointConfig, JointRecipe
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "trainer"))  # the SimZSS DDP worker's sample reader
+from ddp_worker import fixed_samples  # noqa: E402  (recipe-agnostic: decode_sample of a shard's first samples)
+from zss.recipes.joint.recipe import JointConfig, JointRecipe  # noqa: E402
 from zss.trainer import distributed as D
 from zss.trainer.config import TrainConfig
-from zss.trainer.data import sample_rng
 from zss.trainer.loop import train
 from zss.utils.config import from_dict, load_config
 
@@ -26,14 +27,6 @@ TERMS = ("loss", "loss_global", "loss_local", "loss_region", "loss_mil", "loss_c
 def make_recipe(shards: Path, extra: list[str] = ()) -> JointRecipe:
     cfg = load_config(TrainConfig, overrides=TINY + list(extra))
     return JointRecipe(from_dict(JointConfig, cfg.recipe), shards, cfg)
-
-
-def fixed_samples(recipe: JointRecipe, n: int = 8) -> list[dict]:
-    from webdataset.tariterators import tarfile_samples
-
-    tar = recipe.shards / recipe.manifest["shards"][0]["tar"]
-    raws = [r for _, r in zip(range(n), tarfile_samples([{"url": str(tar)}]))]
-    return [recipe.decode_sample(r, sample_rng(0, 0, r["__key__"])) for r in raws]
 
 
 def loss_and_grads(recipe: JointRecipe, model, module, samples) -> tuple[dict, dict]:
