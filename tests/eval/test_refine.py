@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zss.errors import ZssError
-from zss.eval.refine import feature_kmeans_masks, refine_logits, segment_mean
+from zss.eval.refine import feature_kmeans_masks, refine_logits, segment_mean, slic_masks
 
 
 class TwoHalves(torch.nn.Module):
@@ -45,5 +45,22 @@ def test_feature_kmeans_masks_follow_the_model_features_and_refine_averages_them
     assert torch.allclose(out[1, :, 2:], torch.full((3, 2), 1.0))
     half = refine_logits(TwoHalves(), image, logits, k=2, alpha=0.5)
     assert torch.allclose(half, 0.5 * logits + 0.5 * out)
-    with pytest.raises(ZssError, match="feature-kmeans"):
+    with pytest.raises(ZssError, match="feature-kmeans, slic"):
         refine_logits(TwoHalves(), image, logits, masks="sam")
+
+
+def test_slic_masks_follow_colour_edges_below_the_patch_grid():
+    """Two colours split at column 5 (not a multiple of the model's 2-px patch): every superpixel
+    stays on one side, and the mean over them keeps the split that a patch grid would blur."""
+    image = torch.zeros(3, 8, 12)
+    image[0, :, :5] = 1.0                                  # red left of column 5, black right of it
+    labels = slic_masks(image, segments=4, compactness=0.1)
+    assert labels.shape == (8, 12)
+    assert not set(np.unique(labels[:, :5])) & set(np.unique(labels[:, 5:]))
+    logits = torch.zeros(1, 8, 12)
+    logits[0, :, :5] = 1.0
+    logits[0, :, 4:6] = 0.5                                # a blurred boundary column pair
+    out = refine_logits(TwoHalves(), image, logits, masks="slic", segments=4, compactness=0.1)
+    left, right = out[0, :, :5], out[0, :, 5:]
+    assert float(left.min()) > float(right.max())          # the edge is back at column 5
+    assert torch.equal(refine_logits(TwoHalves(), image, logits, masks="slic", segments=4, compactness=0.1), out)
