@@ -12,7 +12,8 @@ import torch
 
 from zss.errors import ZssError
 from zss.eval.auto_names import Candidate, Region, choose_names
-from zss.eval.auto_vocab import AutoNamer, AutoVocabConfig, FeatureTap, split_auto_overrides, training_names
+from zss.eval.auto_vocab import (AutoNamer, AutoVocabConfig, FeatureTap, prior_penalty, split_auto_overrides,
+                                 training_names)
 from zss.eval.inference import InferenceConfig
 from zss.eval.name_index import NameIndex, embed_phrases, load_name_index, make_index
 from zss.eval.name_mapping import NameMapper, variants
@@ -183,3 +184,39 @@ def test_unseen_names_get_the_penalty(colour_model, make_colour_image, tmp_path,
     # with a high enough penalty the unseen name is no longer confident: its region is unknown
     namer.auto = AutoVocabConfig(k=2, unseen_penalty=1.0)
     assert [n.name for n in namer.predict(make_colour_image(32, 32, 16, "red", "blue")).chosen] == ["blue"]
+
+
+def test_trained_names_always_compete_and_the_prior_penalty(colour_model, make_colour_image, tmp_path, monkeypatch):
+    """300 untrained 'blue ...' names tie with the trained 'blue' at cosine 1 and fill the index's
+    shortlist; the trained name is still scored (the prior rows) and wins after the penalty, which by
+    default comes from the prior: ln(seen_prior / (1 - seen_prior) * n_unseen / n_seen) / logit scale."""
+    monkeypatch.setenv("ZSS_CACHE", str(tmp_path / "cache"))
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"kind": "simzss", "schema": 1, "logit_scale": 20.0}))
+    (model_dir / "concepts.json").write_text(json.dumps({"concepts": [{"id": 0, "name": "blue", "synonyms": []}]}))
+    entries = [NameEntry(f"line:{i}", (f"blue thing {i}",)) for i in range(300)] + [NameEntry("line:300", ("blue",)),
+                                                                                     NameEntry("line:301", ("red",))]
+    bank = NameBank(entries, "blues", "user")
+    cfg = InferenceConfig(short_side=0, mode="whole", crop=0, stride=0, templates="photo")
+    namer = AutoNamer(colour_model, model_dir, bank, cfg, AutoVocabConfig(k=2, top_k=1), "cpu")
+    assert prior_penalty(0.5, 1, 301, 20.0) == pytest.approx(np.log(301) / 20.0)
+    assert prior_penalty(0.9, 2, 10, 4.0) == pytest.approx(np.log(9 * 5) / 4.0)
+    assert prior_penalty(0.5, 0, 10, 4.0) == 0.0 and prior_penalty(0.5, 3, 0, 4.0) == 0.0
+    assert namer.penalty == pytest.approx(np.log(301) / 20.0)
+    image = make_colour_image(32, 32, 16, "red", "blue")
+    res = namer.predict(image)
+    assert sorted(n.name for n in res.chosen) == ["blue", "red"]
+    blue, red = (next(n for n in res.chosen if n.name == c) for c in ("blue", "red"))
+    assert blue.score == pytest.approx(1.0, abs=1e-4) and red.score == pytest.approx(red.cosine - np.log(301) / 20, abs=1e-5)
+    # without the prior rows the trained name is not in the shortlist: an untrained one is chosen
+    shortlist = namer.index.search(namer.prior[0][:1], 1 + 45)[0]
+    assert len(shortlist) == 46 and 300 not in [e for e, _, _ in shortlist]
+    namer.prior = None
+    assert "blue" not in [n.name for n in namer.predict(image).chosen]
+    # an explicit penalty overrides the prior; no logit scale recorded: the protocol's is used
+    namer.auto = AutoVocabConfig(k=2, top_k=1, unseen_penalty=0.25)
+    assert namer.penalty == 0.25
+    (model_dir / "config.json").write_text(json.dumps({"kind": "simzss", "schema": 1}))
+    namer = AutoNamer(colour_model, model_dir, bank, cfg, AutoVocabConfig(k=2, top_k=1), "cpu")
+    assert namer.penalty == pytest.approx(np.log(301) / cfg.logit_scale)

@@ -117,7 +117,8 @@ def evaluate_auto(namer: AutoNamer, bench: Benchmark, data_root: Path, cfg: Infe
             "background": bg,
             "per_class": [{"id": i, "name": names[i], "queries": list(vocab.classes[i]), "IoU": _pct(r["IoU"][i]), "Acc": _pct(r["Acc"][i])}
                           for i in range(k)],
-            **tally.results(), "auto": to_dict(namer.auto), "inference": to_dict(cfg), "skipped": skipped,
+            **tally.results(), "auto": to_dict(namer.auto),
+            "unseen_penalty_used": round(namer.penalty, 4), "inference": to_dict(cfg), "skipped": skipped,
             "seconds": round(time.perf_counter() - start, 2)}
 
 

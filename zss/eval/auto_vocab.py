@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from zss.errors import ZssError
 from zss.eval.auto_names import UNKNOWN, Candidate, ChosenName, Region, choose_names
 from zss.eval.inference import InferenceConfig, Predictor, window_starts
-from zss.eval.name_index import NameIndex, load_name_index
+from zss.eval.name_index import NameIndex, embed_phrases, load_name_index
 from zss.formats.name_bank import NameBank
 from zss.formats.vocab import Vocabulary
 from zss.utils.config import apply_overrides, from_dict, setting
@@ -58,7 +59,8 @@ class AutoVocabConfig:
     k: int = setting(6, ge=1, le=64)                 # regions per image
     top_k: int = setting(5, ge=1, le=100)            # names retrieved per region
     min_score: float = setting(0.05, ge=-1.0, le=1.0)  # calibrated score under which a region is unknown
-    unseen_penalty: float = setting(0.15, ge=0.0)    # subtracted from names the model was not trained on
+    unseen_penalty: float | None = setting(None, ge=0.0)  # subtracted from untrained names; None: from seen_prior
+    seen_prior: float = setting(0.5, gt=0.0, lt=1.0)  # prior mass of the trained names (derives the penalty)
     max_names: int = setting(12, ge=1)               # names per image at most
     iters: int = setting(30, ge=1)                   # k-means steps
     templates: str = "photo"                          # chosen names' templates; "inference": the protocol's
@@ -89,6 +91,30 @@ def training_names(model_spec: str | Path) -> set[str] | None:
         raise ZssError(f"{bank} is not a concept bank ({exc})") from exc
     names = {str(n).lower() for c in concepts for n in [c.get("name", "")] + list(c.get("synonyms") or [])}
     return {n for n in names if n} or None
+
+
+def trained_logit_scale(model_spec: str | Path) -> float | None:
+    """The logit scale a model directory's config.json records (the temperature it was trained with)."""
+    path = Path(str(model_spec))
+    if not path.is_dir():
+        return None
+    from zss.formats.model_dir import resolve_model_dir
+
+    try:
+        value = json.loads((resolve_model_dir(path) / "config.json").read_text()).get("logit_scale")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def prior_penalty(seen_prior: float, n_seen: int, n_unseen: int, logit_scale: float) -> float:
+    """The cosine penalty equivalent to a prior giving the trained names mass `seen_prior` and the
+    rest of the bank 1 - seen_prior, each spread evenly over its entries: the log prior ratio of one
+    trained entry to one untrained entry, ln(seen_prior / (1 - seen_prior) * n_unseen / n_seen),
+    divided by the logit scale that turns cosines into log-probabilities. 0 when either side is empty."""
+    if n_seen <= 0 or n_unseen <= 0:
+        return 0.0
+    return max(0.0, math.log(seen_prior / (1.0 - seen_prior) * n_unseen / n_seen)) / logit_scale
 
 
 class FeatureTap(torch.nn.Module):
@@ -166,13 +192,59 @@ class AutoNamer:
         self.cfg, self.auto, self.device, self.bank = cfg, auto or AutoVocabConfig(), torch.device(device), bank
         self.index = index if index is not None else load_name_index(model, model_spec, bank)
         self.seen = training_names(model_spec)   # None: no record, no penalty
+        self.prior = self._prior_rows(model)
+        self.logit_scale = trained_logit_scale(model_spec)
         self.base = Predictor(self.tap, Vocabulary([["object"]]), cfg, self.device)
         self.name_cfg = cfg if self.auto.templates == "inference" else replace(cfg, templates=self.auto.templates)
         self.name_cfg.validate()
 
+    @property
+    def penalty(self) -> float:
+        """The cosine penalty of untrained names: `auto.unseen_penalty`, or derived from
+        `auto.seen_prior` (prior_penalty) with the model's trained logit scale (else the protocol's);
+        0 for a model that records no training concepts."""
+        if self.seen is None:
+            return 0.0
+        if self.auto.unseen_penalty is not None:
+            return self.auto.unseen_penalty
+        n_seen = len(set(self.prior[1])) if self.prior is not None else 0
+        scale = self.logit_scale or self.cfg.logit_scale
+        return prior_penalty(self.auto.seen_prior, n_seen, len(self.bank) - n_seen, scale)
+
     def unseen(self, phrase: str) -> bool:
         """Whether the model records its training concepts and `phrase` is not among them."""
         return self.seen is not None and phrase.lower() not in self.seen
+
+    def _prior_rows(self, model: torch.nn.Module) -> tuple[np.ndarray, list[int], list[str]] | None:
+        """The bank phrases the model was trained on, embedded like the index's: (vectors, entries,
+        phrases). Every region scores all of them exactly, so a trained name is a candidate even when
+        thousands of untrained names out-rank it in the shortlist."""
+        if not self.seen:
+            return None
+        rows = [(e, p) for p, e in zip(self.index.phrases, self.index.owners) if p.lower() in self.seen]
+        if not rows:
+            return None
+        distinct = list(dict.fromkeys(p for _, p in rows))
+        vecs = embed_phrases(model, distinct, "trained names")
+        where = {p: i for i, p in enumerate(distinct)}
+        return vecs[[where[p] for _, p in rows]], [int(e) for e, _ in rows], [p for _, p in rows]
+
+    def _candidates(self, emb: np.ndarray) -> list[list[tuple[int, float, str]]]:
+        """Per region embedding: the index's shortlist merged with every trained phrase (best cosine
+        per entry)."""
+        hits = self.index.search(emb, self.auto.top_k + RETRIEVE_EXTRA)
+        if self.prior is None:
+            return hits
+        vecs, entries, phrases = self.prior
+        cos = emb @ vecs.T / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        out = []
+        for cands, row in zip(hits, cos):
+            best = {e: (e, s, ph) for e, s, ph in cands}
+            for e, s, ph in zip(entries, row, phrases):
+                if e not in best or s > best[e][1]:
+                    best[e] = (e, float(s), ph)
+            out.append(list(best.values()))
+        return out
 
     def _feature_grid(self, x: torch.Tensor) -> np.ndarray:
         """The window features of the last pass laid on one patch grid [hp, wp, C] (overlaps averaged)."""
@@ -200,15 +272,15 @@ class AutoNamer:
         return F.normalize(grid, dim=0).permute(1, 2, 0).numpy()
 
     def _regions(self, grid: np.ndarray) -> tuple[np.ndarray, list[Region]]:
-        a = self.auto
+        a, penalty = self.auto, self.penalty
         labels = kmeans_label_grid(grid, a.k, a.seed, a.iters, spherical=True)
         ids = np.unique(labels)
         emb = np.stack([grid[labels == i].mean(0) for i in ids])
-        # retrieve deeper than top_k: the penalty may reorder, and a seen name below ranks of unseen ones counts
-        hits = self.index.search(emb, a.top_k + RETRIEVE_EXTRA)
+        # retrieve deeper than top_k (the penalty may reorder), plus every trained name (_candidates)
+        hits = self._candidates(emb)
         regions = []
         for i, cands in zip(ids, hits):
-            scored = [Candidate(e, s - a.unseen_penalty * float(self.unseen(ph)), s, ph) for e, s, ph in cands]
+            scored = [Candidate(e, s - penalty * float(self.unseen(ph)), s, ph) for e, s, ph in cands]
             # equal scores (one phrase, several synsets: water, urine's synonym "water"): the synset
             # whose display name it is, then the more frequent one (SemCor count)
             scored.sort(key=lambda c: (-round(c.score, 5), self.bank.entries[c.entry].name.lower() != c.phrase.lower(),
