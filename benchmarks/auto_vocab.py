@@ -6,7 +6,11 @@
 3. faiss search time of one image's region queries: flat inner product over the bank's size and
    over 8x it, and IVF-SQ8 over 8x it (what FLAT_MAX is set from);
 4. segment time per image with `--vocab auto` (index already built) vs the same images with their
-   vocabulary given (`--classes`), and the ratio (goal <= 1.2x).
+   vocabulary given (`--classes`), and the ratio (goal <= 1.2x);
+5. with `--data-root WORLD` (a synthetic world, a model that records its training concepts): how
+   names the model never saw score. Per k-means region with a ground-truth majority class: the
+   cosine of the class's trained names, the best untrained name's cosine, how often and by how many
+   untrained names the trained one is out-ranked, and whether it is in the index's shortlist.
 
 Times are wall and process CPU seconds (the CPU column is the honest one on a shared, loaded box).
 
@@ -130,6 +134,55 @@ def segment_ratio(model, model_spec: str, bank, images: list[Path], classes: Pat
           f"{a[1] / g[1]:.2f}x CPU (goal <= 1.2x)")
 
 
+def unseen_scores(model, model_spec: str, bank, data_root: Path, k: int = 6) -> None:
+    from zss.eval.auto_vocab import RETRIEVE_EXTRA, AutoNamer, AutoVocabConfig
+    from zss.eval.benchmarks import get_benchmark, read_sample
+    from zss.eval.evaluate import resolve
+    from zss.eval.name_mapping import NameMapper
+    from zss.utils.kmeans import kmeans_label_grid
+
+    bench, res = get_benchmark("synth"), resolve("zss", "synth", [], model=model_spec)
+    namer = AutoNamer(model, model_spec, bank, res.config)
+    if namer.prior is None:
+        print("unseen names: the model records no training concepts in the bank; nothing to compare")
+        return
+    classes = bench.vocabulary(data_root, res.classes).classes
+    phrases, owners = namer.index.phrases, namer.index.owners
+    mapper = NameMapper(bank, classes)
+    cls = np.array([(mapper.map(int(e), p) or (-1,))[0] for e, p in zip(owners, phrases)])
+    trained = np.array([not namer.unseen(p) for p in phrases])
+    vectors = namer.index.index.reconstruct_n(0, namer.index.index.ntotal)
+    rows = []
+    for sample in bench.samples(data_root):
+        image, label = read_sample(sample, [])
+        namer.tap.clear()
+        x = namer.base.prepare(image)
+        namer.base.logits(x)
+        grid = namer._feature_grid(x)
+        labels = kmeans_label_grid(grid, k, 0, 30, spherical=True)
+        ys = ((np.arange(labels.shape[0]) + .5) * label.shape[0] / labels.shape[0]).astype(int)
+        xs = ((np.arange(labels.shape[1]) + .5) * label.shape[1] / labels.shape[1]).astype(int)
+        gt = label[ys][:, xs]
+        for i in np.unique(labels):
+            vals, cnt = np.unique(gt[labels == i], return_counts=True)
+            c = int(vals[cnt.argmax()])
+            if not (0 <= c < len(classes)) or not ((cls == c) & trained).any():
+                continue
+            emb = grid[labels == i].mean(0)
+            s = vectors @ (emb / np.linalg.norm(emb))
+            true = s[(cls == c) & trained].max()
+            listed = {e for e, _, _ in namer.index.search(emb[None], 5 + RETRIEVE_EXTRA)[0]}
+            rows.append((true, s[~trained].max(), int((s[~trained] > true).sum()),
+                         bool(listed & set(owners[(cls == c) & trained].tolist()))))
+    a = np.array(rows, dtype=float)
+    print(f"unseen names ({len(rows)} regions of {data_root}, {int((~trained).sum())} untrained of {len(phrases)} "
+          f"phrases): trained class name cosine {a[:, 0].mean():.3f}, best untrained {a[:, 1].mean():.3f}; an "
+          f"untrained name out-ranks the trained one in {100 * (a[:, 1] > a[:, 0]).mean():.0f}% of regions "
+          f"(median {np.median(a[:, 2]):.0f} names, max {a[:, 2].max():.0f}); the trained name is in the "
+          f"shortlist of {5 + RETRIEVE_EXTRA} in {100 * a[:, 3].mean():.0f}%; with the prior penalty "
+          f"{namer.penalty:.3f} an untrained one still wins {100 * (a[:, 1] - namer.penalty > a[:, 0]).mean():.0f}%")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -139,6 +192,7 @@ def main() -> None:
     ap.add_argument("--phrases", type=int, default=1024, help="phrases embedded to time the index build")
     ap.add_argument("--n-images", type=int, default=8)
     ap.add_argument("--skip", default="", help="comma list of sections to skip: bank,index,search,segment")
+    ap.add_argument("--data-root", type=Path, help="a synthetic world: measure how untrained names score")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     from zss.recipes import load_segmenter
@@ -153,6 +207,8 @@ def main() -> None:
     if "segment" not in skip:
         images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".png"))[:args.n_images]
         segment_ratio(model, args.model, bank, images, args.classes)
+    if args.data_root is not None:
+        unseen_scores(model, args.model, bank, args.data_root)
 
 
 if __name__ == "__main__":

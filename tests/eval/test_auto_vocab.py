@@ -220,3 +220,30 @@ def test_trained_names_always_compete_and_the_prior_penalty(colour_model, make_c
     (model_dir / "config.json").write_text(json.dumps({"kind": "simzss", "schema": 1}))
     namer = AutoNamer(colour_model, model_dir, bank, cfg, AutoVocabConfig(k=2, top_k=1), "cpu")
     assert namer.penalty == pytest.approx(np.log(301) / cfg.logit_scale)
+
+
+def test_index_key_follows_the_text_tower_not_the_bundled_backbone(tmp_path):
+    """model_hash: the bundled frozen backbone (config.backbone.checkpoint) is left out; the text
+    tower's weights and the rest of config.json are in."""
+    from safetensors.torch import save_file
+
+    from zss.eval.name_index import model_hash
+
+    d = tmp_path / "model"
+    d.mkdir()
+
+    def write(backbone: float, text: float, sha: str = "aa", width: int = 8) -> str:
+        save_file({"w": torch.full((4,), backbone)}, str(d / "backbone.safetensors"))
+        save_file({"text.w": torch.full((4,), text)}, str(d / "model.safetensors"))
+        (d / "config.json").write_text(json.dumps({"kind": "simzss", "schema": 1, "text": {"width": width},
+                                                   "backbone": {"name": "vit", "checkpoint": "backbone.safetensors",
+                                                                "sha256": sha}}))
+        return model_hash(d)
+
+    base = write(0.0, 0.0)
+    assert write(1.0, 0.0, sha="bb") == base          # a different backbone file (and its checksum)
+    assert write(1.0, 2.0, sha="bb") != base          # a different text tower
+    assert write(0.0, 0.0, width=16) != base          # a different text config
+    assert write(0.0, 0.0) == base
+    (d / "adapter.safetensors").write_bytes((d / "model.safetensors").read_bytes())
+    assert model_hash(d) != base                      # any other weight file counts

@@ -20,7 +20,9 @@ Cache: `MODEL_DIR/name-index/<key>.faiss` + `<key>.json` (written beside the mod
 folder or an `openclip:` spec falls back to `$ZSS_CACHE` or `~/.cache/zss/name-index/`). The key
 hashes the model (its config.json and weight files, or the openclip spec and checkpoint), the bank's
 content (ids and names, `NameBank.content_hash`), the template and the index kind, so a retrained
-model or an edited bank builds a new index and an unchanged pair reuses it.
+model or an edited bank builds a new index and an unchanged pair reuses it. The model part is its text
+side only: config.json (less the backbone's checkpoint name and checksum) and every weight file but
+the bundled frozen backbone, which never changes a text embedding and is the slow file to hash.
 """
 
 from __future__ import annotations
@@ -52,17 +54,36 @@ EMBED_BATCH = 512
 INDEX_VERSION = 1
 
 
+def _text_config(folder: Path) -> tuple[bytes, str | None]:
+    """(config.json's bytes for the key, the bundled frozen backbone's file name or None). The
+    backbone's checkpoint name and checksum are left out of the key: image features do not change a
+    name's text embedding."""
+    raw = (folder / "config.json").read_bytes()
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw, None
+    backbone = config.get("backbone") if isinstance(config, dict) else None
+    if not isinstance(backbone, dict) or not isinstance(backbone.get("checkpoint"), str):
+        return raw, None
+    config["backbone"] = {k: v for k, v in backbone.items() if k not in ("checkpoint", "sha256")}
+    return json.dumps(config, sort_keys=True).encode(), Path(backbone["checkpoint"]).name
+
+
 def model_hash(spec: str | Path) -> str:
-    """sha256 over what decides a model's text embeddings: a model directory's config.json and weight
-    files, or an `openclip:ARCH[:CKPT]` spec's text and checkpoint bytes."""
+    """sha256 over what decides a model's text embeddings: a model directory's config.json and its
+    weight files except the bundled frozen image backbone (`config.backbone.checkpoint`, which can be
+    hundreds of MB and never embeds text), or an `openclip:ARCH[:CKPT]` spec's text and checkpoint bytes."""
     h = hashlib.sha256()
     path = Path(str(spec))
     if path.is_dir():
         from zss.formats.model_dir import resolve_model_dir
 
         folder = resolve_model_dir(path)
+        config, backbone = _text_config(folder)
+        h.update(b"config.json\0" + hashlib.sha256(config).hexdigest().encode())
         for f in sorted(folder.iterdir()):
-            if f.is_file() and (f.name == "config.json" or f.suffix == ".safetensors"):
+            if f.is_file() and f.suffix == ".safetensors" and f.name != backbone:
                 h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
         return h.hexdigest()
     h.update(str(spec).encode())
