@@ -12,22 +12,24 @@ same labels, because it decides the same things:
   cluster keeps its centre, stop when no label changes or after `iters` assignments.
 
 How it avoids most of the float64 work without changing a label:
-- a whole-image assignment is first decided by a float32 matrix product with a proven error bound
-  (`_eps`: float32 rounding of a D-term product, doubled); only the rows whose two nearest centres
-  are closer than that bound are re-scored in float64 (typically ~0.2 % of the rows);
-- after the first assignment a point is re-scored only when another centre could now be nearer
-  (Elkan's bounds: an upper bound on the distance to its own centre and a lower bound on the
-  distance to each other centre, moved by how far the centres moved); the centre sums follow the
-  points that changed cluster;
+- an assignment is decided by a float32 product `cc - 2 x.c` with a proven error bound (`_eps`:
+  float32 rounding of a (D + 2)-term sum, doubled); only the rows whose two nearest centres are
+  closer than that bound are re-scored in float64 (typically ~0.2 % of the rows);
+- after the first assignment a point is looked at only when another centre could now be nearer
+  (Elkan's bounds, kept in float32 and rounded outwards: an upper bound on the distance to its own
+  centre and a lower bound on the distance to each other centre, moved by how far the centres
+  moved); the centre sums follow the points that changed cluster; an image whose labels stopped
+  changing leaves the batch's working set;
 - every label is thus either computed with numpy's float64 formulas or settled by a margin far
   above float64 rounding (`_SLACK`). The only differences from numpy are float64 summation orders
   (~1e-16 relative): they matter only for a point whose two nearest centres tie to ~1e-15, the same
   exposure as running the numpy version on another BLAS.
 
-On a CPU the init and the first assignment go one cache-sized chunk of images at a time, in one
-intra-op thread by default (`threads`: many small operations, where OpenMP fork/join costs more than
-it saves). On a GPU the whole batch is one chunk. float32 products run at full precision for the
-call (no TF32 / bf16).
+The k-means++ init is the float64 part that cannot be avoided (each centre depends on the float64
+distances to the previous ones): on a CPU it runs one cache-sized chunk of images at a time, one
+matrix-vector product per image and centre, in one intra-op thread by default (`threads`: many
+small operations, where OpenMP fork/join costs more than it saves). On a GPU the whole batch is one
+chunk. float32 products run at full precision for the call (no TF32 / bf16).
 """
 
 from __future__ import annotations
@@ -38,19 +40,24 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from zss.utils.kmeans_init import kmeanspp
+
 _SLACK = 1e-12          # float64 squared-distance margin, relative to the image's squared radius
-_GROW = 1.0 + 1e-12     # moved bounds are widened by this factor
+_GROW = 1.0 + 1e-12     # centre moves are widened by this factor
 _UNIT = 1e-13           # spherical: the distance bounds need unit centres to this (else: re-score)
 _CPU_CHUNK_BYTES = 12 << 20  # CPU: float64 rows per init chunk (the chunk stays in the cache)
-_DOWN, _UP = 1 - 2.0 ** -20, 1 + 2.0 ** -20  # float32 lower bounds: rounded safely down / moves up
-_WHOLE = 8              # an image with more than N / _WHOLE points to re-score is re-scored whole
-_WHOLE_CHUNK = 8        # CPU: images per whole-image re-scoring call
+_CPU_GROUP_BYTES = 1000 << 20  # CPU: float32 rows per k-means group (the group stays in the cache)
+_DOWN, _UP = 1 - 2.0 ** -20, 1 + 2.0 ** -20  # float32 bounds: rounded safely down / up
+_WHOLE = 0.5            # an image with more than this share of rows to look at is re-scored whole
+_COMPACT = 8            # finished images leave the working set once 1 / _COMPACT of it is done
+_U32 = 2.0 ** -24       # float32 unit roundoff
+_F32, _F64 = torch.float32, torch.float64
 
 
 def _eps(d: int) -> float:
     """A bound on |float32 c.x - c.x| / (|c| |x|) for D-term products of float32-rounded inputs:
     gamma_D = D u / (1 - D u) for the accumulation, 3 u for rounding c, x and the product, doubled."""
-    u = 2.0 ** -24
+    u = _U32
     return 2.0 * (d * u / (1 - d * u) + 3 * u)
 
 
@@ -83,42 +90,40 @@ def _seeds(seeds: int | Sequence[int], b: int) -> list[int]:
 class _Rows:
     """The rows as numpy's kmeans sees them (float64; unit rows x / max(|x|, 1e-12) if spherical),
     made on demand from the input x [B, N, D] (a float64 copy of float16 / bfloat16 / float32 values
-    is exact), with their squared norms; and float32 products with a bound on their error."""
+    is exact), their norms, and a float32 copy `xs` of them for the float32 products (x itself for
+    float32 Euclidean input)."""
 
     def __init__(self, x: torch.Tensor, spherical: bool):
         self.x = x
         self.b, self.n, self.d = x.shape
         self.spherical = spherical
-        self.eps = _eps(self.d)
+        self.eps = _eps(self.d + 2) + 4 * _U32  # cc - 2 x.c: a (D + 2)-term sum; + xx: two roundings
         dev = x.device
-        self.div = torch.ones(self.b, self.n, dtype=torch.float64, device=dev)  # spherical: max(|x|, 1e-12)
-        self.xx = torch.empty(self.b, self.n, dtype=torch.float64, device=dev)  # |prepared row|^2
-        self.r = torch.empty(self.b, self.n, dtype=torch.float64, device=dev)   # |prepared row|
-        self.x32 = x if x.dtype == torch.float32 else None
+        self.div = torch.ones(self.b, self.n, dtype=_F64, device=dev)  # spherical: max(|x|, 1e-12)
+        self.xx = torch.empty(self.b, self.n, dtype=_F64, device=dev)  # |prepared row|^2
+        self.r = torch.empty(self.b, self.n, dtype=_F64, device=dev)   # |prepared row|
+        self.own = spherical or x.dtype != _F32
+        self.xs = torch.empty(self.b, self.n, self.d, dtype=_F32, device=dev) if self.own else x
 
     def prepare(self, sl: slice, out: torch.Tensor) -> torch.Tensor:
-        """Prepared float64 rows of images `sl` into `out` [C, N, D]; records their norms."""
+        """Prepared float64 rows of images `sl` into `out` [C, N, D]; records their norms and float32 copy."""
         out.copy_(self.x[sl])
+        norm = torch.linalg.vector_norm(out, dim=-1)
         if self.spherical:
-            norm = torch.linalg.vector_norm(out, dim=-1)
-            self.div[sl] = norm.clamp_min(1e-12)
-            out.div_(self.div[sl][..., None])
-        torch.sum(out * out, -1, out=self.xx[sl])
-        torch.sqrt(self.xx[sl], out=self.r[sl])
+            div = norm.clamp_min(1e-12)
+            self.div[sl] = div
+            out.div_(div[..., None])
+            norm = norm / div
+        self.r[sl] = norm
+        self.xx[sl] = norm * norm
+        if self.own:
+            self.xs[sl] = out
         return out
 
     def take(self, flat: torch.Tensor) -> torch.Tensor:
         """Prepared float64 rows at flat indices [M] -> [M, D]."""
-        x = self.x.view(-1, self.d)[flat].to(torch.float64)
+        x = self.x.view(-1, self.d)[flat].to(_F64)
         return x.div_(self.div.view(-1)[flat, None]) if self.spherical else x
-
-    def dots32(self, sl: slice | torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-        """float32 products of the prepared rows of images `sl` (a slice or indices) with their
-        centres [C, k, D] -> [C, N, k] (float64 values), each within eps |row| |centre| of the
-        exact product."""
-        x32 = self.x32[sl] if self.x32 is not None else self.x[sl].float()
-        s = torch.bmm(centres.to(torch.float32), x32.transpose(1, 2)).to(torch.float64).transpose(1, 2).contiguous()
-        return s.div_(self.div[sl][..., None]) if self.spherical else s
 
 
 def _pick(d2: torch.Tensor, s: torch.Tensor, valid: torch.Tensor, spherical: bool) -> torch.Tensor:
@@ -146,185 +151,162 @@ def _exact_rows(rows: _Rows, flat: torch.Tensor, li: torch.Tensor, centres: torc
     pad[si, rank] = rows.take(flat)
     s = torch.bmm(pad, centres[imgs].transpose(1, 2))[si, rank]       # [M, k]
     d2 = rows.xx.view(-1)[flat][:, None] - 2 * s + cc[li]
-    bad = ~valid[li]
-    d2.masked_fill_(bad, float("inf"))
+    d2.masked_fill_(~valid[li], float("inf"))
     return _pick(d2, s, valid[li], rows.spherical), d2
 
 
-def _assign(rows: _Rows, imgs: slice | torch.Tensor, centres: torch.Tensor, cc: torch.Tensor,
-            valid: torch.Tensor, slack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """numpy's assignment of every row of images `imgs` (a slice or indices: C images; centres
-    [C, k, D]): labels [C, N], squared distances [C, N, k] and their error [C, N] (0 where computed
-    in float64). A float32 product decides where its error bound allows; the rows whose two
-    nearest centres are too close for it are re-scored in float64."""
-    s = rows.dots32(imgs, centres)                                      # [C, N, k]
-    d2 = rows.xx[imgs][..., None] - 2 * s + cc[:, None, :]
-    d2.masked_fill_(~valid[:, None, :], float("inf"))
-    best, labels = d2.min(-1)
-    second = d2.scatter(-1, labels[..., None], float("inf")).amin(-1)
-    err = 2 * rows.eps * rows.r[imgs] * cc.clamp_min(0).sqrt().amax(1, keepdim=True)   # [C, N]
-    sure = second - best > 2 * err + slack
+def _score(rows: _Rows, srcs: list[torch.Tensor], g: torch.Tensor, xx: torch.Tensor, r: torch.Tensor,
+           centres: torch.Tensor, cc: torch.Tensor, valid: torch.Tensor, slack: torch.Tensor):
+    """float32 assignment of M rows to their image's centres: srcs[i] [M_i, D] are the float32 rows
+    of image i (centres[i] [k, D], cc [G, k] their squared norms, valid [G, k]), g [M] each row's
+    image, xx and r [M] the rows' float64 squared norms and norms. Returns labels [M], squared
+    distances d2 [M, k] (float32), a bound err [M] on their error, and `sure` [M]: where the float32
+    scores prove numpy's float64 label (the two nearest differ by > 2 err + slack)."""
+    c32, cc32 = centres.to(_F32), cc.to(_F32)
+    t = torch.empty(g.numel(), centres.shape[1], dtype=_F32, device=g.device)
+    pos = 0
+    for i, src in enumerate(srcs):  # cc - 2 x.c, one product per image
+        torch.addmm(cc32[i], src, c32[i].T, alpha=-2, out=t[pos: pos + src.shape[0]])
+        pos += src.shape[0]
+    if not bool(valid.all()):
+        t.masked_fill_(~valid[g], float("inf"))
+    best, labels = t.min(-1)
+    second = t.scatter(-1, labels[:, None], float("inf")).amin(-1)
+    cmax = cc.clamp_min(0).amax(1).sqrt()[g]
+    et = rows.eps * (cmax * cmax + 2 * r * cmax)                       # |float32 t - t|
+    sure = second.to(_F64) - best.to(_F64) > 2 * et + slack[g, 0]
     if rows.spherical:  # argmax x.c is argmin |x - c| only for unit centres
-        sure &= ~(((cc - 1).abs() > _UNIT) & valid).any(1, keepdim=True)
-    unsure = (~sure).view(-1).nonzero()[:, 0]
-    if unsure.numel():
-        n = rows.n
-        li = unsure // n
-        img = (li + imgs.start) if isinstance(imgs, slice) else imgs[li]
-        lab, ex = _exact_rows(rows, img * n + unsure % n, li, centres, cc, valid)
-        labels.view(-1)[unsure] = lab
-        d2.view(-1, d2.shape[-1])[unsure] = ex
-        err.view(-1)[unsure] = 0.0
-    return labels, d2, err
+        sure &= ~(((cc - 1).abs() > _UNIT) & valid).any(1)[g]
+    return labels, t.add_(xx.to(_F32)[:, None]), et + rows.eps * xx, sure
 
 
-def _kmeanspp(x: torch.Tensor, xx: torch.Tensor, k: int,
-              rngs: list[np.random.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means++ centres [C, k, D] and which of them are real [C, k] for prepared rows x [C, N, D],
-    drawn exactly as `zss.utils.kmeans.kmeans` draws them (one numpy Generator per image)."""
-    c_, n, d = x.shape
-    dev = x.device
-    ar = torch.arange(c_, device=dev)
-    centres = x.new_zeros(c_, k, d)
-    valid = torch.zeros(c_, k, dtype=torch.bool, device=dev)
-    pick = torch.as_tensor([int(g.integers(n)) for g in rngs], device=dev)
-    centres[:, 0] = x[ar, pick]
-    valid[:, 0] = True
-    tiny = (xx.amax(1) * (_SLACK * n)).tolist()
-    active = [True] * c_
-    d2 = torch.full((c_, n), float("inf"), dtype=torch.float64, device=dev)
-    xt = x.transpose(1, 2)
-    for j in range(1, k):
-        c = centres[:, j - 1]  # numpy: d2 = min(d2, ((x - c) ** 2).sum(1)), here as xx - 2 x.c + cc
-        dist = torch.bmm(c[:, None, :], xt)[:, 0].mul_(-2).add_(xx).add_((c * c).sum(-1, keepdim=True))
-        torch.minimum(d2, dist.clamp_min_(0.0), out=d2)
-        totals = d2.sum(1).tolist()
-        for i, t in enumerate(totals):
-            if active[i] and t <= tiny[i]:  # maybe only duplicates of centres left: numpy's exact zeros
-                d2[i] = torch.cdist(x[i], centres[i, :j], compute_mode="donot_use_mm_for_euclid_dist"
-                                    ).amin(1) ** 2
-                totals[i] = float(d2[i].sum())
-        active = [a and t > 0 for a, t in zip(active, totals)]  # numpy: `if total <= 0: break`
-        if not any(active):
-            break
-        total = torch.as_tensor(totals, dtype=torch.float64, device=dev)
-        cdf = torch.cumsum(d2 / total[:, None], 1)
-        cdf /= cdf[:, -1:].clone()
-        u = torch.as_tensor([g.random() if a else 0.0 for g, a in zip(rngs, active)],
-                            dtype=torch.float64, device=dev)
-        pick = torch.searchsorted(cdf, u[:, None], right=True)[:, 0].clamp_(0, n - 1)
-        if all(active):
-            centres[:, j] = x[ar, pick]
-            valid[:, j] = True
-        else:
-            act = torch.as_tensor(active, device=dev)
-            centres[:, j] = torch.where(act[:, None], x[ar, pick], centres[:, j])
-            valid[:, j] = act
-    return centres, valid
+def _bounds(d2: torch.Tensor, labels: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elkan bounds (float32, rounded outwards) from squared distances d2 [M, k] known to within
+    pad [M]: upper [M] on the distance to the own centre, lower [M, k] on the others (own: inf)."""
+    p = (pad * _UP).to(d2.dtype)[:, None]
+    own = d2.gather(-1, labels[:, None])
+    up = own.add_(p).sqrt_().mul_(_UP).to(_F32)[:, 0]
+    lo = (d2 - p).clamp_min_(0).sqrt_().mul_(_DOWN).to(_F32).scatter_(-1, labels[:, None], float("inf"))
+    return up, lo
 
 
-def _groups(mask: torch.Tensor, size: int) -> list[slice]:
-    """The True entries of a 1-D bool tensor as slices of consecutive indices, at most `size` long."""
-    out: list[slice] = []
-    lo = None
-    for i, v in enumerate(mask.tolist() + [False]):
-        if v and lo is None:
-            lo = i
-        if lo is not None and (not v or i - lo == size):
-            out.append(slice(lo, i))
-            lo = i if v else None
-    return out
+def _look(rows: _Rows, srcs: list[torch.Tensor], g: torch.Tensor, orig: torch.Tensor,
+          centres: torch.Tensor, cc: torch.Tensor, valid: torch.Tensor, slack: torch.Tensor):
+    """numpy's labels and new bounds of M rows (`orig` [M]: flat indices in the batch; srcs, g:
+    as `_score`) against centres [G, k, D]. Rows the float32 scores leave unsure are re-scored in
+    float64. Returns labels [M], upper [M], lower [M, k]."""
+    lab, d2, err, sure = _score(rows, srcs, g, rows.xx.view(-1)[orig], rows.r.view(-1)[orig],
+                                centres, cc, valid, slack)
+    up, lo = _bounds(d2, lab, err + slack[g, 0])
+    u = (~sure).nonzero()[:, 0]
+    if u.numel():
+        lab_u, d2_u = _exact_rows(rows, orig[u], g[u], centres, cc, valid)
+        lab[u] = lab_u
+        up[u], lo[u] = _bounds(d2_u, lab_u, slack[g[u], 0])
+    return lab, up, lo
 
 
 class _Lloyd:
-    """Lloyd steps over the whole batch from a first assignment, with Elkan's bounds: per point an
-    upper bound on the distance to its own centre and a lower bound on the distance to each other
-    centre, moved by how far the centres move. A point is re-scored only when some other centre
-    could be nearer than its own by less than the margin."""
+    """Lloyd steps over the images still changing, from their first assignment, with Elkan's
+    bounds (upper [A, N] to the own centre, lower [A, N, k] to each centre; float32, rounded
+    outwards, moved by how far the centres move). A point is re-scored only when some other centre
+    could be nearer than its own by less than the margin. `ids` [A]: the images in the working set;
+    finished images write their labels to `out` and leave it."""
 
-    def __init__(self, rows: _Rows, centres, valid, labels, d2, err, csum, count, group: int):
-        self.rows, self.group = rows, group
-        self.b, self.n, self.d, self.k = rows.b, rows.n, rows.d, centres.shape[1]
-        dev = centres.device
-        self.centres, self.valid, self.labels, self.csum, self.count = centres, valid, labels, csum, count
-        slack = rows.xx.amax(1) * 4 * _SLACK
-        self.slack = slack[:, None]                        # [B, 1] squared-distance margin
-        self.margin = slack.sqrt()[:, None]                # l > u + margin  =>  l^2 - u^2 > slack
-        self.done = torch.zeros(self.b, dtype=torch.bool, device=dev)
-        self.base = torch.arange(self.b, device=dev) * self.k
-        self.upper = torch.empty(self.b, self.n, dtype=torch.float64, device=dev)
-        # float32 lower bounds (stored rounded down, moved by rounded-up amounts; the float32
-        # rounding of up to `iters` moves is covered by `margin32`)
-        self.lower = torch.empty(self.b, self.n, self.k, dtype=torch.float32, device=dev)
-        self.margin32 = self.margin + 1e-5 * rows.xx.amax(1).sqrt()[:, None]
-        self._set_bounds(slice(None), labels, d2, err)
+    def __init__(self, rows: _Rows, out: torch.Tensor, sl: slice, centres, valid, csum, count, upper, lower):
+        self.rows, self.out = rows, out
+        self.n, self.d, self.k = rows.n, rows.d, centres.shape[1]
+        self.ids = torch.arange(sl.start, sl.stop, device=out.device)
+        self.labels = out[sl].clone()
+        self.centres, self.valid, self.csum, self.count = centres, valid, csum, count
+        self.upper, self.lower = upper, lower
+        top = rows.xx[sl].amax(1)[:, None]
+        self.slack = top * 4 * _SLACK                                   # [A, 1] squared-distance margin
+        # l > u + margin  =>  l^2 - u^2 > slack; plus the float32 rounding of up to 50 moves of l
+        self.margin32 = (self.slack.sqrt() + 1e-5 * top.sqrt()).to(_F32)
 
-    def _set_bounds(self, imgs, labels: torch.Tensor, d2: torch.Tensor, err: torch.Tensor | None,
-                    flat: torch.Tensor | None = None) -> None:
-        """Bounds from squared distances: of whole images `imgs` (slice or indices; labels [C, N],
-        d2 [C, N, k], err [C, N]) or, with `flat`, of single rows (labels [M], d2 [M, k], exact)."""
-        pad = self.slack[imgs] + err if flat is None else self.slack[flat // self.n, 0]
-        own = d2.gather(-1, labels[..., None])[..., 0]
-        up = (own.clamp_min(0) + pad).sqrt_()
-        lo = (d2 - pad[..., None]).clamp_min_(0).sqrt_().mul_(_DOWN).scatter_(-1, labels[..., None], float("inf"))
-        if flat is None:
-            self.upper[imgs], self.lower[imgs] = up, lo.to(torch.float32)
-        else:
-            self.upper.view(-1)[flat] = up
-            self.lower.view(-1, self.k)[flat] = lo.to(torch.float32)
+    def run(self, steps: int) -> torch.Tensor:
+        for _ in range(steps):
+            changed = self.step()
+            done = int((~changed).sum())
+            if done == self.ids.numel():
+                break
+            if done and done * _COMPACT >= self.ids.numel():
+                self._keep(changed)
+        self.out[self.ids] = self.labels
+        return self.out
 
-    def step(self) -> None:
-        """Centres from the labels, then numpy's assignment for every point that could change."""
-        b, n, d, k = self.b, self.n, self.d, self.k
-        rows = self.rows
+    def _keep(self, keep: torch.Tensor) -> None:
+        """Write the finished images' labels out; keep the others' state."""
+        self.out[self.ids[~keep]] = self.labels[~keep]
+        for name in ("ids", "labels", "centres", "valid", "csum", "count", "upper", "lower", "slack", "margin32"):
+            setattr(self, name, getattr(self, name)[keep])
+
+    def step(self) -> torch.Tensor:
+        """Centres from the labels, then numpy's assignment for every point that could change.
+        Returns which images of the working set changed [A]."""
+        n, rows = self.n, self.rows
         # numpy: the members' mean, or their renormalised sum; an empty cluster keeps its centre
         if rows.spherical:
             new = self.csum / torch.linalg.vector_norm(self.csum, dim=-1, keepdim=True).clamp_min(1e-12)
         else:
             new = self.csum / self.count.clamp_min(1)[..., None]
-        new = torch.where((self.count == 0)[..., None] | self.done[:, None, None], self.centres, new)
-        moved = torch.linalg.vector_norm(new - self.centres, dim=-1).mul_(_GROW)    # [B, k]
+        new = torch.where((self.count == 0)[..., None], self.centres, new)
+        moved = torch.linalg.vector_norm(new - self.centres, dim=-1).mul_(_GROW * _UP).to(_F32)   # [A, k]
         self.centres = new
         cc = (new * new).sum(-1)
-        active = ~self.done
-        if rows.spherical:  # argmax x.c is argmin |x - c| only for unit centres
-            force = (((cc - 1).abs() > _UNIT) & self.valid).any(1) & active
-        else:
-            force = torch.zeros_like(active)
-
         # Move the bounds with the centres; a point needs a look if another centre may be nearer.
-        self.upper.add_(moved.gather(1, self.labels)).mul_(_GROW)
-        self.lower.sub_((moved * _UP).to(torch.float32)[:, None, :])
-        need = (self.lower <= (self.upper + self.margin32).to(torch.float32)[..., None]).any(-1)
-        need &= active[:, None]
-        need |= force[:, None]
+        self.upper.add_(moved.gather(1, self.labels)).mul_(_UP)
+        self.lower.sub_(moved[:, None, :])
+        need = self.lower.amin(-1) <= self.upper + self.margin32
+        if rows.spherical:  # argmax x.c is argmin |x - c| only for unit centres
+            need |= (((cc - 1).abs() > _UNIT) & self.valid).any(1)[:, None]
+        return self._look(need)
 
-        changed = torch.zeros(b, dtype=torch.bool, device=new.device)
-        whole = need.sum(1) > n // _WHOLE
-        idx = (need & ~whole[:, None]).view(-1).nonzero()[:, 0]
-        if idx.numel():
-            lab, d2 = _exact_rows(rows, idx, idx // n, new, cc, self.valid)
-            self._set_bounds(None, lab, d2, None, flat=idx)
-            changed |= self._relabel(idx, lab)
-        for imgs in _groups(whole, self.group):  # contiguous slices of images: no copies
-            lab, d2, err = _assign(rows, imgs, new[imgs], cc[imgs], self.valid[imgs], self.slack[imgs])
-            self._set_bounds(imgs, lab, d2, err)
-            changed |= self._relabel(torch.arange(imgs.start * n, imgs.stop * n, device=new.device), lab.view(-1))
-        self.done |= ~changed  # numpy: `if np.array_equal(new, labels): break`
+    def _look(self, need: torch.Tensor) -> torch.Tensor:
+        """Re-score the rows that need it (need [A, N]; an image with more than _WHOLE of its rows
+        needing it is re-scored whole, from a view of its rows; the others' rows are gathered), set
+        their bounds and labels; returns which images changed."""
+        rows, n, dev = self.rows, self.n, need.device
+        cnt = need.sum(1)
+        imgs = cnt.nonzero()[:, 0]
+        if not imgs.numel():
+            return torch.zeros(self.ids.numel(), dtype=torch.bool, device=dev)
+        whole = cnt[imgs] > n * _WHOLE
+        need[imgs[whole]] = True
+        flat = need.view(-1).nonzero()[:, 0]
+        li = flat // n
+        orig = self.ids[li] * n + flat % n
+        slot = torch.zeros_like(self.ids)
+        slot[imgs] = torch.arange(imgs.numel(), device=dev)
+        g = slot[li]
+        gathered = rows.xs.view(-1, self.d).index_select(0, orig[~whole[g]])
+        srcs, pos = [], 0
+        for c, w, i in zip(cnt[imgs].tolist(), whole.tolist(), self.ids[imgs].tolist()):
+            if w:
+                srcs.append(rows.xs[i])
+            else:
+                srcs.append(gathered[pos: pos + c])
+                pos += c
+        cent = self.centres[imgs]
+        lab, up, lo = _look(rows, srcs, g, orig, cent, (cent * cent).sum(-1), self.valid[imgs], self.slack[imgs])
+        self.upper.view(-1)[flat] = up
+        self.lower.view(-1, self.k)[flat] = lo
+        return self._relabel(flat, orig, lab)
 
-    def _relabel(self, flat: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-        """New labels of rows (flat indices): the rows that changed cluster move, with their sums
-        and counts; returns which images changed [B]."""
-        changed = torch.zeros(self.b, dtype=torch.bool, device=flat.device)
+    def _relabel(self, flat: torch.Tensor, orig: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+        """New labels of rows (flat indices of the working set, `orig` in the batch): the rows that
+        changed cluster move, with their sums and counts; returns which images changed."""
+        changed = torch.zeros(self.ids.numel(), dtype=torch.bool, device=flat.device)
         moved = lab != self.labels.view(-1)[flat]
         if not bool(moved.any()):
             return changed
-        flat, new = flat[moved], lab[moved]
+        flat, orig, new = flat[moved], orig[moved], lab[moved]
         bi = flat // self.n
         changed[bi] = True
-        old = self.labels.view(-1)[flat]
-        vec = self.rows.take(flat)
-        frm, to = self.base[bi] + old, self.base[bi] + new
+        base = bi * self.k
+        frm, to = base + self.labels.view(-1)[flat], base + new
+        vec = self.rows.take(orig)
         s, c = self.csum.view(-1, self.d), self.count.view(-1)
         s.index_add_(0, frm, vec, alpha=-1)
         s.index_add_(0, to, vec)
@@ -348,47 +330,53 @@ def kmeans(x: torch.Tensor | np.ndarray, k: int, seeds: int | Sequence[int] = 0,
     if x.dim() != 3:
         raise ValueError(f"kmeans wants rows [B, N, D], got shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        x = x.to(torch.float64)
+        x = x.to(_F64)
     x = x.contiguous()
     b, n, d = x.shape
     dev = x.device
-    if b == 0 or n == 0:
-        return torch.zeros(b, n, dtype=torch.int64, device=dev)
     seeds = _seeds(seeds, b)
     k = max(1, min(int(k), n))
+    if b == 0 or n == 0 or k == 1:  # one cluster: numpy's labels are all 0
+        return torch.zeros(b, n, dtype=torch.int64, device=dev)
     if chunk is None:
         chunk = b if dev.type != "cpu" else max(1, _CPU_CHUNK_BYTES // (n * d * 8))
     chunk = min(chunk, b)
+    group = b if dev.type != "cpu" else max(chunk, _CPU_GROUP_BYTES // (n * d * 4))
     with _settings(dev, threads):
         rows = _Rows(x, spherical)
-        centres = torch.empty(b, k, d, dtype=torch.float64, device=dev)
-        valid = torch.empty(b, k, dtype=torch.bool, device=dev)
         labels = torch.empty(b, n, dtype=torch.int64, device=dev)
-        d2 = torch.empty(b, n, k, dtype=torch.float64, device=dev)
-        err = torch.empty(b, n, dtype=torch.float64, device=dev)
-        csum = torch.zeros(b * k, d, dtype=torch.float64, device=dev)
-        count = torch.zeros(b * k, dtype=torch.float64, device=dev)
-        buf = torch.empty(chunk, n, d, dtype=torch.float64, device=dev)
-        for lo in range(0, b, chunk):  # init and first assignment, one cache-sized chunk at a time
-            sl = slice(lo, min(lo + chunk, b))
-            xc = rows.prepare(sl, buf[: sl.stop - lo])
-            slack = (rows.xx[sl].amax(1) * 4 * _SLACK)[:, None]
-            cent, val = _kmeanspp(xc, rows.xx[sl], k, [np.random.default_rng(s) for s in seeds[sl]])
-            centres[sl], valid[sl] = cent, val
-            labels[sl], d2[sl], err[sl] = _assign(rows, sl, cent, (cent * cent).sum(-1), val, slack)
-            flat = (labels[sl] + torch.arange(lo, sl.stop, device=dev)[:, None] * k).view(-1)
-            csum.index_add_(0, flat, xc.reshape(-1, d))
-            count.index_add_(0, flat, torch.ones(flat.numel(), dtype=torch.float64, device=dev))
-        del buf
-        group = _WHOLE_CHUNK if dev.type == "cpu" else b
-        lloyd = _Lloyd(rows, centres, valid, labels, d2, err, csum.view(b, k, d), count.view(b, k), group)
-        del d2, err
-        for _ in range(1, iters):
-            lloyd.step()
-            if bool(lloyd.done.all()):
-                break
-    return lloyd.labels
+        buf = torch.empty(chunk, n, d, dtype=_F64, device=dev)
+        for g0 in range(0, b, group):  # CPU: a group's rows stay in the cache through its k-means
+            gs = slice(g0, min(g0 + group, b))
+            m = gs.stop - g0
+            state = (torch.empty(m, k, d, dtype=_F64, device=dev), torch.empty(m, k, dtype=torch.bool, device=dev),
+                     torch.zeros(m, k, d, dtype=_F64, device=dev), torch.zeros(m, k, dtype=_F64, device=dev),
+                     torch.empty(m, n, dtype=_F32, device=dev), torch.empty(m, n, k, dtype=_F32, device=dev))
+            for lo in range(g0, gs.stop, chunk):  # init and first assignment, one cache-sized chunk at a time
+                sl = slice(lo, min(lo + chunk, gs.stop))
+                _first(rows, rows.prepare(sl, buf[: sl.stop - lo]), sl, g0, k, seeds[sl], labels, state)
+            _Lloyd(rows, labels, gs, *state).run(iters - 1)
+        return labels
 
+
+def _first(rows: _Rows, xc: torch.Tensor, sl: slice, g0: int, k: int, seeds: list[int], labels: torch.Tensor,
+           state: tuple[torch.Tensor, ...]) -> None:
+    """The k-means++ init and first assignment of images `sl` (prepared float64 rows xc), into
+    `labels` and the state of their group (first image g0): centres, valid, sums, counts, bounds."""
+    centres, valid, csum, count, upper, lower = state
+    n, d, dev = rows.n, rows.d, xc.device
+    cent, val = kmeanspp(xc, rows.xx[sl], k, [np.random.default_rng(s) for s in seeds])
+    gl = slice(sl.start - g0, sl.stop - g0)
+    centres[gl], valid[gl] = cent, val
+    slack = (rows.xx[sl].amax(1) * 4 * _SLACK)[:, None]
+    orig = torch.arange(sl.start * n, sl.stop * n, device=dev)
+    g = torch.arange(sl.stop - sl.start, device=dev).repeat_interleave(n)
+    lab, upper[gl].view(-1)[:], lower[gl].view(-1, k)[:] = _look(
+        rows, list(rows.xs[sl]), g, orig, cent, (cent * cent).sum(-1), val, slack)
+    labels[sl] = lab.view(-1, n)
+    flat = lab + (orig // n - g0) * k
+    csum.view(-1, d).index_add_(0, flat, xc.reshape(-1, d))
+    count.view(-1).index_add_(0, flat, torch.ones(flat.numel(), dtype=_F64, device=dev))
 
 def first_appearance(labels: torch.Tensor) -> torch.Tensor:
     """Per row of labels [B, N], cluster ids renumbered 0..n-1 by first appearance (as
