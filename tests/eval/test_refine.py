@@ -40,12 +40,12 @@ def test_feature_kmeans_masks_follow_the_model_features_and_refine_averages_them
     logits = torch.zeros(2, 3, 4)                        # a coarser logit map: labels are resampled
     logits[0, :, :2] = torch.tensor([[1.0, 3.0], [1.0, 3.0], [1.0, 3.0]])   # left half mean 2
     logits[1, 0, 3] = 6.0                                # right half mean 1
-    out = refine_logits(TwoHalves(), image, logits, k=2)
+    out = refine_logits(TwoHalves(), image, logits, masks="feature-kmeans", k=2)
     assert torch.allclose(out[0, :, :2], torch.full((3, 2), 2.0)) and torch.allclose(out[0, :, 2:], torch.zeros(3, 2))
     assert torch.allclose(out[1, :, 2:], torch.full((3, 2), 1.0))
-    half = refine_logits(TwoHalves(), image, logits, k=2, alpha=0.5)
+    half = refine_logits(TwoHalves(), image, logits, masks="feature-kmeans", k=2, alpha=0.5)
     assert torch.allclose(half, 0.5 * logits + 0.5 * out)
-    with pytest.raises(ZssError, match="feature-kmeans, slic"):
+    with pytest.raises(ZssError, match="slic, feature-kmeans"):
         refine_logits(TwoHalves(), image, logits, masks="sam")
 
 
@@ -54,13 +54,13 @@ def test_slic_masks_follow_colour_edges_below_the_patch_grid():
     stays on one side, and the mean over them keeps the split that a patch grid would blur."""
     image = torch.zeros(3, 8, 12)
     image[0, :, :5] = 1.0                                  # red left of column 5, black right of it
-    labels = slic_masks(image, segments=4, compactness=0.1)
+    labels = slic_masks(image, size=5, compactness=0.1)   # 8·12/25 -> 4 seeds
     assert labels.shape == (8, 12)
     assert not set(np.unique(labels[:, :5])) & set(np.unique(labels[:, 5:]))
     logits = torch.zeros(1, 8, 12)
     logits[0, :, :5] = 1.0
     logits[0, :, 4:6] = 0.5                                # a blurred boundary column pair
-    out = refine_logits(TwoHalves(), image, logits, masks="slic", segments=4, compactness=0.1)
+    out = refine_logits(TwoHalves(), image, logits, masks="slic", size=5, compactness=0.1)
     left, right = out[0, :, :5], out[0, :, 5:]
     assert float(left.min()) > float(right.max())          # the edge is back at column 5
-    assert torch.equal(refine_logits(TwoHalves(), image, logits, masks="slic", segments=4, compactness=0.1), out)
+    assert torch.equal(refine_logits(TwoHalves(), image, logits, masks="slic", size=5, compactness=0.1), out)

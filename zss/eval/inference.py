@@ -77,11 +77,11 @@ class InferenceConfig:
     fp16: bool = True              # autocast on CUDA only
     # mask-consistent inference (zss.eval.refine): class scores averaged over each online mask
     refine: str = setting("none", choices=("none", "masks"))
-    masks: str = setting("feature-kmeans", choices=("feature-kmeans", "slic"))  # how refine=masks makes masks
+    masks: str = setting("slic", choices=("slic", "feature-kmeans"))  # how refine=masks makes masks
     mask_k: int = setting(8, ge=1)             # feature-kmeans: clusters (= masks) per image
     mask_iters: int = setting(20, ge=1)        # feature-kmeans: at most this many Lloyd steps
-    slic_segments: int = setting(200, ge=1)    # slic: about this many superpixels per image
-    slic_compactness: float = setting(10.0, gt=0)  # slic: colour vs position (larger = squarer)
+    slic_size: float = setting(18.0, gt=0)     # slic: superpixel side in pixels at the inference size
+    slic_compactness: float = setting(50.0, gt=0)  # slic: position vs colour (larger = squarer)
     refine_alpha: float = setting(1.0, ge=0, le=1)  # 1 = the mask mean; < 1 blends in the plain scores
 
     def validate(self) -> None:
@@ -239,7 +239,7 @@ class Predictor:
             logits = pamr(img, logits[None], steps, dil)[0]
         if self.cfg.refine == "masks":
             logits = refine_logits(self.model, x, logits, self.cfg.masks, self.cfg.mask_k, self.cfg.mask_iters,
-                                   self.cfg.refine_alpha, self.cfg.slic_segments, self.cfg.slic_compactness)
+                                   self.cfg.refine_alpha, self.cfg.slic_size, self.cfg.slic_compactness)
         return logits
 
     def _per_class(self, values: torch.Tensor, fill: float) -> torch.Tensor:

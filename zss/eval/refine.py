@@ -2,15 +2,16 @@
 the image, so a region is labelled as a whole instead of patch by patch.
 
 Masks are made online for the image being segmented, for any model:
-- `masks: feature-kmeans` (the default) clusters the model's own dense features of the whole image
+- `masks: slic` (the default) cuts the image's pixels into SLIC superpixels of about `slic_size`
+  pixels a side (scikit-image's `slic`: colour + position, `slic_compactness`): small regions that
+  follow the image's edges below the patch grid, so averaging over them sharpens boundaries without
+  merging objects (an over-segmentation costs a mean nothing; a merge across two classes does).
+- `masks: feature-kmeans` clusters the model's own dense features of the whole image
   at the inference size (`zss.utils.kmeans.kmeans_label_grid`: spherical k-means, `mask_k` clusters,
-  seeded) and upsamples the cluster grid to the label size (nearest): regions at patch resolution.
-- `masks: slic` cuts the image's pixels into about `slic_segments` SLIC superpixels
-  (scikit-image's `slic`, colour + position, `slic_compactness`): small regions that follow the
-  image's edges below the patch grid, so averaging over them sharpens boundaries without merging
-  objects (an over-segmentation costs nothing to a mean; a merge across two classes does).
+  seeded) and upsamples the cluster grid to the label size (nearest): regions at patch resolution,
+  which merge neighbouring objects whose features are alike (measured in docs/joint.md).
 Settings live in `zss.eval.inference.InferenceConfig` (refine, masks, mask_k, mask_iters,
-slic_segments, slic_compactness, refine_alpha); the hook is `Predictor.label_logits`, after PAMR, so
+slic_size, slic_compactness, refine_alpha); the hook is `Predictor.label_logits`, after PAMR, so
 `zss eval`, `zss segment` and `zss serve` all take them.
 """
 
@@ -24,7 +25,7 @@ from zss.errors import ZssError
 from zss.utils.kmeans import kmeans_label_grid, upsample_labels
 
 REFINES = ("none", "masks")
-MASK_SOURCES = ("feature-kmeans", "slic")
+MASK_SOURCES = ("slic", "feature-kmeans")
 
 
 def segment_mean(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -53,26 +54,27 @@ def feature_kmeans_masks(model: torch.nn.Module, image: torch.Tensor, k: int, it
     return upsample_labels(grid, (h + ph, w + pw))[:h, :w]
 
 
-def slic_masks(image: torch.Tensor, segments: int = 200, compactness: float = 10.0) -> np.ndarray:
-    """image [3,h,w] in [0,1] -> label map [h,w] int64 of about `segments` SLIC superpixels (seeded
-    by scikit-image's regular grid: deterministic)."""
+def slic_masks(image: torch.Tensor, size: float = 18.0, compactness: float = 50.0) -> np.ndarray:
+    """image [3,h,w] in [0,1] -> label map [h,w] int64 of SLIC superpixels about `size` pixels a side
+    (h·w / size² seeds on scikit-image's regular grid: deterministic)."""
     from skimage.segmentation import slic
 
+    _, h, w = image.shape
     rgb = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float64)
-    return slic(rgb, n_segments=segments, compactness=compactness, start_label=0,
+    return slic(rgb, n_segments=max(1, round(h * w / size ** 2)), compactness=compactness, start_label=0,
                 channel_axis=-1).astype(np.int64)
 
 
-def refine_logits(model: torch.nn.Module, image: torch.Tensor, logits: torch.Tensor, masks: str = "feature-kmeans",
-                  k: int = 8, iters: int = 20, alpha: float = 1.0, segments: int = 200,
-                  compactness: float = 10.0) -> torch.Tensor:
+def refine_logits(model: torch.nn.Module, image: torch.Tensor, logits: torch.Tensor, masks: str = "slic",
+                  k: int = 8, iters: int = 20, alpha: float = 1.0, size: float = 18.0,
+                  compactness: float = 50.0) -> torch.Tensor:
     """Cosine logits [Q,H,W] (any size) of `image` [3,h,w] -> (1 − alpha) · logits + alpha · their
-    mean over each online mask (`masks`: feature-kmeans with k clusters, or slic with about
-    `segments` superpixels)."""
+    mean over each online mask (`masks`: slic superpixels about `size` px a side, or feature-kmeans
+    with k clusters)."""
     if masks not in MASK_SOURCES:
         raise ZssError(f"masks must be one of {', '.join(MASK_SOURCES)} for refine=masks, got {masks!r}")
     if masks == "slic":
-        labels = slic_masks(image, segments, compactness)
+        labels = slic_masks(image, size, compactness)
     else:
         labels = feature_kmeans_masks(model, image, k, iters)
     full = torch.from_numpy(upsample_labels(labels, tuple(logits.shape[1:]))).to(logits.device)

@@ -265,6 +265,8 @@ def make_world(out: str | Path, n_train: int = 64, n_val: int = 16, size: int = 
         (dirs["train/sa1b"] / f"sa_{image_id}.jpg").write_bytes(jpg)
         record = _sa1b_record(image_id, f"sa_{image_id}.jpg", h, w, segments, rng)
         (dirs["train/sa1b"] / f"sa_{image_id}.json").write_text(json.dumps(record))
+        # SA-1B itself has no captions: the sidecar `zss ingest sa1b:` reads holds this image's captions
+        (dirs["train/sa1b"] / f"sa_{image_id}.txt").write_text("\n".join(caps) + "\n")
         if i % wds_shard_size == 0:
             if tar is not None:
                 tar.close()

@@ -102,13 +102,13 @@ def test_joint_model_dir_segments_and_evaluates_with_mask_refinement(world, tmp_
     image = sorted((world / "val" / "images").glob("*.jpg"))[0]
     proc = subprocess.run([sys.executable, "-m", "zss.cli", "segment", str(run / "model"), str(image),
                            "--vocab-file", str(world / "classes.txt"), "--out", str(tmp_path / "seg"),
-                           "--set", "refine=masks", "--set", "mask_k=4"], capture_output=True, text=True, timeout=600)
+                           "--set", "refine=masks", "--set", "masks=feature-kmeans", "--set", "mask_k=4"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert list((tmp_path / "seg").glob("*_overlay.png"))
     out = tmp_path / "eval"
     assert main(["eval", str(run / "model"), "--benchmark", "synth", "--data-root", str(world), "--limit", "2",
                  "--out", str(out), "--set", "refine=masks"]) == 0
     res = json.loads((out / "results.json").read_text())["benchmarks"]["synth"]
-    assert res["inference"]["refine"] == "masks" and res["inference"]["masks"] == "feature-kmeans"
+    assert res["inference"]["refine"] == "masks" and res["inference"]["masks"] == "slic"  # the default source
     assert main(["eval", str(run / "model"), "--benchmark", "synth", "--data-root", str(world), "--limit", "1",
                  "--out", str(tmp_path / "bad"), "--set", "refine=blur"]) == 2
