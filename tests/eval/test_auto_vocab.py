@@ -247,3 +247,29 @@ def test_index_key_follows_the_text_tower_not_the_bundled_backbone(tmp_path):
     assert write(0.0, 0.0) == base
     (d / "adapter.safetensors").write_bytes((d / "model.safetensors").read_bytes())
     assert model_hash(d) != base                      # any other weight file counts
+
+
+def test_dino_regions_split_the_colour_halves(colour_model, make_colour_image, tmp_path, monkeypatch):
+    """`auto.regions=dino`: k-means of a (random-weight) DINO ViT-S/16's patch tokens; the regions
+    follow the two colour halves, are named by the model's own features, and match feature-kmeans."""
+    from zss.models.random_init import save_random_timm
+
+    monkeypatch.setenv("ZSS_CACHE", str(tmp_path / "cache"))
+    ckpt = save_random_timm("vit_small_patch16_224.dino", tmp_path / "dino.safetensors", img_size=64, seed=0)
+    bank = NameBank([NameEntry(f"line:{i + 1}", tuple(n.split(";"))) for i, n in enumerate(COLOUR_BANK)],
+                    "colours", "user")
+    cfg = InferenceConfig(short_side=0, mode="whole", crop=0, stride=0, templates="photo")
+    image = make_colour_image(32, 32, 16, "red", "blue")
+    kmeans = AutoNamer(colour_model, "colour-model", bank, cfg, AutoVocabConfig(k=2), "cpu").predict(image)
+    auto = AutoVocabConfig(k=2, regions="dino", dino_checkpoint=str(ckpt), dino_img_size=64)
+    namer = AutoNamer(colour_model, "colour-model", bank, cfg, auto, "cpu")
+    res = namer.predict(image)
+    assert sorted(n.name for n in res.chosen) == ["blue", "red"]
+    assert (res.label[:, :16] == res.names.index("red")).all() and (res.label[:, 16:] == res.names.index("blue")).all()
+    assert len(np.unique(res.regions[:, :4])) == 1 and len(np.unique(res.regions[:, 4:])) == 1
+    assert (res.regions[:, :4] != res.regions[:, 4:][:, :4]).all()
+    assert [n.name for n in res.chosen] == [n.name for n in kmeans.chosen]
+    assert [n.cosine for n in res.chosen] == pytest.approx([n.cosine for n in kmeans.chosen]) == [1.0, 1.0]
+    namer.auto = AutoVocabConfig(k=2, regions="dino", dino_checkpoint=str(tmp_path / "none.safetensors"))
+    with pytest.raises(ZssError, match="auto.dino_checkpoint"):
+        namer.predict(image)

@@ -74,6 +74,28 @@ def test_eval_auto_reports_mapped_miou_recall_and_given(world, tiny_clip, bank_f
         assert row["class"] in (None, name) and row["relation"] in (None, "synset")
 
 
+def test_segment_auto_with_dino_regions(world, tiny_clip, bank_file, tmp_path):
+    """`--set auto.regions=dino auto.dino_checkpoint=...`: regions from a (random-weight) DINO ViT-S/16;
+    a missing checkpoint is one line, exit 2."""
+    from zss.models.random_init import save_random_timm
+
+    ckpt = save_random_timm("vit_small_patch16_224.dino", tmp_path / "dino.safetensors", img_size=64, seed=0)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    image = sorted((world / "val" / "images").iterdir())[0]
+    (folder / image.name).write_bytes(image.read_bytes())
+    base = ["segment", f"openclip:zss-tiny-vit:{tiny_clip}", folder, "--vocab", f"auto:{bank_file}", "--out",
+            tmp_path / "seg", "--set", "auto.k=3", "--set", "auto.regions=dino", "--set", "auto.dino_img_size=64", "--set"]
+    proc = _zss(base + [f"auto.dino_checkpoint={ckpt}"], tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads((tmp_path / "seg" / f"{image.stem}.json").read_text())
+    assert 1 <= len(rec["auto_vocabulary"]) <= 3
+    assert sum(n["region_area"] for n in rec["auto_vocabulary"]) + rec["unknown_fraction"] == pytest.approx(1, abs=1e-3)
+    proc = _zss(base + [f"auto.dino_checkpoint={tmp_path / 'missing.safetensors'}"], tmp_path / "cache")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "auto.dino_checkpoint" in line]) == 1
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "not found"), ("", "is empty"), ("123\nbackground\n", "no usable names"), ("-", "needs a file")])
 def test_bad_banks_are_one_line_exit_2(tmp_path, capsys, content, message):

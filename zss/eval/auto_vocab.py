@@ -6,7 +6,9 @@ Per image (docs/auto-vocab.md):
    a model wrapper that keeps each window's features, so the final segmentation reuses them instead
    of running the image encoder twice;
 2. regions: online feature k-means (`feature-kmeans`: spherical k-means over the patch grid of those
-   features, `zss.utils.kmeans.kmeans_label_grid`; `k` regions);
+   features, `zss.utils.kmeans.kmeans_label_grid`; `k` regions), or `dino`: Euclidean k-means of a
+   frozen DINO backbone's patch tokens (a timm name + local checkpoint, as PixelCLIP's online masks),
+   the label grid resampled onto the model's; either way a region's embedding is the model's own;
 3. each region's embedding (mean of its unit patch features, renormalised) -> the nearest names of
    the bank's faiss index in the model's text space (`zss.eval.name_index`): top_k + RETRIEVE_EXTRA
    entries, re-ranked after step 4, the best top_k kept;
@@ -55,7 +57,10 @@ RETRIEVE_EXTRA = 45  # entries retrieved per region beyond top_k, re-ranked afte
 class AutoVocabConfig:
     """`--set auto.KEY=VALUE`."""
 
-    regions: str = setting("feature-kmeans", choices=("feature-kmeans",))
+    regions: str = setting("feature-kmeans", choices=("feature-kmeans", "dino"))
+    dino_model: str = "vit_small_patch16_224.dino"   # regions=dino: timm name of the mask backbone
+    dino_checkpoint: str | None = None                # regions=dino: its local weights (no downloads)
+    dino_img_size: int = setting(448, ge=16)          # regions=dino: square input side (448: a 28x28 grid)
     k: int = setting(6, ge=1, le=64)                 # regions per image
     top_k: int = setting(5, ge=1, le=100)            # names retrieved per region
     min_score: float = setting(0.05, ge=-1.0, le=1.0)  # calibrated score under which a region is unknown
@@ -197,6 +202,8 @@ class AutoNamer:
         self.base = Predictor(self.tap, Vocabulary([["object"]]), cfg, self.device)
         self.name_cfg = cfg if self.auto.templates == "inference" else replace(cfg, templates=self.auto.templates)
         self.name_cfg.validate()
+        if self.auto.regions == "dino":
+            self._dino()                           # a missing checkpoint is one line now, not at the first image
 
     @property
     def penalty(self) -> float:
@@ -271,9 +278,38 @@ class AutoNamer:
         grid = acc[:, :hp, :wp] / cnt[:, :hp, :wp].clamp(min=1)
         return F.normalize(grid, dim=0).permute(1, 2, 0).numpy()
 
-    def _regions(self, grid: np.ndarray) -> tuple[np.ndarray, list[Region]]:
+    def _dino(self) -> torch.nn.Module:
+        """The frozen DINO backbone of `auto.regions=dino` (loaded once per checkpoint and size)."""
+        a = self.auto
+        key = (a.dino_model, a.dino_checkpoint, a.dino_img_size)
+        if getattr(self, "_dino_net", (None,))[0] != key:
+            if not a.dino_checkpoint or not Path(a.dino_checkpoint).expanduser().is_file():
+                raise ZssError(f"auto.regions=dino needs auto.dino_checkpoint=PATH, the local weights of "
+                               f"{a.dino_model} (got {a.dino_checkpoint!r})")
+            from zss.models.backbone import load_backbone
+
+            self._dino_net = (key, load_backbone(a.dino_model, a.dino_checkpoint, a.dino_img_size).to(self.device))
+        return self._dino_net[1]
+
+    def _region_labels(self, grid: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """Region id per cell of the model's patch grid: spherical k-means of the model's own features
+        (`feature-kmeans`), or Euclidean k-means of a DINO backbone's patch tokens of the whole image
+        at dino_img_size² (`dino`, as PixelCLIP's online masks), resampled (nearest) onto the grid."""
+        a = self.auto
+        if a.regions == "feature-kmeans":
+            return kmeans_label_grid(grid, a.k, a.seed, a.iters, spherical=True)
+        x = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None].float().div(255.0)
+        x = F.interpolate(x.to(self.device), size=(a.dino_img_size,) * 2, mode="bilinear", align_corners=False)
+        patch, _ = self._dino()(x)
+        dino = kmeans_label_grid(patch[0].float().cpu().numpy().astype(np.float64), a.k, a.seed, a.iters,
+                                 spherical=False)
+        ys = ((np.arange(grid.shape[0]) + 0.5) * dino.shape[0] / grid.shape[0]).astype(int)
+        xs = ((np.arange(grid.shape[1]) + 0.5) * dino.shape[1] / grid.shape[1]).astype(int)
+        return dino[ys][:, xs]
+
+    def _regions(self, grid: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, list[Region]]:
         a, penalty = self.auto, self.penalty
-        labels = kmeans_label_grid(grid, a.k, a.seed, a.iters, spherical=True)
+        labels = self._region_labels(grid, image)
         ids = np.unique(labels)
         emb = np.stack([grid[labels == i].mean(0) for i in ids])
         # retrieve deeper than top_k (the penalty may reorder), plus every trained name (_candidates)
@@ -294,7 +330,7 @@ class AutoNamer:
         size = tuple(out_size or image.shape[:2])
         x = self.base.prepare(image)
         self.base.logits(x)                        # pass 1: the windows' features, kept by the tap
-        labels, regions = self._regions(self._feature_grid(x))
+        labels, regions = self._regions(self._feature_grid(x), image)
         chosen, owner = choose_names(regions, self.bank, self.auto.min_score, self.auto.max_names)
         names = [n.name for n in chosen] + [UNKNOWN]
         if chosen:
