@@ -1,15 +1,18 @@
 """docs/joint.md's table: SimZSS vs joint (and each joint term removed in turn) on the synthetic world,
-same shards, steps and seeds, each scored with and without mask-consistent inference
-(`--set refine=masks`), plus the untrained tower and the random-CLIP MaskCLIP baseline.
+same shards, steps and seeds, each scored plain, with mask-consistent inference (`refine=masks`: SLIC
+superpixels, the default, and feature k-means) and with PAMR, plus the untrained tower and the
+random-CLIP MaskCLIP baseline.
 
-    .venv/bin/python benchmarks/joint_table.py OUT [--steps 150] [--batch-size 32] [--seeds 0 1 2]
-        [--stage all|train|eval|table] [--variants simzss joint ...]
+    .venv/bin/python benchmarks/joint_table.py OUT [--steps 300] [--batch-size 64] [--seeds 0 1 2]
+        [--masks sa1b|dino-kmeans] [--stage all|train|eval|table] [--variants simzss joint ...]
 
-OUT/world + OUT/shards are the demo's (zss synth 160 train / 24 val at 224 px, random-init ViT-S/14
-saved to a local file, dino-kmeans masks, the world's class list as concept bank); made once and
-reused. Each (variant, seed) trains into OUT/runs/VARIANT-sSEED (skipped when its model exists) and is
-evaluated into OUT/eval/VARIANT-sSEED[-refine]; `table` prints the markdown table (mean ± std over
-seeds) and writes OUT/table.md and OUT/table.json. Each stage can be re-run: finished work is kept.
+OUT/world + OUT/shards are the demo's (zss synth 160 train / 24 val at 224 px, its SA-1B layout with
+caption sidecars, random-init ViT-S/14 saved to a local file, the world's class list as concept
+bank; masks: the SA-1B files' class-agnostic masks, or `--masks dino-kmeans` k-means of the same
+random features); made once and reused. Each (variant, seed) trains into OUT/runs/VARIANT-sSEED
+(skipped when its model exists) and is evaluated into OUT/eval/VARIANT-sSEED[-SUFFIX]; `table` prints
+the markdown table (mean ± std over seeds) and writes OUT/table.md and OUT/table.json. Each stage can
+be re-run: finished work is kept.
 """
 
 from __future__ import annotations
@@ -32,10 +35,16 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "joint-no-consistency": ("joint", "joint-demo.yaml", ["recipe.consistency_weight=0"]),
     "joint+cluster": ("joint", "joint-demo.yaml", ["recipe.cluster_weight=0.5"]),
 }
-REFINE = ["refine=masks"]
+# eval-directory suffix -> (column title, --set overrides)
+SCORINGS: dict[str, tuple[str, list[str]]] = {
+    "": ("mIoU", []),
+    "-refine": ("refine=masks (SLIC)", ["refine=masks"]),
+    "-km8": ("refine=masks (feature k-means, k 8)", ["refine=masks", "masks=feature-kmeans"]),
+    "-pamr": ("PAMR (10 steps)", ["pamr_steps=10", "pamr_at=label"]),
+}
 
 
-def prepare(out: Path) -> tuple[Path, Path, str]:
+def prepare(out: Path, masks: str = "sa1b") -> tuple[Path, Path, str]:
     """(world, shards, MaskCLIP spec): the demo's data, made once."""
     from zss.ingest.runner import run_ingest
     from zss.models.clip_dense import save_random_openclip
@@ -47,8 +56,9 @@ def prepare(out: Path) -> tuple[Path, Path, str]:
     if not (shards / "manifest.json").is_file():
         make_world(world, n_train=160, n_val=24, size=224, seed=0)
         ckpt = save_random_timm(BACKBONE, ck / "vits14_random.safetensors", img_size=224, seed=0)
-        run_ingest(source=f"coco:{world}", out=shards, preset=None, features=f"{BACKBONE}:{ckpt}", img_size=224,
-                   masks="dino-kmeans", sam_checkpoint=None, concepts=str(world / "classes.txt"), shard_size=64,
+        source = f"sa1b:{world / 'train' / 'sa1b'}" if masks == "sa1b" else f"coco:{world}"
+        run_ingest(source=source, out=shards, preset=None, features=f"{BACKBONE}:{ckpt}", img_size=224,
+                   masks=masks, sam_checkpoint=None, concepts=str(world / "classes.txt"), shard_size=64,
                    workers=2, address=None, mode="overwrite", limit=None, store_images=True, overrides=[])
     if not clip.is_file():
         save_random_openclip(CLIP_ARCH, clip, seed=0)
@@ -85,7 +95,7 @@ def eval_all(out: Path, world: Path, clip: str) -> None:
     models = {p.name: p / "model" for p in sorted((out / "runs").iterdir()) if (p / "model" / "config.json").is_file()}
     models["maskclip-random"] = clip
     for name, model in models.items():
-        for suffix, overrides in (("", []), ("-refine", REFINE)):
+        for suffix, (_, overrides) in SCORINGS.items():
             dest = out / "eval" / f"{name}{suffix}"
             if not (dest / "results.json").is_file():
                 run_eval(model=str(model), benchmark="synth", data_root=world, out=dest, overrides=overrides)
@@ -93,12 +103,14 @@ def eval_all(out: Path, world: Path, clip: str) -> None:
 
 def table(out: Path) -> str:
     scores: dict[str, dict[str, list[float]]] = {}
+    suffixes = sorted((k for k in SCORINGS if k), key=len, reverse=True)
     for res in sorted((out / "eval").iterdir()):
         if not (res / "results.json").is_file():
             continue
-        name, refine = (res.name[:-7], "refine") if res.name.endswith("-refine") else (res.name, "plain")
+        suffix = next((k for k in suffixes if res.name.endswith(k)), "")
+        name = res.name[:len(res.name) - len(suffix)]
         variant = name.rsplit("-s", 1)[0] if "-s" in name and name.rsplit("-s", 1)[1].isdigit() else name
-        scores.setdefault(variant, {}).setdefault(refine, []).append(_miou(res))
+        scores.setdefault(variant, {}).setdefault(suffix, []).append(_miou(res))
 
     def cell(v: list[float]) -> str:
         if not v:
@@ -106,11 +118,12 @@ def table(out: Path) -> str:
         sd = statistics.stdev(v) if len(v) > 1 else 0.0
         return f"{statistics.mean(v):.1f} ± {sd:.1f} (n={len(v)})"
 
-    lines = ["| model | mIoU | mIoU, refine=masks | Δ refine |", "|---|---|---|---|"]
+    head = ["model"] + [title for title, _ in SCORINGS.values()] + ["Δ SLIC refine"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant, s in scores.items():
-        p, r = s.get("plain", []), s.get("refine", [])
+        p, r = s.get("", []), s.get("-refine", [])
         delta = f"{statistics.mean(r) - statistics.mean(p):+.1f}" if p and r else "—"
-        lines.append(f"| {variant} | {cell(p)} | {cell(r)} | {delta} |")
+        lines.append("| " + " | ".join([variant] + [cell(s.get(k, [])) for k in SCORINGS] + [delta]) + " |")
     text = "\n".join(lines)
     (out / "table.md").write_text(text + "\n")
     (out / "table.json").write_text(json.dumps(scores, indent=2))
@@ -120,13 +133,14 @@ def table(out: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--masks", default="sa1b", choices=("sa1b", "dino-kmeans"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--stage", default="all", choices=("all", "train", "eval", "table"))
     args = ap.parse_args()
-    world, shards, clip = prepare(args.out)
+    world, shards, clip = prepare(args.out, args.masks)
     if args.stage in ("all", "train"):
         train_all(args.out, shards, args.variants, args.seeds, args.steps, args.batch_size)
     if args.stage in ("all", "eval"):

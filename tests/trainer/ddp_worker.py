@@ -40,11 +40,13 @@ def fixed_samples(recipe: SimZSSRecipe, n: int = 8) -> list[dict]:
 
 
 def loss_and_grads(recipe: SimZSSRecipe, model, module, samples) -> tuple[dict, dict]:
+    """The recipe's loss terms (floats) and the gradients of `module`'s parameters that got one
+    (any SimZSS-based recipe: SimZSS, joint)."""
     torch.manual_seed(0)
     batch = {k: (v.float() if v.is_floating_point() else v) for k, v in recipe.collate(samples).items()}
     loss, logs = recipe.loss(model, batch)
     loss.backward()
-    grads = {n: p.grad.detach().clone() for n, p in module.named_parameters()}
+    grads = {n: p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None}
     return {k: float(v) for k, v in {"loss": loss.detach(), **logs}.items()}, grads
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "trainer"))  # the SimZSS DDP worker's sample reader
-from ddp_worker import fixed_samples  # noqa: E402  (recipe-agnostic: decode_sample of a shard's first samples)
+# recipe-agnostic: a shard's first samples decoded, the loss and gradients of a batch, the seeded model
+from ddp_worker import build, fixed_samples, loss_and_grads  # noqa: E402
 from zss.recipes.joint.recipe import JointConfig, JointRecipe  # noqa: E402
 from zss.trainer import distributed as D
 from zss.trainer.config import TrainConfig
@@ -27,19 +28,6 @@ TERMS = ("loss", "loss_global", "loss_local", "loss_region", "loss_mil", "loss_c
 def make_recipe(shards: Path, extra: list[str] = ()) -> JointRecipe:
     cfg = load_config(TrainConfig, overrides=TINY + list(extra))
     return JointRecipe(from_dict(JointConfig, cfg.recipe), shards, cfg)
-
-
-def loss_and_grads(recipe: JointRecipe, model, module, samples) -> tuple[dict, dict]:
-    batch = {k: (v.float() if v.is_floating_point() else v) for k, v in recipe.collate(samples).items()}
-    loss, logs = recipe.loss(model, batch)
-    loss.backward()
-    grads = {n: p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None}
-    return {k: float(v) for k, v in {"loss": loss.detach(), **logs}.items()}, grads
-
-
-def build(recipe: JointRecipe):
-    torch.manual_seed(0)
-    return recipe.build_model()
 
 
 def main(shards: Path, out: Path) -> None:
