@@ -22,28 +22,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from zss.utils.kmeans_torch import kmeans
-from zss.utils.kmeans import first_appearance, kmeans as np_kmeans
-
-
-def image_like(b: int, h: int = 40, w: int = 40, d: int = 384, seed: int = 0) -> np.ndarray:
-    """Backbone-like patch features: 5-12 regions (a low-rank feature space), smooth low-frequency
-    variation, a shared mean component and noise. float32 [b, h, w, d]."""
-    rng = np.random.default_rng(seed)
-    basis = rng.normal(size=(48, d)) / np.sqrt(d)
-    mean = rng.normal(size=d) * 4.8 / np.sqrt(d)
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    out = np.empty((b, h, w, d), np.float32)
-    for i in range(b):
-        r = int(rng.integers(5, 13))
-        seeds = rng.random((r, 2))
-        region = ((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2).argmin(-1)
-        f = rng.normal(size=(r, 48))[region]
-        for _ in range(3):
-            fy, fx, ph = rng.uniform(0.5, 3), rng.uniform(0.5, 3), rng.uniform(0, 6.3)
-            f += 0.6 * np.sin(2 * np.pi * (fy * yy + fx * xx) + ph)[..., None] * rng.normal(size=48)
-        f += 0.5 * rng.normal(size=(h, w, 48))
-        out[i] = f @ basis + mean + 0.05 * rng.normal(size=(h, w, d))
-    return out
+from zss.utils.kmeans import first_appearance, image_like_features as image_like, kmeans as np_kmeans
 
 
 def timed(fn, repeat: int):

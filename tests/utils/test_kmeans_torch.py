@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from zss.utils.kmeans import first_appearance as np_first_appearance
+from zss.utils.kmeans import image_like_features
 from zss.utils.kmeans import kmeans as np_kmeans
 from zss.utils.kmeans import kmeans_label_grid as np_label_grid
 from zss.utils.kmeans import upsample_labels as np_upsample
@@ -15,22 +16,10 @@ from zss.utils.kmeans_torch import first_appearance, kmeans, kmeans_label_grids,
 
 
 def image_like(b: int, h: int = 12, w: int = 12, d: int = 48, seed: int = 0) -> np.ndarray:
-    """Patch features shaped like a backbone's: a few regions, smooth variation, a shared mean,
-    noise (float32 [b, h, w, d])."""
-    rng = np.random.default_rng(seed)
-    basis = rng.normal(size=(16, d)) / np.sqrt(d)
-    mean = rng.normal(size=d) * 2 / np.sqrt(d)
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    out = np.empty((b, h, w, d), np.float32)
-    for i in range(b):
-        r = int(rng.integers(3, 8))
-        centres = rng.random((r, 2))
-        region = ((yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2).argmin(-1)
-        f = rng.normal(size=(r, 16))[region]
-        wave = np.sin(2 * np.pi * (rng.uniform(0.5, 3) * yy + rng.uniform(0.5, 3) * xx))
-        f += 0.6 * wave[..., None] * rng.normal(size=16) + 0.4 * rng.normal(size=(h, w, 16))
-        out[i] = f @ basis + mean + 0.05 * rng.normal(size=(h, w, d))
-    return out
+    """Patch features shaped like a backbone's (the shared generator, smaller): a few regions, one
+    smooth wave, a shared mean, noise (float32 [b, h, w, d])."""
+    return image_like_features(b, h, w, d, seed, rank=16, mean_scale=2, regions=(3, 8), waves=1, phase=False,
+                               noise=0.4)
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -127,6 +116,32 @@ def test_settings_are_restored_and_seeds_checked():
     with pytest.raises(ValueError, match="seeds"):
         kmeans(x, 4, [0, 1, 2])
     assert kmeans(torch.zeros(0, 5, 3), 4).shape == (0, 5)
+
+
+def test_threads_split_the_images_and_give_the_same_labels():
+    """threads=2: two Python threads cluster halves of the batch (odd sizes too); same labels."""
+    x = torch.from_numpy(image_like(5, 12, 12, 48, seed=9).reshape(5, 144, 48))
+    for spherical in (True, False):
+        one = kmeans(x, 7, [4, 3, 2, 1, 0], 50, spherical)
+        assert torch.equal(kmeans(x, 7, [4, 3, 2, 1, 0], 50, spherical, threads=2), one)
+        assert torch.equal(kmeans(x, 7, [4, 3, 2, 1, 0], 50, spherical, threads=3, chunk=1), one)
+    check(x.numpy(), 7, [4, 3, 2, 1, 0], 50, True)
+
+
+def test_the_batched_init_draws_what_the_per_image_init_draws():
+    """The GPU init (whole batch in torch, `choice` re-implemented) vs the CPU init (numpy's own
+    `choice`), run on a CPU: the same centres, duplicates and early stops included."""
+    from zss.utils.kmeans_init import kmeanspp_batched, kmeanspp_cpu
+
+    rng = np.random.default_rng(3)
+    few = np.repeat(rng.normal(size=(1, 3, 8)), 20, axis=1)[:, rng.permutation(60)]
+    for x in (image_like(4, 10, 10, 24, seed=2).reshape(4, 100, 24), rng.normal(size=(2, 60, 8)), few):
+        x = torch.from_numpy(x.astype(np.float64))
+        xx = (x * x).sum(-1)
+        a = kmeanspp_cpu(x, xx, 9, [np.random.default_rng(s) for s in range(len(x))])
+        b = kmeanspp_batched(x, xx, 9, [np.random.default_rng(s) for s in range(len(x))])
+        assert torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
+    assert int(a[1].sum()) == 3  # 3 distinct rows: numpy stops drawing after 3 centres
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

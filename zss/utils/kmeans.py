@@ -91,3 +91,29 @@ def kmeans_label_grids(patch, k: int, seeds=0, iters: int = 50, spherical: bool 
     from zss.utils.kmeans_torch import kmeans_label_grids as batched
 
     return batched(patch, k, seeds, iters, spherical)
+
+
+def image_like_features(b: int, h: int = 40, w: int = 40, d: int = 384, seed: int = 0, rank: int = 48,
+                        mean_scale: float = 4.8, regions: tuple[int, int] = (5, 13), waves: int = 3,
+                        phase: bool = True, noise: float = 0.5) -> np.ndarray:
+    """Fixed backbone-like patch features to compare k-means implementations on (the tests and
+    `benchmarks/kmeans.py`): per image `regions` [lo, hi) Voronoi regions of a rank-`rank` feature
+    space, `waves` smooth low-frequency sinusoids (random phase if `phase`), `noise` in that space,
+    a shared mean of norm ~`mean_scale` and 0.05 noise in all D dims. float32 [b, h, w, d]."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(rank, d)) / np.sqrt(d)
+    mean = rng.normal(size=d) * mean_scale / np.sqrt(d)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    out = np.empty((b, h, w, d), np.float32)
+    for i in range(b):
+        r = int(rng.integers(*regions))
+        seeds = rng.random((r, 2))
+        region = ((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2).argmin(-1)
+        f = rng.normal(size=(r, rank))[region]
+        for _ in range(waves):
+            fy, fx = rng.uniform(0.5, 3), rng.uniform(0.5, 3)
+            ph = rng.uniform(0, 6.3) if phase else 0.0
+            f += 0.6 * np.sin(2 * np.pi * (fy * yy + fx * xx) + ph)[..., None] * rng.normal(size=rank)
+        f += noise * rng.normal(size=(h, w, rank))
+        out[i] = f @ basis + mean + 0.05 * rng.normal(size=(h, w, d))
+    return out

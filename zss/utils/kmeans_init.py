@@ -44,13 +44,13 @@ def kmeanspp_cpu(x: torch.Tensor, xx: torch.Tensor, k: int,
     dn = dist.numpy()
     for i, g in enumerate(rngs):
         xi, xxi = x[i], xx[i]
-        tiny = float(xxi.max()) * _SLACK * n
+        xxn = xxi.numpy()
+        tiny = float(xxn.max()) * _SLACK * n
         p = [int(g.integers(n))]
         d2 = np.full(n, np.inf)
         for _ in range(1, k):
-            c = xi[p[-1]]
-            torch.addmv(xxi, xi, c, alpha=-2, out=dist)  # numpy: ((x - c) ** 2).sum(1)
-            dn += float(c @ c)
+            torch.addmv(xxi, xi, xi[p[-1]], alpha=-2, out=dist)  # numpy: ((x - c) ** 2).sum(1)
+            dn += xxn[p[-1]]
             np.minimum(d2, np.maximum(dn, 0.0, out=dn), out=d2)
             total = d2.sum()
             if total <= tiny:  # maybe only duplicates of centres left: numpy's exact zeros

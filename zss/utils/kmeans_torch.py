@@ -35,6 +35,8 @@ chunk. float32 products run at full precision for the call (no TF32 / bf16).
 from __future__ import annotations
 
 import contextlib
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -46,7 +48,6 @@ _SLACK = 1e-12          # float64 squared-distance margin, relative to the image
 _GROW = 1.0 + 1e-12     # centre moves are widened by this factor
 _UNIT = 1e-13           # spherical: the distance bounds need unit centres to this (else: re-score)
 _CPU_CHUNK_BYTES = 12 << 20  # CPU: float64 rows per init chunk (the chunk stays in the cache)
-_CPU_GROUP_BYTES = 1000 << 20  # CPU: float32 rows per k-means group (the group stays in the cache)
 _DOWN, _UP = 1 - 2.0 ** -20, 1 + 2.0 ** -20  # float32 bounds: rounded safely down / up
 _WHOLE = 0.5            # an image with more than this share of rows to look at is re-scored whole
 _COMPACT = 8            # finished images leave the working set once 1 / _COMPACT of it is done
@@ -90,8 +91,8 @@ def _seeds(seeds: int | Sequence[int], b: int) -> list[int]:
 class _Rows:
     """The rows as numpy's kmeans sees them (float64; unit rows x / max(|x|, 1e-12) if spherical),
     made on demand from the input x [B, N, D] (a float64 copy of float16 / bfloat16 / float32 values
-    is exact), their norms, and a float32 copy `xs` of them for the float32 products (x itself for
-    float32 Euclidean input)."""
+    is exact), their norms, and the input rows in float32 `xs` for the float32 products (x itself
+    for float32 input; spherical products are divided by `div` afterwards)."""
 
     def __init__(self, x: torch.Tensor, spherical: bool):
         self.x = x
@@ -102,11 +103,10 @@ class _Rows:
         self.div = torch.ones(self.b, self.n, dtype=_F64, device=dev)  # spherical: max(|x|, 1e-12)
         self.xx = torch.empty(self.b, self.n, dtype=_F64, device=dev)  # |prepared row|^2
         self.r = torch.empty(self.b, self.n, dtype=_F64, device=dev)   # |prepared row|
-        self.own = spherical or x.dtype != _F32
-        self.xs = torch.empty(self.b, self.n, self.d, dtype=_F32, device=dev) if self.own else x
+        self.xs = x if x.dtype == _F32 else x.to(_F32)
 
     def prepare(self, sl: slice, out: torch.Tensor) -> torch.Tensor:
-        """Prepared float64 rows of images `sl` into `out` [C, N, D]; records their norms and float32 copy."""
+        """Prepared float64 rows of images `sl` into `out` [C, N, D]; records their norms."""
         out.copy_(self.x[sl])
         norm = torch.linalg.vector_norm(out, dim=-1)
         if self.spherical:
@@ -116,8 +116,6 @@ class _Rows:
             norm = norm / div
         self.r[sl] = norm
         self.xx[sl] = norm * norm
-        if self.own:
-            self.xs[sl] = out
         return out
 
     def take(self, flat: torch.Tensor) -> torch.Tensor:
@@ -156,18 +154,24 @@ def _exact_rows(rows: _Rows, flat: torch.Tensor, li: torch.Tensor, centres: torc
 
 
 def _score(rows: _Rows, srcs: list[torch.Tensor], g: torch.Tensor, xx: torch.Tensor, r: torch.Tensor,
-           centres: torch.Tensor, cc: torch.Tensor, valid: torch.Tensor, slack: torch.Tensor):
+           div: torch.Tensor, centres: torch.Tensor, cc: torch.Tensor, valid: torch.Tensor, slack: torch.Tensor):
     """float32 assignment of M rows to their image's centres: srcs[i] [M_i, D] are the float32 rows
     of image i (centres[i] [k, D], cc [G, k] their squared norms, valid [G, k]), g [M] each row's
-    image, xx and r [M] the rows' float64 squared norms and norms. Returns labels [M], squared
+    image, xx and r [M] the prepared rows' float64 squared norms and norms, div [M] the spherical
+    divisors. Returns labels [M], squared
     distances d2 [M, k] (float32), a bound err [M] on their error, and `sure` [M]: where the float32
     scores prove numpy's float64 label (the two nearest differ by > 2 err + slack)."""
     c32, cc32 = centres.to(_F32), cc.to(_F32)
     t = torch.empty(g.numel(), centres.shape[1], dtype=_F32, device=g.device)
     pos = 0
-    for i, src in enumerate(srcs):  # cc - 2 x.c, one product per image
-        torch.addmm(cc32[i], src, c32[i].T, alpha=-2, out=t[pos: pos + src.shape[0]])
+    for i, src in enumerate(srcs):  # x.c (cc - 2 x.c for Euclidean rows), one product per image
+        if rows.spherical:
+            torch.mm(src, c32[i].T, out=t[pos: pos + src.shape[0]])
+        else:
+            torch.addmm(cc32[i], src, c32[i].T, alpha=-2, out=t[pos: pos + src.shape[0]])
         pos += src.shape[0]
+    if rows.spherical:  # unit rows: cc - 2 (x / div).c
+        t.div_(div.to(_F32)[:, None]).mul_(-2).add_(cc32[g])
     if not bool(valid.all()):
         t.masked_fill_(~valid[g], float("inf"))
     best, labels = t.min(-1)
@@ -196,7 +200,7 @@ def _look(rows: _Rows, srcs: list[torch.Tensor], g: torch.Tensor, orig: torch.Te
     as `_score`) against centres [G, k, D]. Rows the float32 scores leave unsure are re-scored in
     float64. Returns labels [M], upper [M], lower [M, k]."""
     lab, d2, err, sure = _score(rows, srcs, g, rows.xx.view(-1)[orig], rows.r.view(-1)[orig],
-                                centres, cc, valid, slack)
+                                rows.div.view(-1)[orig] if rows.spherical else None, centres, cc, valid, slack)
     up, lo = _bounds(d2, lab, err + slack[g, 0])
     u = (~sure).nonzero()[:, 0]
     if u.numel():
@@ -323,9 +327,10 @@ def kmeans(x: torch.Tensor | np.ndarray, k: int, seeds: int | Sequence[int] = 0,
     """Labels [B, N] (int64, on x's device) of batched rows x [B, N, D]: per image, what
     `zss.utils.kmeans.kmeans(x[b], k, seeds[b], iters, spherical)` returns. `seeds`: one int for all
     images or one per image. `chunk`: images per init chunk (default: the whole batch on a GPU,
-    about 12 MB of float64 rows on a CPU). `threads`: CPU intra-op threads for the call (default
-    1: the steps are many small operations, and OpenMP fork/join across threads costs more than it
-    saves, badly so on a shared machine; None keeps torch's setting)."""
+    about 12 MB of float64 rows on a CPU). `threads` (CPU): 1 (default) runs the call in one
+    intra-op thread (the steps are many small operations, where OpenMP fork/join costs more than it
+    saves); t > 1 splits the images into t parts clustered by t Python threads, one intra-op
+    thread each (torch releases the GIL in its kernels); None keeps torch's own setting."""
     x = torch.as_tensor(x)
     if x.dim() != 3:
         raise ValueError(f"kmeans wants rows [B, N, D], got shape {tuple(x.shape)}")
@@ -340,23 +345,37 @@ def kmeans(x: torch.Tensor | np.ndarray, k: int, seeds: int | Sequence[int] = 0,
         return torch.zeros(b, n, dtype=torch.int64, device=dev)
     if chunk is None:
         chunk = b if dev.type != "cpu" else max(1, _CPU_CHUNK_BYTES // (n * d * 8))
-    chunk = min(chunk, b)
-    group = b if dev.type != "cpu" else max(chunk, _CPU_GROUP_BYTES // (n * d * 4))
-    with _settings(dev, threads):
+    parallel = dev.type == "cpu" and threads is not None and threads > 1 and b > 1
+    group = -(-b // threads) if parallel else b
+    with _settings(dev, 1 if parallel else threads):
         rows = _Rows(x, spherical)
         labels = torch.empty(b, n, dtype=torch.int64, device=dev)
-        buf = torch.empty(chunk, n, d, dtype=_F64, device=dev)
-        for g0 in range(0, b, group):  # CPU: a group's rows stay in the cache through its k-means
-            gs = slice(g0, min(g0 + group, b))
-            m = gs.stop - g0
-            state = (torch.empty(m, k, d, dtype=_F64, device=dev), torch.empty(m, k, dtype=torch.bool, device=dev),
-                     torch.zeros(m, k, d, dtype=_F64, device=dev), torch.zeros(m, k, dtype=_F64, device=dev),
-                     torch.empty(m, n, dtype=_F32, device=dev), torch.empty(m, n, k, dtype=_F32, device=dev))
-            for lo in range(g0, gs.stop, chunk):  # init and first assignment, one cache-sized chunk at a time
-                sl = slice(lo, min(lo + chunk, gs.stop))
-                _first(rows, rows.prepare(sl, buf[: sl.stop - lo]), sl, g0, k, seeds[sl], labels, state)
-            _Lloyd(rows, labels, gs, *state).run(iters - 1)
+        run = functools.partial(_group, rows, labels, k, seeds, iters, min(chunk, group), parallel)
+        groups = [slice(g0, min(g0 + group, b)) for g0 in range(0, b, group)]
+        if parallel:  # CPU threads: each clusters its own images, one intra-op thread each
+            with ThreadPoolExecutor(len(groups)) as pool:
+                list(pool.map(run, groups))
+        else:
+            run(groups[0])
         return labels
+
+
+def _group(rows: _Rows, labels: torch.Tensor, k: int, seeds: list[int], iters: int, chunk: int,
+           own_thread: bool, gs: slice) -> None:
+    """k-means of images `gs` into `labels`: init and first assignment one cache-sized chunk at a
+    time, then the Lloyd steps."""
+    if own_thread:
+        torch.set_num_threads(1)
+    n, d, dev = rows.n, rows.d, labels.device
+    m = gs.stop - gs.start
+    state = (torch.empty(m, k, d, dtype=_F64, device=dev), torch.empty(m, k, dtype=torch.bool, device=dev),
+             torch.zeros(m, k, d, dtype=_F64, device=dev), torch.zeros(m, k, dtype=_F64, device=dev),
+             torch.empty(m, n, dtype=_F32, device=dev), torch.empty(m, n, k, dtype=_F32, device=dev))
+    buf = torch.empty(chunk, n, d, dtype=_F64, device=dev)
+    for lo in range(gs.start, gs.stop, chunk):
+        sl = slice(lo, min(lo + chunk, gs.stop))
+        _first(rows, rows.prepare(sl, buf[: sl.stop - lo]), sl, gs.start, k, seeds[sl], labels, state)
+    _Lloyd(rows, labels, gs, *state).run(iters - 1)
 
 
 def _first(rows: _Rows, xc: torch.Tensor, sl: slice, g0: int, k: int, seeds: list[int], labels: torch.Tensor,
