@@ -273,3 +273,30 @@ def test_dino_regions_split_the_colour_halves(colour_model, make_colour_image, t
     namer.auto = AutoVocabConfig(k=2, regions="dino", dino_checkpoint=str(tmp_path / "none.safetensors"))
     with pytest.raises(ZssError, match="auto.dino_checkpoint"):
         namer.predict(image)
+
+
+def test_paint_masks_partitions_overlapping_masks():
+    """SAM's overlapping masks -> at most k regions: largest painted first, a small mask inside a big
+    one keeps its pixels, the k - 1 largest visible segments kept, the rest one region."""
+    from zss.eval.auto_vocab import paint_masks, sample_grid
+
+    big = np.zeros((4, 6), bool)
+    big[:, :4] = True                      # 16 px
+    small = np.zeros((4, 6), bool)
+    small[1:3, 1:3] = True                 # 4 px inside big
+    strip = np.zeros((4, 6), bool)
+    strip[:, 4] = True                     # 4 px; column 5 is uncovered
+    out = paint_masks([small, big, strip], (4, 6), k=3)
+    expect = np.array([[0, 0, 0, 0, 2, 2],
+                       [0, 1, 1, 0, 2, 2],
+                       [0, 1, 1, 0, 2, 2],
+                       [0, 0, 0, 0, 2, 2]])
+    # big (12 visible px) then small (4) and strip (4; the stable order keeps the earlier mask) then the rest
+    assert (out == expect).all()
+    roomy = expect.copy()
+    roomy[:, 5] = 3                                          # k = 8: the strip keeps its id, the rest is 3
+    assert (paint_masks([small, big, strip], (4, 6), k=8) == roomy).all()
+    every = paint_masks([big, ~big], (4, 6), k=2)            # fully covered, k segments: no rest region
+    assert set(np.unique(every)) == {0, 1} and (every[:, :4] == 0).all()
+    assert (paint_masks([], (4, 6), k=3) == 0).all()
+    assert (sample_grid(expect, (2, 3)) == np.array([[1, 0, 2], [0, 0, 2]])).all()   # cells centred at rows 1, 3; cols 1, 3, 5

@@ -96,6 +96,30 @@ def test_segment_auto_with_dino_regions(world, tiny_clip, bank_file, tmp_path):
     assert len([line for line in proc.stderr.splitlines() if "auto.dino_checkpoint" in line]) == 1
 
 
+def test_segment_auto_with_sam_regions(world, tiny_clip, bank_file, tmp_path):
+    """`--set auto.regions=sam auto.sam_checkpoint=test_tiny:PATH`: regions from segment-anything's
+    automatic masks (zss's batched generator; random tiny weights, thresholds 0 so masks come out)."""
+    from zss.models.random_init import save_random_sam
+
+    ckpt = save_random_sam("test_tiny", tmp_path / "sam.safetensors", seed=0)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    image = sorted((world / "val" / "images").iterdir())[0]
+    (folder / image.name).write_bytes(image.read_bytes())
+    sets = ["auto.k=3", "auto.regions=sam", "auto.sam_points_per_side=4", "auto.sam_pred_iou_thresh=0",
+            "auto.sam_stability_thresh=0"]
+    base = ["segment", f"openclip:zss-tiny-vit:{tiny_clip}", folder, "--vocab", f"auto:{bank_file}", "--out",
+            tmp_path / "seg"] + [a for kv in sets for a in ("--set", kv)]
+    proc = _zss(base + ["--set", f"auto.sam_checkpoint=test_tiny:{ckpt}"], tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads((tmp_path / "seg" / f"{image.stem}.json").read_text())
+    assert 1 <= len(rec["auto_vocabulary"]) <= 3
+    assert sum(n["region_area"] for n in rec["auto_vocabulary"]) + rec["unknown_fraction"] == pytest.approx(1, abs=1e-3)
+    proc = _zss(base + ["--set", "auto.sam_checkpoint=missing.pth"], tmp_path / "cache")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "auto.sam_checkpoint" in line]) == 1
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "not found"), ("", "is empty"), ("123\nbackground\n", "no usable names"), ("-", "needs a file")])
 def test_bad_banks_are_one_line_exit_2(tmp_path, capsys, content, message):

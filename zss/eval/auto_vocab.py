@@ -57,10 +57,14 @@ RETRIEVE_EXTRA = 45  # entries retrieved per region beyond top_k, re-ranked afte
 class AutoVocabConfig:
     """`--set auto.KEY=VALUE`."""
 
-    regions: str = setting("feature-kmeans", choices=("feature-kmeans", "dino"))
+    regions: str = setting("feature-kmeans", choices=("feature-kmeans", "dino", "sam"))
     dino_model: str = "vit_small_patch16_224.dino"   # regions=dino: timm name of the mask backbone
     dino_checkpoint: str | None = None                # regions=dino: its local weights (no downloads)
     dino_img_size: int = setting(448, ge=16)          # regions=dino: square input side (448: a 28x28 grid)
+    sam_checkpoint: str | None = None                 # regions=sam: KIND:PATH (vit_b|vit_l|vit_h|test_tiny)
+    sam_points_per_side: int = setting(16, ge=1)      # regions=sam: point grid (segment-anything's default 32)
+    sam_pred_iou_thresh: float = setting(0.88, ge=0.0, le=1.0)
+    sam_stability_thresh: float = setting(0.95, ge=0.0, le=1.0)
     k: int = setting(6, ge=1, le=64)                 # regions per image
     top_k: int = setting(5, ge=1, le=100)            # names retrieved per region
     min_score: float = setting(0.05, ge=-1.0, le=1.0)  # calibrated score under which a region is unknown
@@ -120,6 +124,29 @@ def prior_penalty(seen_prior: float, n_seen: int, n_unseen: int, logit_scale: fl
     if n_seen <= 0 or n_unseen <= 0:
         return 0.0
     return max(0.0, math.log(seen_prior / (1.0 - seen_prior) * n_unseen / n_seen)) / logit_scale
+
+
+def sample_grid(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A label map resampled (nearest, at cell centres) to a grid of `shape` covering the same extent."""
+    ys = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int)
+    xs = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int)
+    return labels[ys][:, xs]
+
+
+def paint_masks(masks: list[np.ndarray], size: tuple[int, int], k: int) -> np.ndarray:
+    """Overlapping binary masks (SAM's) -> a partition of the image into at most `k` regions: masks
+    painted largest first (a smaller mask inside a larger one keeps its pixels), the k - 1 largest
+    visible segments kept as ids 0.., every other pixel (uncovered, or of a smaller segment) one
+    last region."""
+    canvas = np.full(size, -1, dtype=np.int64)
+    for i in sorted(range(len(masks)), key=lambda j: -int(masks[j].sum())):
+        canvas[masks[i].astype(bool)] = i
+    ids, counts = np.unique(canvas[canvas >= 0], return_counts=True)
+    keep = ids[np.argsort(-counts, kind="stable")][:max(k - 1, 0) if (canvas < 0).any() or len(ids) > k else k]
+    out = np.full(size, len(keep), dtype=np.int64)
+    for new, old in enumerate(keep):
+        out[canvas == old] = new
+    return out
 
 
 class FeatureTap(torch.nn.Module):
@@ -202,8 +229,10 @@ class AutoNamer:
         self.base = Predictor(self.tap, Vocabulary([["object"]]), cfg, self.device)
         self.name_cfg = cfg if self.auto.templates == "inference" else replace(cfg, templates=self.auto.templates)
         self.name_cfg.validate()
-        if self.auto.regions == "dino":
-            self._dino()                           # a missing checkpoint is one line now, not at the first image
+        if self.auto.regions == "dino":             # a missing checkpoint is one line now, not at the first image
+            self._dino()
+        elif self.auto.regions == "sam":
+            self._sam()
 
     @property
     def penalty(self) -> float:
@@ -291,6 +320,23 @@ class AutoNamer:
             self._dino_net = (key, load_backbone(a.dino_model, a.dino_checkpoint, a.dino_img_size).to(self.device))
         return self._dino_net[1]
 
+    def _sam(self) -> Any:
+        """segment-anything's automatic mask generator of `auto.regions=sam` (zss's batched one)."""
+        a = self.auto
+        key = (a.sam_checkpoint, a.sam_points_per_side, a.sam_pred_iou_thresh, a.sam_stability_thresh)
+        if getattr(self, "_sam_gen", (None,))[0] != key:
+            if not a.sam_checkpoint or ":" not in a.sam_checkpoint:
+                raise ZssError(f"auto.regions=sam needs auto.sam_checkpoint=KIND:PATH (KIND vit_b, vit_l, vit_h "
+                               f"or test_tiny; got {a.sam_checkpoint!r})")
+            from zss.models.sam import load_sam
+            from zss.models.sam_amg import BatchedMaskGenerator
+
+            gen = BatchedMaskGenerator(load_sam(a.sam_checkpoint, device=self.device),
+                                       points_per_side=a.sam_points_per_side, pred_iou_thresh=a.sam_pred_iou_thresh,
+                                       stability_score_thresh=a.sam_stability_thresh, image_batch=1)
+            self._sam_gen = (key, gen)
+        return self._sam_gen[1]
+
     def _region_labels(self, grid: np.ndarray, image: np.ndarray) -> np.ndarray:
         """Region id per cell of the model's patch grid: spherical k-means of the model's own features
         (`feature-kmeans`), or Euclidean k-means of a DINO backbone's patch tokens of the whole image
@@ -298,14 +344,15 @@ class AutoNamer:
         a = self.auto
         if a.regions == "feature-kmeans":
             return kmeans_label_grid(grid, a.k, a.seed, a.iters, spherical=True)
+        if a.regions == "sam":
+            masks = [m["segmentation"] for m in self._sam().generate_batch([np.ascontiguousarray(image[..., :3])])[0]]
+            return sample_grid(paint_masks(masks, image.shape[:2], a.k), grid.shape[:2])
         x = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None].float().div(255.0)
         x = F.interpolate(x.to(self.device), size=(a.dino_img_size,) * 2, mode="bilinear", align_corners=False)
         patch, _ = self._dino()(x)
         dino = kmeans_label_grid(patch[0].float().cpu().numpy().astype(np.float64), a.k, a.seed, a.iters,
                                  spherical=False)
-        ys = ((np.arange(grid.shape[0]) + 0.5) * dino.shape[0] / grid.shape[0]).astype(int)
-        xs = ((np.arange(grid.shape[1]) + 0.5) * dino.shape[1] / grid.shape[1]).astype(int)
-        return dino[ys][:, xs]
+        return sample_grid(dino, grid.shape[:2])
 
     def _regions(self, grid: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, list[Region]]:
         a, penalty = self.auto, self.penalty
