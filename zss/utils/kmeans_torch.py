@@ -120,8 +120,8 @@ class _Rows:
 
     def take(self, flat: torch.Tensor) -> torch.Tensor:
         """Prepared float64 rows at flat indices [M] -> [M, D]."""
-        x = self.x.view(-1, self.d)[flat].to(_F64)
-        return x.div_(self.div.view(-1)[flat, None]) if self.spherical else x
+        x = self.x.view(-1, self.d).index_select(0, flat).to(_F64)
+        return x.div_(self.div.view(-1).index_select(0, flat)[:, None]) if self.spherical else x
 
 
 def _pick(d2: torch.Tensor, s: torch.Tensor, valid: torch.Tensor, spherical: bool) -> torch.Tensor:
@@ -171,12 +171,12 @@ def _score(rows: _Rows, srcs: list[torch.Tensor], g: torch.Tensor, xx: torch.Ten
             torch.addmm(cc32[i], src, c32[i].T, alpha=-2, out=t[pos: pos + src.shape[0]])
         pos += src.shape[0]
     if rows.spherical:  # unit rows: cc - 2 (x / div).c
-        t.div_(div.to(_F32)[:, None]).mul_(-2).add_(cc32[g])
+        t.div_(div.to(_F32)[:, None]).mul_(-2).add_(cc32.index_select(0, g))
     if not bool(valid.all()):
         t.masked_fill_(~valid[g], float("inf"))
     best, labels = t.min(-1)
     second = t.scatter(-1, labels[:, None], float("inf")).amin(-1)
-    cmax = cc.clamp_min(0).amax(1).sqrt()[g]
+    cmax = cc.clamp_min(0).amax(1).sqrt().index_select(0, g)
     et = rows.eps * (cmax * cmax + 2 * r * cmax)                       # |float32 t - t|
     sure = second.to(_F64) - best.to(_F64) > 2 * et + slack[g, 0]
     if rows.spherical:  # argmax x.c is argmin |x - c| only for unit centres
@@ -199,8 +199,9 @@ def _look(rows: _Rows, srcs: list[torch.Tensor], g: torch.Tensor, orig: torch.Te
     """numpy's labels and new bounds of M rows (`orig` [M]: flat indices in the batch; srcs, g:
     as `_score`) against centres [G, k, D]. Rows the float32 scores leave unsure are re-scored in
     float64. Returns labels [M], upper [M], lower [M, k]."""
-    lab, d2, err, sure = _score(rows, srcs, g, rows.xx.view(-1)[orig], rows.r.view(-1)[orig],
-                                rows.div.view(-1)[orig] if rows.spherical else None, centres, cc, valid, slack)
+    xx, r, div = (None if v is None else v.view(-1).index_select(0, orig)
+                  for v in (rows.xx, rows.r, rows.div if rows.spherical else None))
+    lab, d2, err, sure = _score(rows, srcs, g, xx, r, div, centres, cc, valid, slack)
     up, lo = _bounds(d2, lab, err + slack[g, 0])
     u = (~sure).nonzero()[:, 0]
     if u.numel():
@@ -302,14 +303,15 @@ class _Lloyd:
         """New labels of rows (flat indices of the working set, `orig` in the batch): the rows that
         changed cluster move, with their sums and counts; returns which images changed."""
         changed = torch.zeros(self.ids.numel(), dtype=torch.bool, device=flat.device)
-        moved = lab != self.labels.view(-1)[flat]
+        old = self.labels.view(-1).index_select(0, flat)
+        moved = lab != old
         if not bool(moved.any()):
             return changed
         flat, orig, new = flat[moved], orig[moved], lab[moved]
         bi = flat // self.n
         changed[bi] = True
         base = bi * self.k
-        frm, to = base + self.labels.view(-1)[flat], base + new
+        frm, to = base + old[moved], base + new
         vec = self.rows.take(orig)
         s, c = self.csum.view(-1, self.d), self.count.view(-1)
         s.index_add_(0, frm, vec, alpha=-1)
