@@ -112,3 +112,28 @@ def test_joint_model_dir_segments_and_evaluates_with_mask_refinement(world, tmp_
     assert res["inference"]["refine"] == "masks" and res["inference"]["masks"] == "slic"  # the default source
     assert main(["eval", str(run / "model"), "--benchmark", "synth", "--data-root", str(world), "--limit", "1",
                  "--out", str(tmp_path / "bad"), "--set", "refine=blur"]) == 2
+
+
+@pytest.mark.slow
+def test_zss_trains_joint_on_an_sa1b_folder_with_caption_sidecars(world, ingest_kwargs, tmp_path):
+    """What docs/joint.md tells a user to type: `zss ingest sa1b:DIR --masks sa1b` on SA-1B files with
+    `sa_N.txt` caption sidecars (the synthetic world writes them), then `zss train joint`."""
+    sa1b = world / "train" / "sa1b"
+    assert (sa1b / "sa_1.txt").read_text().strip()
+    shards, run = tmp_path / "shards", tmp_path / "run"
+    zss = [sys.executable, "-m", "zss.cli"]
+    ingest = subprocess.run(zss + ["ingest", f"sa1b:{sa1b}", str(shards), "--features", ingest_kwargs["features"],
+                                   "--img-size", "112", "--masks", "sa1b", "--concepts", str(world / "classes.txt"),
+                                   "--shard-size", "12", "--workers", "1", "--limit", "12"],
+                            capture_output=True, text=True, timeout=600)
+    assert ingest.returncode == 0, ingest.stderr[-2000:]
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert manifest["models"]["masks"]["mode"] == "sa1b"
+    args = ["train", "joint", str(shards), str(run), "--config", "joint-demo", "--steps", "3"]
+    for item in TINY + ["batch_size=4", "recipe.max_regions=8"]:
+        args += ["--set", item]
+    train = subprocess.run(zss + args, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-2000:]
+    rows = _metrics(run)
+    assert len(rows) == 3 and all(float(r["n_region"]) > 0 and float(r["n_mil"]) > 0 for r in rows)
+    assert json.loads((run / "model" / "config.json").read_text())["kind"] == "joint"
