@@ -108,8 +108,8 @@ def search_costs(total: int, dim: int, queries: int = 6) -> None:
         del x, index
 
 
-def segment_ratio(model, model_spec: str, bank, images: list[Path], classes: Path) -> None:
-    from zss.eval.auto_vocab import AutoNamer
+def segment_ratio(model, model_spec: str, bank, images: list[Path], classes: Path, auto_sets: list[str]) -> None:
+    from zss.eval.auto_vocab import AutoNamer, split_auto_overrides
     from zss.eval.inference import Predictor
     from zss.eval.segment import read_image, segment_config
     from zss.formats.vocab import Vocabulary
@@ -117,7 +117,7 @@ def segment_ratio(model, model_spec: str, bank, images: list[Path], classes: Pat
     cfg = segment_config([])
     arrays = [read_image(p) for p in images]
     given = Predictor(model, Vocabulary.from_file(classes), cfg, "cpu")
-    namer = AutoNamer(model, model_spec, bank, cfg, device="cpu")
+    namer = AutoNamer(model, model_spec, bank, cfg, split_auto_overrides(auto_sets)[0], device="cpu")
     given.predict(arrays[0])      # warm-up (allocator, threads) for both paths
     namer.predict(arrays[0])
     times = {"given": [0.0, 0.0], "auto": [0.0, 0.0]}
@@ -193,6 +193,7 @@ def main() -> None:
     ap.add_argument("--n-images", type=int, default=8)
     ap.add_argument("--skip", default="", help="comma list of sections to skip: bank,index,search,segment")
     ap.add_argument("--data-root", type=Path, help="a synthetic world: measure how untrained names score")
+    ap.add_argument("--set", nargs="*", default=[], help="auto.KEY=VALUE settings of the timed --vocab auto runs")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     from zss.recipes import load_segmenter
@@ -206,7 +207,7 @@ def main() -> None:
         search_costs(total, int(model.encode_text(["a"]).shape[-1]))
     if "segment" not in skip:
         images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".png"))[:args.n_images]
-        segment_ratio(model, args.model, bank, images, args.classes)
+        segment_ratio(model, args.model, bank, images, args.classes, args.set)
     if args.data_root is not None:
         unseen_scores(model, args.model, bank, args.data_root)
 

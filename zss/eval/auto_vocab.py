@@ -11,12 +11,16 @@ Per image (docs/auto-vocab.md):
    the label grid resampled onto the model's; either way a region's embedding is the model's own;
 3. each region's embedding (mean of its unit patch features, renormalised) -> the nearest names of
    the bank's faiss index in the model's text space (`zss.eval.name_index`): top_k + RETRIEVE_EXTRA
-   entries, re-ranked after step 4, the best top_k kept;
+   entries, plus every bank phrase the model was trained on (scored exactly for every region: on
+   the demo model the trained name missed the 50-entry shortlist in a third of the regions),
+   re-ranked after step 4, the best top_k kept;
 4. calibration against unseen names: a model that records the concepts it was trained on
    (`MODEL_DIR/concepts.json`, SimZSS) gives every other phrase (the name or synonym that matched)
-   a penalty `unseen_penalty` on its cosine: a text tower trained on few words scores names it never saw at random, and with tens of
-   thousands of them some random score wins; the bank is not restricted (a clearly better unseen
-   name still wins). Models without a record (CLIP, PixelCLIP: web-scale text) get no penalty;
+   a penalty on its cosine: a text tower trained on few words scores names it never saw at random,
+   and with tens of thousands of them some random score wins. The penalty is `auto.unseen_penalty`,
+   or by default a prior (`prior_penalty`: the trained entries share mass `auto.seen_prior`, the
+   log prior ratio over the model's logit scale). The bank is not restricted (a clearly better
+   unseen name still wins). Models without a record (CLIP, PixelCLIP: web-scale text) get no penalty;
 5. pick / merge synonyms and near-duplicates / unknown (`zss.eval.auto_names`);
 6. the ordinary segmentation with the chosen names as the vocabulary, every inference setting
    unchanged except the templates: `auto.templates` (default `photo`, the index's own single
