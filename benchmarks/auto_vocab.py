@@ -134,25 +134,12 @@ def segment_ratio(model, model_spec: str, bank, images: list[Path], classes: Pat
           f"{a[1] / g[1]:.2f}x CPU (goal <= 1.2x)")
 
 
-def unseen_scores(model, model_spec: str, bank, data_root: Path, k: int = 6) -> None:
-    from zss.eval.auto_vocab import RETRIEVE_EXTRA, AutoNamer, AutoVocabConfig
-    from zss.eval.benchmarks import get_benchmark, read_sample
-    from zss.eval.evaluate import resolve
-    from zss.eval.name_mapping import NameMapper
+def _world_regions(namer, bench, data_root: Path, n_classes: int, k: int):
+    """(unit region embeddings [R, C], ground-truth majority class per region) of a world's val images."""
+    from zss.eval.benchmarks import read_sample
     from zss.utils.kmeans import kmeans_label_grid
 
-    bench, res = get_benchmark("synth"), resolve("zss", "synth", [], model=model_spec)
-    namer = AutoNamer(model, model_spec, bank, res.config)
-    if namer.prior is None:
-        print("unseen names: the model records no training concepts in the bank; nothing to compare")
-        return
-    classes = bench.vocabulary(data_root, res.classes).classes
-    phrases, owners = namer.index.phrases, namer.index.owners
-    mapper = NameMapper(bank, classes)
-    cls = np.array([(mapper.map(int(e), p) or (-1,))[0] for e, p in zip(owners, phrases)])
-    trained = np.array([not namer.unseen(p) for p in phrases])
-    vectors = namer.index.index.reconstruct_n(0, namer.index.index.ntotal)
-    rows = []
+    embs, gts = [], []
     for sample in bench.samples(data_root):
         image, label = read_sample(sample, [])
         namer.tap.clear()
@@ -165,22 +152,69 @@ def unseen_scores(model, model_spec: str, bank, data_root: Path, k: int = 6) -> 
         gt = label[ys][:, xs]
         for i in np.unique(labels):
             vals, cnt = np.unique(gt[labels == i], return_counts=True)
-            c = int(vals[cnt.argmax()])
-            if not (0 <= c < len(classes)) or not ((cls == c) & trained).any():
-                continue
-            emb = grid[labels == i].mean(0)
-            s = vectors @ (emb / np.linalg.norm(emb))
-            true = s[(cls == c) & trained].max()
-            listed = {e for e, _, _ in namer.index.search(emb[None], 5 + RETRIEVE_EXTRA)[0]}
-            rows.append((true, s[~trained].max(), int((s[~trained] > true).sum()),
-                         bool(listed & set(owners[(cls == c) & trained].tolist()))))
+            if 0 <= vals[cnt.argmax()] < n_classes:
+                emb = grid[labels == i].mean(0)
+                embs.append(emb / np.linalg.norm(emb))
+                gts.append(int(vals[cnt.argmax()]))
+    return np.stack(embs), np.array(gts)
+
+
+def _calibrations(S, E, V, trained, penalty: float) -> dict[str, np.ndarray]:
+    """Region x phrase scores under each calibration compared (docs/auto-vocab.md, unseen names)."""
+    def unit(x):
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    m = V.mean(0)
+    _, _, vt = np.linalg.svd((V - m)[np.random.default_rng(0).permutation(len(V))[:20000]], full_matrices=False)
+    top = vt[:10]
+    w, q = np.linalg.eigh(np.cov((V - m).T))
+    white = q @ np.diag(1 / np.sqrt(w + 1e-3)) @ q.T
+    return {"none": S, "penalty 0.15": S - 0.15 * ~trained, f"prior penalty {penalty:.3f}": S - penalty * ~trained,
+            "trained names only (a filter, for reference)": S - 9.0 * ~trained,
+            "minus each name's mean over the regions": S - S.mean(0),
+            "bank's top 10 principal directions removed": unit(E - E @ top.T @ top) @ unit((V - m) - (V - m) @ top.T @ top).T,
+            "whitened by the bank's covariance": unit(E @ white) @ unit((V - m) @ white).T}
+
+
+def unseen_scores(model, model_spec: str, bank, data_root: Path, k: int = 6) -> None:
+    from zss.eval.auto_vocab import RETRIEVE_EXTRA, AutoNamer
+    from zss.eval.benchmarks import get_benchmark
+    from zss.eval.evaluate import resolve
+    from zss.eval.name_mapping import NameMapper
+
+    bench, res = get_benchmark("synth"), resolve("zss", "synth", [], model=model_spec)
+    namer = AutoNamer(model, model_spec, bank, res.config)
+    if namer.prior is None:
+        print("unseen names: the model records no training concepts in the bank; nothing to compare")
+        return
+    classes = bench.vocabulary(data_root, res.classes).classes
+    phrases, owners = namer.index.phrases, namer.index.owners
+    mapper = NameMapper(bank, classes)
+    cls = np.array([(mapper.map(int(e), p) or (-1,))[0] for e, p in zip(owners, phrases)])
+    trained = np.array([not namer.unseen(p) for p in phrases])
+    V = namer.index.index.reconstruct_n(0, namer.index.index.ntotal)
+    E, gt = _world_regions(namer, bench, data_root, len(classes), k)
+    keep = np.array([((cls == c) & trained).any() for c in gt])
+    E, gt = E[keep], gt[keep]
+    S = E @ V.T
+    rows = []
+    for s, c, emb in zip(S, gt, E):
+        true = s[(cls == c) & trained].max()
+        listed = {e for e, _, _ in namer.index.search(emb[None], 5 + RETRIEVE_EXTRA)[0]}
+        rows.append((true, s[~trained].max(), int((s[~trained] > true).sum()),
+                     bool(listed & set(owners[(cls == c) & trained].tolist()))))
     a = np.array(rows, dtype=float)
+    u = V[~trained]
     print(f"unseen names ({len(rows)} regions of {data_root}, {int((~trained).sum())} untrained of {len(phrases)} "
           f"phrases): trained class name cosine {a[:, 0].mean():.3f}, best untrained {a[:, 1].mean():.3f}; an "
           f"untrained name out-ranks the trained one in {100 * (a[:, 1] > a[:, 0]).mean():.0f}% of regions "
           f"(median {np.median(a[:, 2]):.0f} names, max {a[:, 2].max():.0f}); the trained name is in the "
           f"shortlist of {5 + RETRIEVE_EXTRA} in {100 * a[:, 3].mean():.0f}%; with the prior penalty "
-          f"{namer.penalty:.3f} an untrained one still wins {100 * (a[:, 1] - namer.penalty > a[:, 0]).mean():.0f}%")
+          f"{namer.penalty:.3f} an untrained one still wins {100 * (a[:, 1] - namer.penalty > a[:, 0]).mean():.0f}%; "
+          f"untrained embeddings' mean vector norm {np.linalg.norm(u.mean(0)):.2f}")
+    for name, score in _calibrations(S, E, V, trained, namer.penalty).items():
+        print(f"  region naming accuracy (top-1 phrase maps to the region's class), {name}: "
+              f"{100 * (cls[score.argmax(1)] == gt).mean():.1f}%")
 
 
 def main() -> None:
