@@ -208,6 +208,36 @@ def feature_world(tmp_path_factory) -> FeatureWorld:
     return make_feature_world(tmp_path_factory.mktemp("featworld"))
 
 
+def read_metrics(run) -> list[dict]:
+    """A run's metrics.csv as one dict of strings per logged step."""
+    import csv
+
+    with open(Path(run) / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def cli_train(recipe: str, shards, run, steps: int, overrides: list[str]) -> list[dict]:
+    """`zss train RECIPE SHARDS RUN --steps N --set ...` through the CLI's main (exit 0 asserted);
+    returns the run's metrics rows, one per step."""
+    from zss.cli import main
+
+    args = ["train", recipe, str(shards), str(run), "--steps", str(steps)]
+    for item in overrides:
+        args += ["--set", item]
+    assert main(args) == 0
+    rows = read_metrics(run)
+    assert [int(r["step"]) for r in rows] == list(range(1, steps + 1))
+    return rows
+
+
+def assert_losses_fell(rows: list[dict], keys, margin: float = 0.2) -> None:
+    """Each loss's mean over the last 10 steps is below its mean over the first 5 by `margin`."""
+    for key in keys:
+        first = sum(float(r[key]) for r in rows[:5]) / 5
+        last = sum(float(r[key]) for r in rows[-10:]) / 10
+        assert last < first - margin, (key, first, last)
+
+
 TINY = ["recipe.text.width=64", "recipe.text.heads=2", "recipe.text.layers=2",
         "recipe.text.context_length=16", "recipe.global_token=mean", "log_every=1", "tensorboard=false"]
 

@@ -4,7 +4,6 @@ exact resume, bad input through the real command line, the model directory in se
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -13,18 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY
+from conftest import TINY, assert_losses_fell, cli_train, read_metrics
 from joint_world import make_masked_world
 from zss.cli import main
 from zss.commands.train import run_training
 from zss.errors import ZssError
 from zss.recipes.simzss.segmenter import load_text_tower
 from zss.recipes.simzss.text_tower import TextConfig, TextTower
-
-
-def _metrics(run):
-    with open(run / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +29,15 @@ def masked_world(tmp_path_factory):
 
 def test_joint_learns_and_counts_what_each_term_saw(masked_world, tmp_path):
     run = tmp_path / "run"
-    args = ["train", "joint", str(masked_world.shards), str(run), "--steps", "40"]
-    for o in TINY + ["batch_size=16", "lr=2e-3", "warmup=0.1", "recipe.local_weight=1.0"]:
-        args += ["--set", o]
-    assert main(args) == 0
-    rows = _metrics(run)
-    assert [int(r["step"]) for r in rows] == list(range(1, 41))
+    rows = cli_train("joint", masked_world.shards, run, 40,
+                     TINY + ["batch_size=16", "lr=2e-3", "warmup=0.1", "recipe.local_weight=1.0"])
     # images without masks still train: they are counted, and the region terms skip their concepts
     assert sum(float(r["images_without_masks"]) for r in rows) > 0
     assert all(float(r["n_region"]) <= float(r["n_occ"]) for r in rows)
     assert all(float(r["n_consistency"]) == float(r["n_masks"]) for r in rows)
     # the concept terms learn; the global InfoNCE on a random backbone's mean token only reaches chance
     # level (ln 16 = 2.77 at batch 16) in 40 steps, so it is not asked to fall by a margin
-    for key in ("loss_local", "loss_region"):
-        first = sum(float(r[key]) for r in rows[:5]) / 5
-        last = sum(float(r[key]) for r in rows[-10:]) / 10
-        assert last < first - 0.2, (key, first, last)
+    assert_losses_fell(rows, ("loss_local", "loss_region"))
     torch.manual_seed(0)
     untrained = TextTower(TextConfig(width=64, heads=2, layers=2, context_length=16), 32).eval()
     config = json.loads((run / "model" / "config.json").read_text())
@@ -69,7 +56,7 @@ def test_killed_joint_run_resumes_exactly(masked_world, tmp_path, crash_after_st
     with crash_after_step(6):
         run_training("joint", masked_world.shards, killed, steps=8, overrides=overrides)
     run_training("joint", masked_world.shards, killed, resume=True)
-    a, b = _metrics(full), _metrics(killed)
+    a, b = read_metrics(full), read_metrics(killed)
     assert [r["step"] for r in b] == [str(s) for s in range(1, 9)]
     for ra, rb in zip(a, b):
         for key in ("loss", "loss_region", "loss_mil", "loss_consistency", "loss_cluster", "grad_norm"):
@@ -134,6 +121,6 @@ def test_zss_trains_joint_on_an_sa1b_folder_with_caption_sidecars(world, ingest_
         args += ["--set", item]
     train = subprocess.run(zss + args, capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-2000:]
-    rows = _metrics(run)
+    rows = read_metrics(run)
     assert len(rows) == 3 and all(float(r["n_region"]) > 0 and float(r["n_mil"]) > 0 for r in rows)
     assert json.loads((run / "model" / "config.json").read_text())["kind"] == "joint"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import assert_losses_fell, cli_train, read_metrics
 from zss.cli import main
 from zss.errors import ZssError
 from zss.recipes.simzss.segmenter import load_text_tower
@@ -16,23 +16,11 @@ from zss.recipes.simzss.text_tower import TextConfig, TextTower
 from zss.commands.train import run_training
 
 
-def _metrics(run):
-    with open(run / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def test_training_learns_zero_shot_segmentation(feature_world, tiny_overrides, tmp_path):
     run = tmp_path / "run"
-    args = ["train", "simzss", str(feature_world.shards), str(run), "--steps", "60"]
-    for o in tiny_overrides + ["batch_size=16", "lr=2e-3", "warmup=0.1", "ckpt_every=30"]:
-        args += ["--set", o]
-    assert main(args) == 0
-    rows = _metrics(run)
-    assert [int(r["step"]) for r in rows] == list(range(1, 61))
-    for key in ("loss_global", "loss_local"):
-        first = sum(float(r[key]) for r in rows[:5]) / 5
-        last = sum(float(r[key]) for r in rows[-10:]) / 10
-        assert last < first - 0.2, (key, first, last)
+    rows = cli_train("simzss", feature_world.shards, run, 60,
+                     tiny_overrides + ["batch_size=16", "lr=2e-3", "warmup=0.1", "ckpt_every=30"])
+    assert_losses_fell(rows, ("loss_global", "loss_local"))
 
     torch.manual_seed(0)  # the loop seeds with cfg.seed before building: the same initial tower
     untrained = TextTower(TextConfig(width=64, heads=2, layers=2, context_length=16), 32).eval()
@@ -61,7 +49,7 @@ def test_killed_run_resumes_exactly(feature_world, tiny_overrides, tmp_path, cra
         run_training("simzss", feature_world.shards, killed, steps=12, overrides=overrides)
     run_training("simzss", feature_world.shards, killed, resume=True)  # settings from RUN/config.yaml
 
-    a, b = _metrics(full), _metrics(killed)
+    a, b = read_metrics(full), read_metrics(killed)
     assert [r["step"] for r in b] == [str(s) for s in range(1, 13)]
     for ra, rb in zip(a, b):
         for key in ("loss", "loss_global", "loss_local", "logit_scale", "grad_norm"):
@@ -82,7 +70,7 @@ def test_cli_local_target_and_user_errors(feature_world, tiny_overrides, tmp_pat
     resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert resolved["recipe"]["local_target"] == "argmax" and resolved["steps"] == 2
     assert main(base + [str(tmp_path / "ep"), "--epochs", "0.5"] + sets) == 0  # 64 samples / 8 per batch
-    assert _metrics(tmp_path / "ep")[-1]["step"] == "4"
+    assert read_metrics(tmp_path / "ep")[-1]["step"] == "4"
     assert main(base + [str(tmp_path / "bad"), "--steps", "2", "--local-target", "nearest"] + sets) == 2
     assert main(base + [str(tmp_path / "bad2"), "--steps", "2", "--set", "recipe.no_such_key=1"] + sets) == 2
     assert main(["train", "simzss", str(tmp_path), str(tmp_path / "bad3"), "--steps", "2"]) == 2
