@@ -265,12 +265,15 @@ def serve(models: List[str] = typer.Argument(..., help="Model directories or ope
                                                   "me\" switch: auto (the shipped WordNet bank) or FILE."),
           max_queue: int = typer.Option(8, "--max-queue", min=1, help="Requests inside at once (one runs, the "
                                         "rest wait); more get 503 + Retry-After and the page retries."),
+          prepare_names: bool = typer.Option(False, "--prepare-names", help="Load or build each model's name "
+                                             "index at start, in the background, so the first \"name it for me\" "
+                                             "answer does not wait minutes for it."),
           ) -> None:
     """A local web page: upload an image, type words, see the overlay, areas and label PNG."""
     from zss.serve.app import run_server
 
     run_server(list(models), host=host, port=port, max_side=max_side, overrides=set_, announce=typer.echo,
-               name_bank=name_bank, max_queue=max_queue)
+               name_bank=name_bank, max_queue=max_queue, prepare_names=prepare_names)
 
 
 @app.command()

@@ -36,7 +36,7 @@ def server(tiny_clip, tmp_path, local_server):
     bank.write_text("grass;lawn\nwater;sea\nsky\nsand\nwall\nball\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2", ZSS_CACHE=str(tmp_path / "cache"))
     port = local_server("serve", lambda port: [sys.executable, "-m", "zss.cli", "serve", *models, "--port", str(port),
-                                               "--max-side", "512", "--name-bank", str(bank)],
+                                               "--max-side", "512", "--name-bank", str(bank), "--prepare-names"],
                         ready=_answers_info, env=env, timeout=240)  # model loading on a busy 2-core machine
     return f"http://127.0.0.1:{port}", models
 

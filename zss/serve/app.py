@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +43,8 @@ EXAMPLES = files("zss.serve") / "examples"
 MAX_PENDING = DEFAULT_LIMIT  # requests inside at once (one running, the rest waiting); more: 503 + Retry-After
 PREDICTOR_CACHE = 16     # (model, vocabulary) pairs whose text embeddings are kept
 
+log = logging.getLogger(__name__)
+
 
 def example_names() -> list[str]:
     return sorted(p.name for p in EXAMPLES.iterdir() if p.name.endswith((".png", ".jpg")))
@@ -58,7 +61,7 @@ class Service:
 
     def __init__(self, specs: list[str], device: str | None = None, max_side: int = 1024,
                  overrides: list[str] | None = None, name_bank: str | None = None,
-                 max_queue: int = MAX_PENDING):
+                 max_queue: int = MAX_PENDING, prepare_names: bool = False):
         from zss.eval.auto_segment import auto_bank, auto_settings
         from zss.recipes import load_segmenter
 
@@ -71,6 +74,7 @@ class Service:
         self.bank = auto_bank(bank_spec if bank_spec.startswith("auto") else f"auto:{bank_spec}")
         self.auto, overrides = auto_settings(self.bank, overrides)
         self._namers: dict[str, object] = {}
+        self._namer_lock = threading.Lock()      # one build per model, the warm-up thread's or a request's
         self.cfg = segment_config(overrides)
         self.max_side = max_side
         self.models = OrderedDict((spec, load_segmenter(spec, self.device)) for spec in specs)
@@ -79,6 +83,27 @@ class Service:
             raise ZssError("--max-queue must be >= 1")
         self.admission = Admission(max_queue)    # checked by the app before a request's body is read
         self._predictors: OrderedDict[tuple[str, str], Predictor] = OrderedDict()
+        if prepare_names:  # the name indexes load or build now, beside serving, not on the first request
+            threading.Thread(target=self._prepare_names, name="zss-name-index", daemon=True).start()
+
+    def namer(self, name: str):
+        """The model's "name it for me" namer: its name index loaded from the cache or built (minutes
+        for a large bank on a CPU, once per model and bank; docs/auto-vocab.md)."""
+        from zss.eval.auto_segment import make_namer
+
+        with self._namer_lock:
+            if name not in self._namers:
+                self._namers[name] = make_namer(self.models[name], name, self.bank, self.cfg, self.auto, self.device)
+            return self._namers[name]
+
+    def _prepare_names(self) -> None:
+        for name in self.models:
+            try:
+                self.namer(name)
+            except ZssError as exc:  # bad input (a bank, a model without a text tower): requests say it too
+                log.warning("name index for %s not prepared: %s", name, exc)
+                return
+        log.info("name indexes ready for %d model(s)", len(self.models))
 
     def predictor(self, name: str, vocab: Vocabulary) -> Predictor:
         key = (name, repr((vocab.classes, vocab.background)))
@@ -129,11 +154,9 @@ class Service:
         start = time.perf_counter()
         extra = {}
         if vocab is None:
-            from zss.eval.auto_segment import auto_image_record, make_namer
+            from zss.eval.auto_segment import auto_image_record
 
-            if name not in self._namers:
-                self._namers[name] = make_namer(self.models[name], name, self.bank, self.cfg, self.auto, self.device)
-            res, areas, record = auto_image_record(self._namers[name], image)
+            res, areas, record = auto_image_record(self.namer(name), image)
             label, extra = res.label, {"names": record["auto_vocabulary"], "bank": self.bank.source}
         else:
             label = self.predictor(name, vocab).predict(image)
@@ -216,12 +239,12 @@ def create_app(service: Service):
 def run_server(specs: list[str], host: str = "127.0.0.1", port: int = 7860, max_side: int = 1024,
                overrides: list[str] | None = None, device: str | None = None,
                announce: Callable[[str], None] = print, name_bank: str | None = None,
-               max_queue: int = MAX_PENDING) -> None:
+               max_queue: int = MAX_PENDING, prepare_names: bool = False) -> None:
     """Load the models once, then serve until interrupted."""
     import uvicorn
 
     service = Service(specs, device=device, max_side=max_side, overrides=overrides, name_bank=name_bank,
-                      max_queue=max_queue)
+                      max_queue=max_queue, prepare_names=prepare_names)
     announce(f"zss serve: {', '.join(service.models)} on http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning", workers=1,
                 access_log=False, server_header=False)
