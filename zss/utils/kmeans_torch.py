@@ -14,7 +14,7 @@ same labels, because it decides the same things:
 How it avoids most of the float64 work without changing a label:
 - an assignment is decided by a float32 product `cc - 2 x.c` with a proven error bound (`_eps`:
   float32 rounding of a (D + 2)-term sum, doubled); only the rows whose two nearest centres are
-  closer than that bound are re-scored in float64 (typically ~0.2 % of the rows);
+  closer than that bound are re-scored in float64 (~0.1 % of the rows of the benchmark batch);
 - after the first assignment a point is looked at only when another centre could now be nearer
   (Elkan's bounds, kept in float32 and rounded outwards: an upper bound on the distance to its own
   centre and a lower bound on the distance to each other centre, moved by how far the centres
@@ -25,11 +25,12 @@ How it avoids most of the float64 work without changing a label:
   (~1e-16 relative): they matter only for a point whose two nearest centres tie to ~1e-15, the same
   exposure as running the numpy version on another BLAS.
 
-The k-means++ init is the float64 part that cannot be avoided (each centre depends on the float64
-distances to the previous ones): on a CPU it runs one cache-sized chunk of images at a time, one
-matrix-vector product per image and centre, in one intra-op thread by default (`threads`: many
-small operations, where OpenMP fork/join costs more than it saves). On a GPU the whole batch is one
-chunk. float32 products run at full precision for the call (no TF32 / bf16).
+The k-means++ init (`zss.utils.kmeans_init`) is the float64 part that cannot be avoided (each
+centre depends on the float64 distances to the previous ones): on a CPU it runs one cache-sized
+chunk of images at a time, one matrix-vector product per image and centre, in one intra-op thread
+by default (`threads`: many small operations, where OpenMP fork/join costs more than it saves;
+`threads=t` clusters t parts of the batch in t Python threads instead). On a GPU the whole batch is
+one chunk. float32 products run at full precision for the call (no TF32 / bf16).
 """
 
 from __future__ import annotations
@@ -155,12 +156,12 @@ def _exact_rows(rows: _Rows, flat: torch.Tensor, li: torch.Tensor, centres: torc
 
 def _score(rows: _Rows, srcs: list[torch.Tensor], g: torch.Tensor, xx: torch.Tensor, r: torch.Tensor,
            div: torch.Tensor, centres: torch.Tensor, cc: torch.Tensor, valid: torch.Tensor, slack: torch.Tensor):
-    """float32 assignment of M rows to their image's centres: srcs[i] [M_i, D] are the float32 rows
-    of image i (centres[i] [k, D], cc [G, k] their squared norms, valid [G, k]), g [M] each row's
-    image, xx and r [M] the prepared rows' float64 squared norms and norms, div [M] the spherical
-    divisors. Returns labels [M], squared
-    distances d2 [M, k] (float32), a bound err [M] on their error, and `sure` [M]: where the float32
-    scores prove numpy's float64 label (the two nearest differ by > 2 err + slack)."""
+    """float32 assignment of M rows to their image's centres [G, k, D] (cc [G, k] their squared
+    norms, valid [G, k]). srcs[i] [M_i, D]: image i's input rows in float32 (spherical: not yet
+    divided by their norms), g [M]: each row's image, xx and r [M]: the prepared rows' float64
+    squared norms and norms, div [M]: the spherical divisors. Returns labels [M], squared distances
+    d2 [M, k] (float32), a bound err [M] on their error, and `sure` [M]: where the float32 scores
+    prove numpy's float64 label (the two nearest differ by > 2 err + slack)."""
     c32, cc32 = centres.to(_F32), cc.to(_F32)
     t = torch.empty(g.numel(), centres.shape[1], dtype=_F32, device=g.device)
     pos = 0
