@@ -172,11 +172,12 @@ def _score(rows: _Rows, srcs: list[torch.Tensor], g: torch.Tensor, xx: torch.Ten
             torch.addmm(cc32[i], src, c32[i].T, alpha=-2, out=t[pos: pos + src.shape[0]])
         pos += src.shape[0]
     if rows.spherical:  # unit rows: cc - 2 (x / div).c
-        t.div_(div.to(_F32)[:, None]).mul_(-2).add_(cc32.index_select(0, g))
+        t = torch.addcdiv(cc32.index_select(0, g), t, div.to(_F32)[:, None], value=-2)
     if not bool(valid.all()):
         t.masked_fill_(~valid[g], float("inf"))
     best, labels = t.min(-1)
-    second = t.scatter(-1, labels[:, None], float("inf")).amin(-1)
+    second = t.scatter_(-1, labels[:, None], float("inf")).amin(-1)
+    t.scatter_(-1, labels[:, None], best[:, None])
     cmax = cc.clamp_min(0).amax(1).sqrt().index_select(0, g)
     et = rows.eps * (cmax * cmax + 2 * r * cmax)                       # |float32 t - t|
     sure = second.to(_F64) - best.to(_F64) > 2 * et + slack[g, 0]
@@ -296,8 +297,12 @@ class _Lloyd:
                 pos += c
         cent = self.centres[imgs]
         lab, up, lo = _look(rows, srcs, g, orig, cent, (cent * cent).sum(-1), self.valid[imgs], self.slack[imgs])
-        self.upper.view(-1)[flat] = up
-        self.lower.view(-1, self.k)[flat] = lo
+        if flat.numel() == self.upper.numel():  # every row of the working set
+            self.upper.view(-1).copy_(up)
+            self.lower.view(-1, self.k).copy_(lo)
+        else:
+            self.upper.view(-1)[flat] = up
+            self.lower.view(-1, self.k)[flat] = lo
         return self._relabel(flat, orig, lab)
 
     def _relabel(self, flat: torch.Tensor, orig: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
