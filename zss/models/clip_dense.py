@@ -151,10 +151,18 @@ def save_random_openclip(arch: str, path: str | Path, seed: int = 0) -> Path:
     """
     from zss.formats.weights import save_state_dict
 
+    import logging
+
     name = _model_name(arch)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = open_clip.create_model(name, pretrained=None)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights loaded": random weights are the point
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = open_clip.create_model(name, pretrained=None)
+    finally:
+        root.setLevel(level)
     return save_state_dict(model, path)
 
 
