@@ -98,8 +98,9 @@ def run_demo(out: Path, steps: int = 300, n_images: int = 160, img_size: int = 2
     lap("random checkpoints")
 
     shards = out / "shards"
-    # SA-1B layout: the same JPEGs and captions as the COCO layout (SimZSS trains bit-identically on
-    # either) plus per-image class-agnostic masks, the stand-in for SAM's that joint learns from
+    # SA-1B layout: the same JPEGs and captions as the COCO layout (SimZSS learns the same tower from
+    # either, up to float rounding) plus per-image class-agnostic masks, the stand-in for SAM's that
+    # joint learns from
     print(run_ingest(source=f"sa1b:{world / 'train' / 'sa1b'}", out=shards, preset=None,
                      features=f"{BACKBONE}:{ckpt}", img_size=img_size, masks="sa1b", sam_checkpoint=None,
                      concepts=str(world / "classes.txt"), shard_size=64, workers=2, address=None,
