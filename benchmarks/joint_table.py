@@ -41,6 +41,7 @@ SCORINGS: dict[str, tuple[str, list[str]]] = {
     "-refine": ("refine=masks (SLIC)", ["refine=masks"]),
     "-km8": ("refine=masks (feature k-means, k 8)", ["refine=masks", "masks=feature-kmeans"]),
     "-pamr": ("PAMR (10 steps)", ["pamr_steps=10", "pamr_at=label"]),
+    "-pamrslic": ("PAMR + refine=masks (SLIC)", ["pamr_steps=10", "pamr_at=label", "refine=masks"]),
 }
 
 
