@@ -22,17 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from zss.errors import Interrupted, ZssError
 from zss.eval.auto_vocab import AutoNamer, AutoVocabConfig
-from zss.eval.benchmarks import Benchmark, read_sample
+from zss.eval.benchmarks import Benchmark
 from zss.eval.inference import InferenceConfig
 from zss.eval.metrics import SegMetric, reduce_zero_label
 from zss.eval.name_mapping import MAX_DEPTH, NameMapper
 from zss.eval.render import save_label
+from zss.eval.sample_loop import benchmark_images
 from zss.formats.name_bank import NameBank
 from zss.utils.config import to_dict
-from zss.utils.progress import progress_bar
-from zss.utils.signals import StopRequest
 
 
 def _pct(x: float) -> float | None:
@@ -85,29 +83,17 @@ def evaluate_auto(namer: AutoNamer, bench: Benchmark, data_root: Path, cfg: Infe
     metric = SegMetric(k, ignore_index=settings.ignore_index, reduce_zero=settings.reduce_zero_label)
     tally = NameTally(names)
     start, skipped = time.perf_counter(), []
-    with StopRequest() as stop, progress_bar() as bar:
-        task = bar.add_task(f"{bench.name} (auto)", total=len(samples), info="", unit="images")
-        for i, sample in enumerate(samples):
-            if stop.signum is not None:
-                raise Interrupted(stop.exit_code, f"interrupted during {bench.name} after {i} of {len(samples)} "
-                                                  "images; no results written")
-            pair = read_sample(sample, skipped)
-            if pair is None:
-                bar.update(task, advance=1)
-                continue
-            image, label = pair
-            res = namer.predict(image, out_size=label.shape)
-            maps = [mapper.map(n.entry, n.phrases[-1]) for n in res.chosen]
-            lut = np.array([m[0] if m is not None else k for m in maps] + [bg if bg is not None else k])
-            pred = lut[res.label]
-            metric.update(pred, label)
-            tally.add([(n.name, namer.bank.entries[n.entry].id, m) for n, m in zip(res.chosen, maps)],
-                      _present(label, k, settings.reduce_zero_label, settings.ignore_index, bg))
-            if out is not None:
-                save_label(pred, out / "predictions" / f"{bench.name}-auto" / f"{sample.id}.png")
-            bar.update(task, advance=1, info=f"mIoU {100 * metric.results()['mIoU']:.1f}")
-    if len(skipped) == len(samples):
-        raise ZssError(f"{bench.name}: every image was skipped, e.g. {skipped[0]['label']}: {skipped[0]['problem']}")
+    for sample, image, label, status in benchmark_images(f"{bench.name} (auto)", samples, skipped):
+        res = namer.predict(image, out_size=label.shape)
+        maps = [mapper.map(n.entry, n.phrases[-1]) for n in res.chosen]
+        lut = np.array([m[0] if m is not None else k for m in maps] + [bg if bg is not None else k])
+        pred = lut[res.label]
+        metric.update(pred, label)
+        tally.add([(n.name, namer.bank.entries[n.entry].id, m) for n, m in zip(res.chosen, maps)],
+                  _present(label, k, settings.reduce_zero_label, settings.ignore_index, bg))
+        if out is not None:
+            save_label(pred, out / "predictions" / f"{bench.name}-auto" / f"{sample.id}.png")
+        status["info"] = f"mIoU {100 * metric.results()['mIoU']:.1f}"
     r = metric.results()
     return {"benchmark": bench.name, "column": bench.column, "n_images": len(samples) - len(skipped),
             "n_skipped": len(skipped), "num_classes": k, "vocab": "auto", "bank": namer.bank.source,

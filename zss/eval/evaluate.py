@@ -17,18 +17,16 @@ from typing import Any
 
 import torch
 
-from zss.errors import Interrupted, ZssError
-from zss.eval.benchmarks import (BENCHMARKS, PAPER_ORDER, Benchmark, find_benchmarks, get_benchmark, label_problem,
-                                 read_sample)
+from zss.errors import ZssError
+from zss.eval.benchmarks import BENCHMARKS, PAPER_ORDER, Benchmark, find_benchmarks, get_benchmark, label_problem
 from zss.eval.inference import InferenceConfig, Predictor
 from zss.eval.metrics import SegMetric
 from zss.eval.protocols import (Resolved, benchmarks_of, default_protocol, has_protocol, matching_published,
                                 protocol_info, protocol_names, resolve)
 from zss.eval.render import save_label
+from zss.eval.sample_loop import benchmark_images
 from zss.utils.config import to_dict
 from zss.utils.device import default_device
-from zss.utils.progress import progress_bar
-from zss.utils.signals import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -60,33 +58,19 @@ def evaluate_benchmark(model: torch.nn.Module, bench: Benchmark, data_root: Path
     metric = SegMetric(len(vocab), ignore_index=settings.ignore_index, reduce_zero=settings.reduce_zero_label)
     skipped: list[dict[str, str]] = []
     start = time.perf_counter()
-    with StopRequest() as stop, progress_bar() as bar:
-        task = bar.add_task(bench.name, total=len(samples), info="", unit="images")
-        for i, sample in enumerate(samples):
-            if stop.signum is not None:
-                raise Interrupted(stop.exit_code, f"interrupted during {bench.name} after {i} of {len(samples)} "
-                                                  "images; no results written")
-            pair = read_sample(sample, skipped)
-            if pair is None:
-                bar.update(task, advance=1)
+    for sample, image, label, status in benchmark_images(bench.name, samples, skipped):
+        if bench.user_data:
+            problem = label_problem(image, label, len(vocab) + int(settings.reduce_zero_label), settings.ignore_index)
+            if problem is not None:
+                log.warning("%s: skipped %s: %s", bench.name, sample.label, problem)
+                skipped.append({"id": sample.id, "label": str(sample.label), "problem": problem})
                 continue
-            image, label = pair
-            if bench.user_data:
-                problem = label_problem(image, label, len(vocab) + int(settings.reduce_zero_label),
-                                        settings.ignore_index)
-                if problem is not None:
-                    log.warning("%s: skipped %s: %s", bench.name, sample.label, problem)
-                    skipped.append({"id": sample.id, "label": str(sample.label), "problem": problem})
-                    bar.update(task, advance=1)
-                    continue
-            pred = predictor.predict(image, out_size=label.shape)
-            vh, vw = predictor.valid_size(image.shape[:2], label.shape)  # fit: crop scores the floored part only
-            metric.update(pred[:vh, :vw], label[:vh, :vw])
-            if out is not None:
-                save_label(pred, out / "predictions" / bench.name / f"{sample.id}.png")
-            bar.update(task, advance=1, info=f"mIoU {100 * metric.results()['mIoU']:.1f}")
-    if len(skipped) == len(samples):
-        raise ZssError(f"{bench.name}: every image was skipped, e.g. {skipped[0]['label']}: {skipped[0]['problem']}")
+        pred = predictor.predict(image, out_size=label.shape)
+        vh, vw = predictor.valid_size(image.shape[:2], label.shape)  # fit: crop scores the floored part only
+        metric.update(pred[:vh, :vw], label[:vh, :vw])
+        if out is not None:
+            save_label(pred, out / "predictions" / bench.name / f"{sample.id}.png")
+        status["info"] = f"mIoU {100 * metric.results()['mIoU']:.1f}"
     res = metric.results()
     return {
         "benchmark": bench.name, "column": bench.column, "n_images": len(samples) - len(skipped),
