@@ -32,7 +32,7 @@ def test_world_root_resolves_to_coco_and_layouts_agree(world):
     assert wds.kind == "webdataset" and sa1b.kind == "sa1b" and len(wds) == len(sa1b) == 24
     w0, s0 = wds.load(wds.ref(0)), load_ref(sa1b.ref(0))  # load_ref: the worker-side entry
     assert w0["image_bytes"] == rows[0]["image_bytes"] == s0["image_bytes"]
-    assert w0["captions"] == rows[0]["captions"] and s0["captions"] == "[]"
+    assert w0["captions"] == rows[0]["captions"] == s0["captions"]  # sa1b: from the sa_N.txt sidecar
     anns = json.loads(s0["src_masks"])
     assert anns and all(a["segmentation"]["size"] == anns[0]["segmentation"]["size"] for a in anns)
     assert [r["source_id"] for r in open_source(world / "train/sa1b")][:2] == ["sa_1", "sa_2"]
