@@ -77,11 +77,15 @@ class InferenceConfig:
     fp16: bool = True              # autocast on CUDA only
     # mask-consistent inference (zss.eval.refine): class scores averaged over each online mask
     refine: str = setting("none", choices=("none", "masks"))
-    masks: str = setting("slic", choices=("slic", "feature-kmeans"))  # how refine=masks makes masks
+    masks: str = setting("slic", choices=("slic", "feature-kmeans", "sam"))  # how refine=masks makes masks
     mask_k: int = setting(8, ge=1)             # feature-kmeans: clusters (= masks) per image
     mask_iters: int = setting(20, ge=1)        # feature-kmeans: at most this many Lloyd steps
     slic_size: float = setting(18.0, gt=0)     # slic: superpixel side in pixels at the inference size
     slic_compactness: float = setting(50.0, gt=0)  # slic: position vs colour (larger = squarer)
+    sam_checkpoint: Optional[str] = None       # sam: KIND:PATH (vit_b | vit_l | vit_h | test_tiny)
+    sam_points_per_side: int = setting(16, ge=1)  # sam: point grid (segment-anything's default 32)
+    sam_pred_iou_thresh: float = setting(0.88, ge=0, le=1)
+    sam_stability_thresh: float = setting(0.95, ge=0, le=1)
     refine_alpha: float = setting(1.0, ge=0, le=1)  # 1 = the mask mean; < 1 blends in the plain scores
 
     def validate(self) -> None:
@@ -99,6 +103,9 @@ class InferenceConfig:
             raise ZssError("area_thd must be in [0, 1)")
         if self.squash < 0 or self.feature_size < 0:
             raise ZssError("squash and feature_size must be >= 0")
+        if self.refine == "masks" and self.masks == "sam" and not self.sam_checkpoint:
+            raise ZssError("refine=masks with masks=sam needs sam_checkpoint=KIND:PATH (KIND vit_b, vit_l, vit_h "
+                           "or test_tiny)")
         get_templates(self.templates)
 
 
@@ -239,7 +246,10 @@ class Predictor:
             logits = pamr(img, logits[None], steps, dil)[0]
         if self.cfg.refine == "masks":
             logits = refine_logits(self.model, x, logits, self.cfg.masks, self.cfg.mask_k, self.cfg.mask_iters,
-                                   self.cfg.refine_alpha, self.cfg.slic_size, self.cfg.slic_compactness)
+                                   self.cfg.refine_alpha, self.cfg.slic_size, self.cfg.slic_compactness,
+                                   {"spec": self.cfg.sam_checkpoint, "points": self.cfg.sam_points_per_side,
+                                    "iou": self.cfg.sam_pred_iou_thresh,
+                                    "stability": self.cfg.sam_stability_thresh})
         return logits
 
     def _per_class(self, values: torch.Tensor, fill: float) -> torch.Tensor:

@@ -6,6 +6,10 @@ Masks are made online for the image being segmented, for any model:
   pixels a side (scikit-image's `slic`: colour + position, `slic_compactness`): small regions that
   follow the image's edges below the patch grid, so averaging over them sharpens boundaries without
   merging objects (an over-segmentation costs a mean nothing; a merge across two classes does).
+- `masks: sam` takes segment-anything's automatic masks of the image (zss's batched generator,
+  `sam_checkpoint: KIND:PATH`, `sam_points_per_side`, `sam_pred_iou_thresh`, `sam_stability_thresh`),
+  painted largest first so a part inside a whole keeps its own pixels; pixels no mask covers keep
+  their own scores.
 - `masks: feature-kmeans` clusters the model's own dense features of the whole image
   at the inference size (`zss.utils.kmeans.kmeans_label_grid`: spherical k-means, `mask_k` clusters,
   seeded) and upsamples the cluster grid to the label size (nearest): regions at patch resolution,
@@ -17,6 +21,8 @@ slic_size, slic_compactness, refine_alpha); the hook is `Predictor.label_logits`
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,7 +31,7 @@ from zss.errors import ZssError
 from zss.utils.kmeans import kmeans_label_grid, upsample_labels
 
 REFINES = ("none", "masks")
-MASK_SOURCES = ("slic", "feature-kmeans")
+MASK_SOURCES = ("slic", "feature-kmeans", "sam")
 
 
 def segment_mean(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -65,18 +71,45 @@ def slic_masks(image: torch.Tensor, size: float = 18.0, compactness: float = 50.
                 channel_axis=-1).astype(np.int64)
 
 
+@lru_cache(maxsize=2)
+def _sam_generator(spec: str, points: int, iou: float, stability: float, device: str):
+    from zss.models.sam import load_sam
+    from zss.models.sam_amg import BatchedMaskGenerator
+
+    return BatchedMaskGenerator(load_sam(spec, device=device), points_per_side=points, pred_iou_thresh=iou,
+                                stability_score_thresh=stability, image_batch=1)
+
+
+def sam_masks(image: torch.Tensor, spec: str | None, points: int = 16, iou: float = 0.88,
+              stability: float = 0.95) -> np.ndarray:
+    """image [3,h,w] in [0,1] -> label map [h,w] int64: segment-anything's automatic masks painted
+    largest first (ids 0..), -1 where no mask covers the pixel."""
+    if not spec or ":" not in spec:
+        raise ZssError(f"masks=sam needs sam_checkpoint=KIND:PATH (KIND vit_b, vit_l, vit_h or test_tiny; "
+                       f"got {spec!r})")
+    rgb = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    records = _sam_generator(spec, points, iou, stability, str(image.device)).generate_batch([rgb])[0]
+    canvas = np.full(rgb.shape[:2], -1, dtype=np.int64)
+    for i, rec in enumerate(sorted(records, key=lambda r: -int(r["area"]))):
+        canvas[np.asarray(rec["segmentation"], dtype=bool)] = i
+    return canvas
+
+
 def refine_logits(model: torch.nn.Module, image: torch.Tensor, logits: torch.Tensor, masks: str = "slic",
                   k: int = 8, iters: int = 20, alpha: float = 1.0, size: float = 18.0,
-                  compactness: float = 50.0) -> torch.Tensor:
+                  compactness: float = 50.0, sam: dict | None = None) -> torch.Tensor:
     """Cosine logits [Q,H,W] (any size) of `image` [3,h,w] -> (1 − alpha) · logits + alpha · their
     mean over each online mask (`masks`: slic superpixels about `size` px a side, or feature-kmeans
-    with k clusters)."""
+    with k clusters, or sam with the `sam` settings: sam_masks' keyword arguments and `spec`)."""
     if masks not in MASK_SOURCES:
         raise ZssError(f"masks must be one of {', '.join(MASK_SOURCES)} for refine=masks, got {masks!r}")
     if masks == "slic":
         labels = slic_masks(image, size, compactness)
+    elif masks == "sam":
+        labels = sam_masks(image, **(sam or {}))
     else:
         labels = feature_kmeans_masks(model, image, k, iters)
     full = torch.from_numpy(upsample_labels(labels, tuple(logits.shape[1:]))).to(logits.device)
-    averaged = segment_mean(logits, full)
+    covered = full >= 0                                   # sam: uncovered pixels (-1) keep their scores
+    averaged = torch.where(covered, segment_mean(logits, full + 1), logits)
     return averaged if alpha >= 1.0 else (1.0 - alpha) * logits + alpha * averaged
