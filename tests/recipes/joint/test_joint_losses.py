@@ -98,3 +98,20 @@ def test_grid_masks_area_fractions_order_and_view_crop():
     # the crop is resized columns 0..3: mask 0 fills its left cells, mask 1 its right ones
     assert torch.equal(v.float(), torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]]))
     assert grid_masks({"__key__": "k"}, meta, (2, 2)).shape == (0, 2, 2)
+
+
+def test_pool_regions_equals_pixelclip_pooling_image_by_image():
+    """The batched pooling gives PixelCLIP's `pool_mask_features` ("area") of each image's own masks,
+    in the regions' order, including an image without masks and masks listed out of image order."""
+    from zss.recipes.joint.losses import pool_regions
+    from zss.recipes.pixelclip.targets import pool_mask_features
+
+    g = torch.Generator().manual_seed(0)
+    grid = torch.randn(3, 4, 5, 6, generator=g)                        # B=3, 4x5 grid, D=6
+    owner = torch.tensor([2, 0, 2, 2, 0])                               # image 1 has no mask
+    masks = torch.rand(5, 4, 5, generator=g) * (torch.rand(5, 4, 5, generator=g) > 0.5)
+    got = pool_regions(grid.flatten(1, 2), masks.flatten(1), owner)
+    want = torch.stack([pool_mask_features(grid[b:b + 1], masks[m:m + 1], torch.zeros(1, dtype=torch.long), "area")[0]
+                        for m, b in enumerate(owner.tolist())])
+    assert got.shape == (5, 6) and torch.allclose(got, want, atol=1e-6)
+    assert pool_regions(grid.flatten(1, 2), masks[:0].flatten(1), owner[:0]).shape == (0, 6)

@@ -21,6 +21,32 @@ from zss.recipes.pixelclip.sinkhorn import sinkhorn
 from zss.recipes.simzss.losses import SINGLE_PROCESS, Gather
 
 
+def region_slots(owner: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, int]:
+    """Each region's place among its image's regions (in their given order) [M], and the most
+    regions of one image (at least 1): where `pad_regions` puts region m, (owner[m], slot[m])."""
+    if owner.numel() == 0:
+        return owner.clone(), 1
+    order = torch.argsort(owner, stable=True)
+    counts = torch.bincount(owner, minlength=batch_size)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(owner)
+    slot[order] = torch.arange(len(owner), device=owner.device) - starts[owner[order]]
+    return slot, int(counts.max())
+
+
+def pool_regions(grid: torch.Tensor, weights: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Each region's weighted mean patch feature [M,D]: grid [B,P,D], weights [M,P] (a mask's area
+    fraction per patch, on the grid) of images `owner` [M]. One batched product over images padded
+    to the same region count; equal to PixelCLIP's `pool_mask_features` ("area") on masks already at
+    the grid size, image by image (tested)."""
+    if weights.shape[0] == 0:
+        return grid.new_zeros(0, grid.shape[-1])
+    w = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
+    slot, _ = region_slots(owner, grid.shape[0])
+    pooled = torch.bmm(pad_regions(w.to(grid.dtype), owner, grid.shape[0]), grid)   # [B,R,D]
+    return pooled[owner, slot]
+
+
 def pad_regions(regions: torch.Tensor, owner: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Flat regions [M,D] of images `owner` [M] -> [B,R,D], each image's regions first, zero rows
     after them (R = most regions of one image, at least 1). Zero rows are exact padding for
@@ -29,13 +55,8 @@ def pad_regions(regions: torch.Tensor, owner: torch.Tensor, batch_size: int) -> 
     d = regions.shape[-1]
     if regions.shape[0] == 0:
         return regions.new_zeros(batch_size, 1, d)
-    order = torch.argsort(owner, stable=True)
-    counts = torch.bincount(owner, minlength=batch_size)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.empty_like(owner)
-    slot[order] = torch.arange(len(owner), device=owner.device) - starts[owner[order]]
-    out = regions.new_zeros(batch_size, int(counts.max()), d)
-    return out.index_put((owner, slot), regions)
+    slot, most = region_slots(owner, batch_size)
+    return regions.new_zeros(batch_size, most, d).index_put((owner, slot), regions)
 
 
 def region_word_mil(queries: torch.Tensor, occ_image: torch.Tensor, regions: torch.Tensor,

@@ -29,9 +29,8 @@ from torch import nn
 from zss.errors import ZssError
 from zss.formats.shards import read_parquet
 from zss.formats.storage import join
-from zss.recipes.joint.losses import mask_consistency, pad_regions, region_clustering, region_word_mil
+from zss.recipes.joint.losses import mask_consistency, pad_regions, pool_regions, region_clustering, region_word_mil
 from zss.recipes.joint.regions import grid_masks
-from zss.recipes.pixelclip.targets import pool_mask_features
 from zss.recipes.simzss.losses import concept_bank, local_concept_loss, occurrence_embeddings
 from zss.recipes.simzss.recipe import DDP_GATHER, SimZSSConfig, SimZSSRecipe
 from zss.utils.config import setting
@@ -73,16 +72,6 @@ def _check_data(shards: Path, manifest: dict[str, Any]) -> None:
         raise ZssError(f"{shards} holds no mask in any sample: ingest with {MASK_FLAG}")
 
 
-def _pool_regions(grid: torch.Tensor, masks: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
-    """Each mask's area-weighted mean patch feature [M,D] (PixelCLIP's tested `pool_mask_features`,
-    called per image so memory stays at one image's masks × patches × D)."""
-    out = grid.new_zeros(len(owner), grid.shape[-1])
-    for b in torch.unique(owner).tolist():
-        sel = (owner == b).nonzero()[:, 0]
-        out[sel] = pool_mask_features(grid[b:b + 1], masks[sel], torch.zeros_like(sel), "area")
-    return out
-
-
 class JointRecipe(SimZSSRecipe):
     name = "joint"
     config_cls = JointConfig
@@ -118,7 +107,7 @@ class JointRecipe(SimZSSRecipe):
         b = grid.shape[0]
         patches = grid.flatten(1, 2)
         owner, masks = batch["mask_owner"], batch["mask_grid"].float()
-        regions = _pool_regions(grid, masks, owner)
+        regions = pool_regions(patches, masks.flatten(1), owner)
         occ_b, occ_s, occ_e, occ_ids = batch["occ_batch"], batch["occ_start"], batch["occ_end"], batch["occ_ids"]
         has_region = torch.zeros(b, dtype=torch.bool, device=grid.device)
         has_region[owner] = True
