@@ -32,11 +32,43 @@ def make_recipe(shards: Path, extra: list[str] = ()) -> SimZSSRecipe:
 
 
 def fixed_samples(recipe: SimZSSRecipe, n: int = 8) -> list[dict]:
-    from webdataset.tariterators import tarfile_samples
+    """The first `n` samples of the recipe's first shard, read by the trainer's own tar reader and
+    decoded by the recipe (any SimZSS-based recipe)."""
+    from zss.formats.tar_reader import read_samples
 
     tar = recipe.shards / recipe.manifest["shards"][0]["tar"]
-    raws = [r for _, r in zip(range(n), tarfile_samples([{"url": str(tar)}]))]
+    raws = [r for _, r in zip(range(n), read_samples(tar))]
     return [recipe.decode_sample(r, sample_rng(0, 0, r["__key__"])) for r in raws]
+
+
+def run_two_processes(worker: Path, shards: Path, out: Path, timeout: int = 300) -> list[dict]:
+    """Test side: `torchrun --nproc_per_node 2 WORKER SHARDS OUT` (gloo, 1 thread each); returns the
+    two ranks' OUT/rank{r}.json."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(worker), str(shards), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def half_batch_vs_reference(recipe: SimZSSRecipe, out: Path, keys=None) -> dict:
+    """Worker side: this rank's half of `fixed_samples` through DDP; the loss terms averaged over the
+    ranks (`keys`, default all) and the largest gradient difference to OUT/reference.pt (the test's
+    single-process gradients of the whole batch)."""
+    r, w = D.rank(), D.world_size()
+    samples = fixed_samples(recipe)
+    module = build(recipe)
+    ddp = torch.nn.parallel.DistributedDataParallel(module)
+    half = len(samples) // w
+    logs, grads = loss_and_grads(recipe, ddp, module, samples[r * half:(r + 1) * half])
+    ref = torch.load(out / "reference.pt", weights_only=True)["grads"]
+    return {"logs": D.all_reduce_mean({k: logs[k] for k in (keys or logs)}, torch.device("cpu")),
+            "max_grad_err": max(float((grads[n] - ref[n]).abs().max()) for n in ref),
+            "max_grad": max(float(g.abs().max()) for g in ref.values())}
 
 
 def loss_and_grads(recipe: SimZSSRecipe, model, module, samples) -> tuple[dict, dict]:
@@ -67,16 +99,7 @@ def main(shards: Path, out: Path) -> None:
     res["gather_grad"] = x.grad.tolist()
     res["offset"] = D.gather_offset(r + 1, x.device)
 
-    recipe = make_recipe(shards)
-    samples = fixed_samples(recipe)
-    module = build(recipe)
-    ddp = torch.nn.parallel.DistributedDataParallel(module)
-    half = len(samples) // w
-    logs, grads = loss_and_grads(recipe, ddp, module, samples[r * half:(r + 1) * half])
-    res["logs"] = D.all_reduce_mean(logs, torch.device("cpu"))
-    ref = torch.load(out / "reference.pt", weights_only=True)
-    res["max_grad_err"] = max(float((grads[n] - ref["grads"][n]).abs().max()) for n in grads)
-    res["max_grad"] = max(float(g.abs().max()) for g in ref["grads"].values())
+    res.update(half_batch_vs_reference(make_recipe(shards), out))
 
     cfg_recipe = make_recipe(shards, ["steps=3", "batch_size=4", "ckpt_every=2"])
     model_dir = train(cfg_recipe, cfg_recipe.train_cfg, out / "run")

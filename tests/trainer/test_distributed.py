@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from ddp_worker import build, fixed_samples, loss_and_grads, make_recipe  # same folder
+from ddp_worker import build, fixed_samples, loss_and_grads, make_recipe, run_two_processes  # same folder
 
 
 def test_two_process_ddp_matches_single_process_whole_batch(feature_world, tmp_path):
@@ -20,12 +16,7 @@ def test_two_process_ddp_matches_single_process_whole_batch(feature_world, tmp_p
     logs, grads = loss_and_grads(recipe, module, module, fixed_samples(recipe))
     torch.save({"grads": grads}, tmp_path / "reference.pt")
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(__file__).with_name("ddp_worker.py")), str(feature_world.shards), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    res = run_two_processes(Path(__file__).with_name("ddp_worker.py"), feature_world.shards, tmp_path, timeout=180)
 
     # Gather: 3 rows in rank order; each process gets world × its rows' upstream gradient.
     assert [x["gather_rows"] for x in res] == [3, 3] and [x["offset"] for x in res] == [0, 1]

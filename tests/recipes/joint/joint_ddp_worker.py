@@ -8,11 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "trainer"))  # the SimZSS DDP worker's sample reader
-# recipe-agnostic: a shard's first samples decoded, the loss and gradients of a batch, the seeded model
-from ddp_worker import build, fixed_samples, loss_and_grads  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "trainer"))  # the SimZSS DDP worker
+from ddp_worker import half_batch_vs_reference  # noqa: E402  (recipe-agnostic: any SimZSS-based recipe)
 from zss.recipes.joint.recipe import JointConfig, JointRecipe  # noqa: E402
 from zss.trainer import distributed as D
 from zss.trainer.config import TrainConfig
@@ -31,18 +28,8 @@ def make_recipe(shards: Path, extra: list[str] = ()) -> JointRecipe:
 
 
 def main(shards: Path, out: Path) -> None:
-    info = D.setup()
-    r, w = info.rank, info.world_size
-    recipe = make_recipe(shards)
-    samples = fixed_samples(recipe)
-    module = build(recipe)
-    ddp = torch.nn.parallel.DistributedDataParallel(module)
-    half = len(samples) // w
-    logs, grads = loss_and_grads(recipe, ddp, module, samples[r * half:(r + 1) * half])
-    res: dict = {"logs": D.all_reduce_mean({k: logs[k] for k in TERMS}, torch.device("cpu"))}
-    ref = torch.load(out / "reference.pt", weights_only=True)
-    res["max_grad_err"] = max(float((grads[n] - ref["grads"][n]).abs().max()) for n in ref["grads"])
-    res["max_grad"] = max(float(g.abs().max()) for g in ref["grads"].values())
+    r = D.setup().rank
+    res = half_batch_vs_reference(make_recipe(shards), out, TERMS)
     loop_recipe = make_recipe(shards, ["steps=3", "batch_size=4", "ckpt_every=2"])
     res["model_dir"] = str(train(loop_recipe, loop_recipe.train_cfg, out / "run"))
     (out / f"rank{r}.json").write_text(json.dumps(res))
