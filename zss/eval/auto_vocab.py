@@ -48,6 +48,7 @@ from zss.errors import ZssError
 from zss.eval.auto_names import UNKNOWN, Candidate, ChosenName, Region, choose_names
 from zss.eval.inference import InferenceConfig, Predictor, window_starts
 from zss.eval.name_index import NameIndex, embed_phrases, load_name_index
+from zss.eval.sam_regions import paint_largest_first, require_sam_spec, sam_generator
 from zss.formats.name_bank import NameBank
 from zss.formats.vocab import Vocabulary
 from zss.utils.config import apply_overrides, from_dict, setting
@@ -142,9 +143,7 @@ def paint_masks(masks: list[np.ndarray], size: tuple[int, int], k: int) -> np.nd
     painted largest first (a smaller mask inside a larger one keeps its pixels), the k - 1 largest
     visible segments kept as ids 0.., every other pixel (uncovered, or of a smaller segment) one
     last region."""
-    canvas = np.full(size, -1, dtype=np.int64)
-    for i in sorted(range(len(masks)), key=lambda j: -int(masks[j].sum())):
-        canvas[masks[i].astype(bool)] = i
+    canvas = paint_largest_first(masks, size)
     ids, counts = np.unique(canvas[canvas >= 0], return_counts=True)
     keep = ids[np.argsort(-counts, kind="stable")][:max(k - 1, 0) if (canvas < 0).any() or len(ids) > k else k]
     out = np.full(size, len(keep), dtype=np.int64)
@@ -325,21 +324,12 @@ class AutoNamer:
         return self._dino_net[1]
 
     def _sam(self) -> Any:
-        """segment-anything's automatic mask generator of `auto.regions=sam` (zss's batched one)."""
+        """segment-anything's automatic mask generator of `auto.regions=sam` (zss's batched one, shared
+        with refine=masks through zss.eval.sam_regions)."""
         a = self.auto
-        key = (a.sam_checkpoint, a.sam_points_per_side, a.sam_pred_iou_thresh, a.sam_stability_thresh)
-        if getattr(self, "_sam_gen", (None,))[0] != key:
-            if not a.sam_checkpoint or ":" not in a.sam_checkpoint:
-                raise ZssError(f"auto.regions=sam needs auto.sam_checkpoint=KIND:PATH (KIND vit_b, vit_l, vit_h "
-                               f"or test_tiny; got {a.sam_checkpoint!r})")
-            from zss.models.sam import load_sam
-            from zss.models.sam_amg import BatchedMaskGenerator
-
-            gen = BatchedMaskGenerator(load_sam(a.sam_checkpoint, device=self.device),
-                                       points_per_side=a.sam_points_per_side, pred_iou_thresh=a.sam_pred_iou_thresh,
-                                       stability_score_thresh=a.sam_stability_thresh, image_batch=1)
-            self._sam_gen = (key, gen)
-        return self._sam_gen[1]
+        spec = require_sam_spec(a.sam_checkpoint, "auto.regions=sam needs auto.sam_checkpoint")
+        return sam_generator(spec, a.sam_points_per_side, a.sam_pred_iou_thresh, a.sam_stability_thresh,
+                             str(self.device))
 
     def _region_labels(self, grid: np.ndarray, image: np.ndarray) -> np.ndarray:
         """Region id per cell of the model's patch grid: spherical k-means of the model's own features

@@ -21,13 +21,13 @@ slic_size, slic_compactness, refine_alpha); the hook is `Predictor.label_logits`
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from zss.errors import ZssError
+from zss.eval.sam_regions import paint_largest_first, require_sam_spec
+from zss.eval.sam_regions import sam_generator as _sam_generator
 from zss.utils.kmeans import kmeans_label_grid, upsample_labels
 
 REFINES = ("none", "masks")
@@ -71,28 +71,14 @@ def slic_masks(image: torch.Tensor, size: float = 18.0, compactness: float = 50.
                 channel_axis=-1).astype(np.int64)
 
 
-@lru_cache(maxsize=2)
-def _sam_generator(spec: str, points: int, iou: float, stability: float, device: str):
-    from zss.models.sam import load_sam
-    from zss.models.sam_amg import BatchedMaskGenerator
-
-    return BatchedMaskGenerator(load_sam(spec, device=device), points_per_side=points, pred_iou_thresh=iou,
-                                stability_score_thresh=stability, image_batch=1)
-
-
 def sam_masks(image: torch.Tensor, spec: str | None, points: int = 16, iou: float = 0.88,
               stability: float = 0.95) -> np.ndarray:
     """image [3,h,w] in [0,1] -> label map [h,w] int64: segment-anything's automatic masks painted
-    largest first (ids 0..), -1 where no mask covers the pixel."""
-    if not spec or ":" not in spec:
-        raise ZssError(f"masks=sam needs sam_checkpoint=KIND:PATH (KIND vit_b, vit_l, vit_h or test_tiny; "
-                       f"got {spec!r})")
+    largest first (ids 0..), -1 where no mask covers the pixel (zss.eval.sam_regions)."""
+    spec = require_sam_spec(spec, "masks=sam needs sam_checkpoint")
     rgb = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
     records = _sam_generator(spec, points, iou, stability, str(image.device)).generate_batch([rgb])[0]
-    canvas = np.full(rgb.shape[:2], -1, dtype=np.int64)
-    for i, rec in enumerate(sorted(records, key=lambda r: -int(r["area"]))):
-        canvas[np.asarray(rec["segmentation"], dtype=bool)] = i
-    return canvas
+    return paint_largest_first([r["segmentation"] for r in records], rgb.shape[:2])
 
 
 def refine_logits(model: torch.nn.Module, image: torch.Tensor, logits: torch.Tensor, masks: str = "slic",
