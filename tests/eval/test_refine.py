@@ -95,8 +95,9 @@ def test_sam_masks_paint_largest_first_and_uncovered_pixels_keep_their_scores(mo
 
 
 def test_zss_segment_refines_over_sam_masks_and_a_missing_checkpoint_is_one_line(world, tiny_clip, tmp_path):
-    """`zss segment ... --set refine=masks --set masks=sam --set sam_checkpoint=test_tiny:PATH` (random
-    tiny SAM, thresholds 0 so masks come out); without a checkpoint: one line, exit 2."""
+    """`zss segment ... --set refine=masks` (SLIC, the default), then with `--set masks=sam --set
+    sam_checkpoint=test_tiny:PATH` (random tiny SAM, thresholds 0 so masks come out); without a
+    checkpoint: one line, exit 2."""
     import subprocess
     import sys
 
@@ -106,6 +107,10 @@ def test_zss_segment_refines_over_sam_masks_and_a_missing_checkpoint_is_one_line
     image = sorted((world / "val" / "images").iterdir())[0]
     base = [sys.executable, "-m", "zss.cli", "segment", f"openclip:zss-tiny-vit:{tiny_clip}", str(image),
             "--vocab", "grass, water, sky", "--out", str(tmp_path / "seg")]
+    slic = subprocess.run(base + ["--set", "refine=masks"], capture_output=True, text=True, timeout=600)
+    assert slic.returncode == 0, slic.stderr[-2000:]                 # the default region source: SLIC
+    assert (tmp_path / "seg" / f"{image.stem}.png").is_file()
+    (tmp_path / "seg" / f"{image.stem}.png").unlink()               # the SAM run below writes its own
     sets = ["refine=masks", "masks=sam", "sam_points_per_side=4", "sam_pred_iou_thresh=0", "sam_stability_thresh=0"]
     args = base + [a for kv in sets for a in ("--set", kv)]
     ok = subprocess.run(args + ["--set", f"sam_checkpoint=test_tiny:{ckpt}"], capture_output=True, text=True,
