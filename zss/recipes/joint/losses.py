@@ -41,10 +41,10 @@ def pool_regions(grid: torch.Tensor, weights: torch.Tensor, owner: torch.Tensor)
     the grid size, image by image (tested)."""
     if weights.shape[0] == 0:
         return grid.new_zeros(0, grid.shape[-1])
-    w = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
-    slot, _ = region_slots(owner, grid.shape[0])
-    pooled = torch.bmm(pad_regions(w.to(grid.dtype), owner, grid.shape[0]), grid)   # [B,R,D]
-    return pooled[owner, slot]
+    w = (weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)).to(grid.dtype)
+    slot, most = region_slots(owner, grid.shape[0])
+    padded = w.new_zeros(grid.shape[0], most, w.shape[1]).index_put((owner, slot), w)   # pad_regions' layout
+    return torch.bmm(padded, grid)[owner, slot]                                        # [B,R,D] -> [M,D]
 
 
 def pad_regions(regions: torch.Tensor, owner: torch.Tensor, batch_size: int) -> torch.Tensor:
