@@ -153,16 +153,20 @@ def save_random_openclip(arch: str, path: str | Path, seed: int = 0) -> Path:
 
     import logging
 
+    def not_the_pretrained_warning(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+    # open_clip logs that warning on the root logger; random weights are the point here. A filter on
+    # the root logger sees only records logged to it directly, so nothing else is silenced.
     name = _model_name(arch)
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights loaded": random weights are the point
+    root.addFilter(not_the_pretrained_warning)
     try:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = open_clip.create_model(name, pretrained=None)
     finally:
-        root.setLevel(level)
+        root.removeFilter(not_the_pretrained_warning)
     return save_state_dict(model, path)
 
 
